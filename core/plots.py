@@ -1,0 +1,127 @@
+"""Plots every domain shares: attention heatmaps, positional encodings, learning curves, series.
+
+Figures are built with `matplotlib.figure.Figure` (no pyplot state, no display needed) and saved to
+`path` when one is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from torch import Tensor
+
+__all__ = ["plot_attention", "plot_positional_encoding", "plot_learning_curves", "plot_series"]
+
+
+def _array(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def plot_attention(
+    weights: Tensor | np.ndarray,
+    *,
+    x_labels: Sequence[str] | None = None,
+    y_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    annotate: bool | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Heatmap of a `(T, S)` attention matrix: rows are queries, columns the keys they attend to.
+
+    Args:
+        weights: `(T, S)` weights (one head, one example).
+        x_labels, y_labels: key and query labels (tokens); omitted for long sequences.
+        annotate: print each weight in its cell (default: when the matrix is at most 12×12).
+    """
+    w = _array(weights)
+    if w.ndim != 2:
+        raise ValueError(f"plot_attention takes one (T, S) matrix, got shape {w.shape}")
+    T, S = w.shape
+    fig = Figure(figsize=(min(2 + 0.45 * S, 14), min(1.5 + 0.45 * T, 14)))
+    ax = fig.add_subplot()
+    im = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=max(float(w.max()), 1e-9), aspect="auto")
+    fig.colorbar(im, ax=ax, label="attention weight")
+    ax.set_xlabel("key (attended to)")
+    ax.set_ylabel("query")
+    if x_labels is not None:
+        ax.set_xticks(range(S), labels=list(x_labels), rotation=90)
+    if y_labels is not None:
+        ax.set_yticks(range(T), labels=list(y_labels))
+    if annotate if annotate is not None else max(T, S) <= 12:
+        for i in range(T):
+            for j in range(S):
+                ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", color="w" if w[i, j] < 0.6 * w.max() else "k")
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_positional_encoding(pe: Tensor | np.ndarray, *, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Heatmap of a `(positions, dims)` encoding table."""
+    p = _array(pe)
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
+    im = ax.imshow(p, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
+    fig.colorbar(im, ax=ax)
+    ax.set_xlabel("dimension")
+    ax.set_ylabel("position")
+    ax.set_title(title or "Sinusoidal positional encoding")
+    return _save(fig, path)
+
+
+def plot_learning_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    metric: str,
+    *,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """One line per model: `metric` per epoch, from `History.epochs`-style lists of dicts."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for name, epochs in histories.items():
+        xs = [e["epoch"] for e in epochs if metric in e]
+        ax.plot(xs, [e[metric] for e in epochs if metric in e], marker=".", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title or f"{metric} per epoch")
+    return _save(fig, path)
+
+
+def plot_series(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str | None = None,
+    logx: bool = False,
+    logy: bool = False,
+    path: str | Path | None = None,
+) -> Figure:
+    """Several named y-series over a shared x (accuracy vs data size, time vs length, ...)."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for name, ys in series.items():
+        ax.plot(list(x)[: len(ys)], list(ys), marker="o", label=name)
+    ax.set_xscale("log" if logx else "linear")
+    ax.set_yscale("log" if logy else "linear")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
