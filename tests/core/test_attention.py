@@ -1,0 +1,117 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.attention import scaled_dot_product_attention
+from core.masks import causal_mask, padding_mask, sliding_window_mask
+from core.positional import RelativePositionBias
+
+
+def _qkv(B=2, H=3, T=7, S=7, D=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda L: torch.randn(B, H, L, D, generator=g, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    return make(T), make(S), make(S)
+
+
+def test_textbook_worked_example():
+    q = torch.tensor([[1.0, 2.0]])
+    k = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    out, w = scaled_dot_product_attention(q, k, k, return_weights=True)
+    e1, e2 = math.exp(3 / math.sqrt(2)), math.exp(2 / math.sqrt(2))
+    assert w[0].tolist() == pytest.approx([e1 / (e1 + e2), e2 / (e1 + e2)], abs=1e-6)
+    assert w[0, 0].item() == pytest.approx(0.6698, abs=1e-4)
+    assert out[0].tolist() == pytest.approx([w[0, 0].item(), 1.0], abs=1e-6)
+
+
+def test_explicit_path_is_the_formula():
+    q, k, v = _qkv()
+    out, w = scaled_dot_product_attention(q, k, v, return_weights=True)
+    ref_w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    assert torch.allclose(w, ref_w)
+    assert torch.allclose(out, ref_w @ v)
+
+
+@pytest.mark.parametrize(
+    "make_mask",
+    [
+        lambda: None,
+        lambda: causal_mask(7),
+        lambda: sliding_window_mask(7, 1, 2) & padding_mask(torch.tensor([7, 4]), 7),
+        lambda: torch.rand(7, 7, generator=torch.Generator().manual_seed(1)) > 0.5,  # a plain bool tensor
+        lambda: torch.randn(2, 1, 7, 7, dtype=torch.float64),  # an additive float mask
+    ],
+)
+def test_fused_and_explicit_paths_agree_forward_and_backward(make_mask):
+    mask = make_mask()
+    q, k, v = _qkv()
+    out_e, _ = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+    grads_e = torch.autograd.grad((out_e * torch.arange(5.0, dtype=torch.float64)).sum(), (q, k, v))
+    out_f = scaled_dot_product_attention(q, k, v, mask)
+    grads_f = torch.autograd.grad((out_f * torch.arange(5.0, dtype=torch.float64)).sum(), (q, k, v))
+    assert torch.allclose(out_e, out_f, atol=1e-12)
+    for ge, gf in zip(grads_e, grads_f):
+        assert torch.allclose(ge, gf, atol=1e-12)
+
+
+def test_mask_really_masks():
+    q, k, v = _qkv()
+    _, w = scaled_dot_product_attention(q, k, v, causal_mask(7), return_weights=True)
+    allowed = causal_mask(7).dense()
+    assert (w[..., ~allowed] == 0).all() and (w[..., allowed] > 0).all()
+    unmasked = scaled_dot_product_attention(q, k, v)
+    masked = scaled_dot_product_attention(q, k, v, causal_mask(7))
+    assert not torch.allclose(unmasked, masked)
+
+
+def test_matches_torch_sdpa():
+    q, k, v = _qkv(S=9)
+    mask = torch.rand(7, 9, generator=torch.Generator().manual_seed(3)) > 0.3
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    out, _ = scaled_dot_product_attention(q, k, v, mask, return_weights=True)
+    assert torch.allclose(out, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("return_weights", [True, False])
+def test_fully_masked_rows_give_zeros_not_nan(return_weights):
+    q, k, v = _qkv()
+    mask = torch.ones(7, 7, dtype=torch.bool)
+    mask[2] = False  # query 2 may attend nothing
+    result = scaled_dot_product_attention(q, k, v, mask, return_weights=return_weights)
+    out = result[0] if return_weights else result
+    assert torch.equal(out[:, :, 2], torch.zeros_like(out[:, :, 2]))
+    out.sum().backward()
+    for t in (q, k, v):
+        assert torch.isfinite(t.grad).all()
+    assert torch.equal(q.grad[:, :, 2], torch.zeros_like(q.grad[:, :, 2]))
+
+
+def test_padding_invariance():
+    """Padding a sequence does not change the outputs at its real positions."""
+    q, k, v = _qkv(B=1, T=5, S=5)
+    short = scaled_dot_product_attention(q, k, v)
+    pad = lambda x: torch.cat([x, torch.randn(1, 3, 4, 5, dtype=torch.float64)], dim=2)  # noqa: E731
+    long = scaled_dot_product_attention(pad(q), pad(k), pad(v), padding_mask(torch.tensor([5]), 9))
+    assert torch.allclose(long[:, :, :5], short, atol=1e-12)
+
+
+def test_position_bias_is_added_to_scores_and_offsets_shift_it():
+    q, k, v = _qkv(H=2)
+    bias = RelativePositionBias(2, max_distance=3).double()
+    with torch.no_grad():
+        bias.bias.copy_(torch.randn_like(bias.bias))
+    _, w = scaled_dot_product_attention(q, k, v, position_bias=bias, return_weights=True)
+    idx = torch.arange(7)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(5) + bias(idx[:, None], idx[None, :])
+    assert torch.allclose(w, torch.softmax(scores, -1))
+    # a relative bias depends only on k - q: shifting both offsets equally changes nothing
+    shifted = scaled_dot_product_attention(q, k, v, position_bias=bias, q_offset=10, k_offset=10)
+    assert torch.allclose(shifted, scaled_dot_product_attention(q, k, v, position_bias=bias))
+
+
+def test_shape_errors_name_the_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3, 7, 5\).*\(2, 3, 7, 4\)"):
+        scaled_dot_product_attention(torch.randn(2, 3, 7, 5), torch.randn(2, 3, 7, 4), torch.randn(2, 3, 7, 4))
+    with pytest.raises(ValueError, match="built for"):
+        scaled_dot_product_attention(*_qkv(), causal_mask(6))

@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+import torch
+
+from core.__main__ import worked_example
+from core.plots import plot_attention, plot_learning_curves, plot_positional_encoding, plot_series
+
+
+def test_worked_example_numbers():
+    r = worked_example()
+    assert [round(s, 2) for s in r["scores"]] == [2.12, 1.41]
+    assert abs(sum(r["weights"]) - 1) < 1e-12 and r["weights"][0] > r["weights"][1]
+    assert abs(r["output"][1] - 1.0) < 1e-12  # both values have second coordinate 1
+
+
+def test_plots_write_png_files(tmp_path):
+    plot_attention(torch.rand(3, 4), x_labels=list("abcd"), y_labels=list("xyz"), path=tmp_path / "a.png")
+    plot_positional_encoding(torch.rand(10, 8), path=tmp_path / "p.png")
+    plot_learning_curves({"m": [{"epoch": 1, "acc": 0.5}, {"epoch": 2, "acc": 0.7}]}, "acc", path=tmp_path / "c.png")
+    plot_series([1, 2, 4], {"a": [1, 2, 3]}, xlabel="x", ylabel="y", logx=True, path=tmp_path / "s.png")
+    for name in "apcs":
+        data = (tmp_path / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_python_m_core_runs_and_writes_heatmaps(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "core", "--out", str(tmp_path)], capture_output=True, text=True, check=True)
+    assert "3/√2 = 2.1213" in out.stdout and "2/√2 = 1.4142" in out.stdout
+    assert (tmp_path / "attention_positions.png").exists() and (tmp_path / "positional_encoding.png").exists()
