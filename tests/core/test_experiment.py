@@ -1,0 +1,109 @@
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from core.experiment import (ModelResult, add_common_args, apply_common_args, count_parameters, summarize_runs,
+                             versions, write_metrics, write_report)
+
+
+@dataclass
+class TinyConfig:
+    dim: int = 32
+    data: Path = Path("/data")
+
+
+def results() -> list[ModelResult]:
+    attention = summarize_runs("transformer", "attention",
+                               [{"val_accuracy": 0.8, "val_loss": 0.5}, {"val_accuracy": 0.9, "val_loss": 0.3}],
+                               params=1234, train_seconds=[10.0, 12.0], extra={"best_epoch": 7})
+    baseline = summarize_runs("bilstm", "baseline", [{"val_accuracy": 0.75, "val_loss": 0.6}],
+                              params=999, train_seconds=[5.0])
+    return [attention, baseline]
+
+
+def test_summarize_runs():
+    attention, baseline = results()
+    assert attention.metrics["val_accuracy"] == pytest.approx(0.85)
+    assert attention.std["val_accuracy"] == pytest.approx(0.0707107, rel=1e-5)  # sample std
+    assert attention.train_seconds == 11.0 and attention.extra == {"best_epoch": 7}
+    assert baseline.std == {"val_accuracy": 0.0, "val_loss": 0.0} and len(baseline.runs) == 1
+    with pytest.raises(ValueError, match="role"):
+        summarize_runs("x", "teacher", [{"a": 1.0}], params=1, train_seconds=[1.0])
+    with pytest.raises(ValueError, match="different metrics"):
+        summarize_runs("x", "baseline", [{"a": 1.0}, {"b": 1.0}], params=1, train_seconds=[1.0, 1.0])
+
+
+def test_count_parameters_counts_trainable_only():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    model[0].requires_grad_(False)
+    assert count_parameters(model) == 4 * 2 + 2
+
+
+def test_versions_names_the_stack():
+    info = versions()
+    assert info["torch"] == torch.__version__
+    for key in ("python", "torchvision", "torchaudio", "torch_geometric", "numpy", "platform", "cpu_count",
+                "cuda_device"):
+        assert key in info
+
+
+def test_metrics_json(tmp_path):
+    path = write_metrics(tmp_path / "out", domain="text", dataset="conll2000", device=torch.device("cpu"),
+                         config=TinyConfig(), results=results(), extra={"notes": "tiny"})
+    assert path == tmp_path / "out" / "metrics.json"
+    data = json.loads(path.read_text())
+    for key in ("domain", "dataset", "device", "versions", "config", "command", "created", "results", "notes"):
+        assert key in data, key
+    assert data["domain"] == "text" and data["device"] == "cpu" and data["command"] == sys.argv
+    assert data["config"] == {"dim": 32, "data": "/data"}
+    datetime.fromisoformat(data["created"])
+    assert [r["model"] for r in data["results"]] == ["transformer", "bilstm"]
+    for result in data["results"]:
+        assert set(result) == {"model", "role", "metrics", "std", "runs", "params", "train_seconds", "extra"}
+    assert data["results"][0]["runs"][1]["val_accuracy"] == 0.9
+    with pytest.raises(ValueError, match="results"):
+        write_metrics(tmp_path, domain="text", dataset="d", device="cpu", config={}, results=[],
+                      extra={"results": []})
+
+
+def test_report_has_a_row_per_model(tmp_path):
+    path = write_report(tmp_path, title="Chunking", results=results(), metric_names=["val_accuracy", "val_loss"],
+                        intro="Tiny run.", notes=["one note"], figures=[("attention maps", "attention.png")])
+    text = path.read_text()
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 2  # header, rule, one row per model
+    assert "val_accuracy (%)" in table[0] and "val_loss (%)" not in table[0]
+    transformer_row = next(line for line in table if line.startswith("| transformer "))
+    assert "85.00 ± 7.07" in transformer_row and "1,234" in transformer_row and "0.4 ± 0.1414" in transformer_row
+    bilstm_row = next(line for line in table if line.startswith("| bilstm "))
+    assert "| 75.00 |" in bilstm_row and "±" not in bilstm_row  # one seed: no spread to show
+    assert text.startswith("# Chunking") and "Tiny run." in text and "- one note" in text
+    assert "![attention maps](attention.png)" in text
+
+
+def test_common_args(monkeypatch):
+    parser = add_common_args(argparse.ArgumentParser(), default_out="runs/text")
+    defaults = parser.parse_args([])
+    assert (defaults.out, defaults.device, defaults.seeds, defaults.seed, defaults.resume) == \
+        ("runs/text", "auto", 1, 0, True)
+    assert defaults.data_dir is None and defaults.threads is None and defaults.no_progress is False
+    args = parser.parse_args(["--data-dir", "/d", "--device", "cpu", "--seeds", "3", "--seed", "5",
+                              "--no-resume", "--threads", "1", "--no-progress"])
+    assert (args.data_dir, args.seeds, args.seed, args.resume, args.threads, args.no_progress) == \
+        ("/d", 3, 5, False, 1, True)
+    assert all(action.help for action in parser._actions)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--device", "tpu"])
+
+    before = torch.get_num_threads()
+    try:
+        assert apply_common_args(args) == torch.device("cpu") and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

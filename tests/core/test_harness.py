@@ -1,0 +1,193 @@
+import pickle
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from core.harness import (History, fit, load_checkpoint, save_checkpoint, seed_everything, select_device,
+                          set_num_threads_from_env)
+
+
+class NotATensor:
+    """A class torch.load(weights_only=True) must refuse to rebuild."""
+
+
+def test_select_device(monkeypatch):
+    assert select_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    with pytest.raises(RuntimeError, match="no CUDA"):
+        select_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        select_device("gpu")
+
+
+def test_seed_everything_repeats_every_generator():
+    def draw():
+        return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+    seed_everything(7)
+    first = draw()
+    seed_everything(7)
+    assert draw() == first
+    seed_everything(8)
+    assert all(a != b for a, b in zip(draw(), first))
+
+
+def test_threads_from_env(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("ATTNLAB_THREADS", "1")
+        assert set_num_threads_from_env() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("ATTNLAB_THREADS", "zero")
+        with pytest.raises(ValueError, match="ATTNLAB_THREADS"):
+            set_num_threads_from_env()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_failed_checkpoint_write_keeps_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"w": torch.ones(3), "epoch": 1})
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"w": torch.zeros(3), "epoch": 2})
+    monkeypatch.undo()
+    state = load_checkpoint(path)
+    assert state["epoch"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_load_checkpoint_is_weights_only(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"obj": NotATensor()}, path)
+    assert isinstance(torch.load(path, weights_only=False)["obj"], NotATensor)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path)
+
+
+# --- fit -----------------------------------------------------------------------------------------------
+
+X = torch.randn(64, 4, generator=torch.Generator().manual_seed(123))
+Y = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
+CONFIG = {"hidden": 16, "lr": 0.01}
+
+
+def make_run(seed: int):
+    """Model with dropout, shuffled loader, Adam and a scheduler: everything resuming has to restore."""
+    seed_everything(seed)
+    model = nn.Sequential(nn.Linear(4, CONFIG["hidden"]), nn.ReLU(), nn.Dropout(0.3), nn.Linear(CONFIG["hidden"], 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=CONFIG["lr"])
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    loader = DataLoader(TensorDataset(X, Y), batch_size=16, shuffle=True)
+    return model, optimizer, scheduler, loader
+
+
+def evaluate(model):
+    logits = model(X)
+    accuracy = (logits.argmax(-1) == Y).float().mean().item()
+    return {"val_loss": F.cross_entropy(logits, Y).item(), "val_accuracy": accuracy}
+
+
+def counting_step(calls, kill_at=None):
+    def train_step(model, batch):
+        calls.append(1)
+        if kill_at is not None and len(calls) == kill_at:
+            raise KeyboardInterrupt("killed")
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+    return train_step
+
+
+def run_fit(seed, ckpt_dir, calls, kill_at=None, epochs=3, config=CONFIG):
+    model, optimizer, scheduler, loader = make_run(seed)
+    history = fit(model, optimizer, train_data=loader, train_step=counting_step(calls, kill_at), evaluate=evaluate,
+                  epochs=epochs, monitor="val_loss", mode="min", scheduler=scheduler, checkpoint_dir=ckpt_dir,
+                  config=config, progress=False)
+    return model, history
+
+
+def without_seconds(history: History):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history.epochs]
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    full_model, full_history = run_fit(0, tmp_path / "full", calls=[])
+
+    calls = []
+    with pytest.raises(KeyboardInterrupt):  # dies in the first batch of epoch 3
+        run_fit(0, tmp_path / "killed", calls, kill_at=2 * 4 + 1)
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 2
+
+    # A fresh "process": other initial weights and a scrambled global RNG; only last.pt carries the state.
+    torch.manual_seed(999)
+    calls = []
+    resumed_model, resumed_history = run_fit(1, tmp_path / "killed", calls)
+    assert len(calls) == 4  # only epoch 3 was trained
+    assert without_seconds(resumed_history) == without_seconds(full_history)
+    assert resumed_history.best_epoch == full_history.best_epoch
+    for key, value in full_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[key], value), key
+    last_full = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    last_resumed = load_checkpoint(tmp_path / "killed" / "last.pt")["model"]
+    assert all(torch.equal(last_full[k], last_resumed[k]) for k in last_full)
+
+    # A finished run resumes as finished: no training, same weights.
+    calls = []
+    again_model, again_history = run_fit(2, tmp_path / "full", calls)
+    assert calls == [] and again_history.best_epoch == full_history.best_epoch
+    assert all(torch.equal(again_model.state_dict()[k], v) for k, v in full_model.state_dict().items())
+
+
+def test_resume_refuses_another_config(tmp_path):
+    run_fit(0, tmp_path, calls=[], epochs=1)
+    with pytest.raises(ValueError, match="different config"):
+        run_fit(0, tmp_path, calls=[], epochs=2, config={**CONFIG, "lr": 0.1})
+
+
+def test_early_stopping_restores_best_weights(tmp_path):
+    seed_everything(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scores = [0.5, 0.8, 0.6, 0.7, 0.9, 0.95]
+    snapshots = []
+
+    def scripted_evaluate(m):
+        assert not m.training and not torch.is_grad_enabled()
+        snapshots.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"val_accuracy": scores[len(snapshots) - 1]}
+
+    history = fit(model, optimizer, train_data=[(X, Y)], train_step=lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+                  evaluate=scripted_evaluate, epochs=len(scores), patience=2, checkpoint_dir=tmp_path, progress=False)
+    assert history.stopped_early and history.stop_reason == "patience"
+    assert len(history.epochs) == 4 and history.best_epoch == 2 and history.best_value == 0.8
+    assert [row["val_accuracy"] for row in history.epochs] == scores[:4]
+    best, last = snapshots[1], snapshots[3]
+    assert not torch.equal(best["weight"], last["weight"])  # training moved the weights after the best epoch
+    assert all(torch.equal(model.state_dict()[k], best[k]) for k in best)
+    on_disk = load_checkpoint(tmp_path / "best.pt")
+    assert on_disk["epoch"] == 2 and torch.equal(on_disk["model"]["weight"], best["weight"])
+    assert not model.training
+
+
+def test_time_budget_and_per_batch_scheduler():
+    seed_everything(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    batches = [(X[:32], Y[:32]), (X[32:], Y[32:])]
+    history = fit(model, optimizer, train_data=batches, train_step=lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+                  evaluate=evaluate, epochs=5, eval_every=3, scheduler=scheduler, scheduler_per_batch=True,
+                  time_budget_s=0.0, progress=False)
+    assert len(history.epochs) == 1 and history.stop_reason == "time budget"
+    assert "val_accuracy" in history.epochs[0]  # evaluated before stopping although eval_every=3
+    assert scheduler.last_epoch == 2
