@@ -66,8 +66,10 @@ def local_attention(
 
     qb = F.pad(q, (0, 0, 0, n * block - T)).unflatten(-2, (n, block))  # (B, H, n, b, Dh)
     pad = (0, 0, left, n * block - T + right)
-    kb = F.pad(k, pad).unfold(-2, W, block).transpose(-2, -1)  # (B, H, n, W, Dh)
-    vb = F.pad(v, pad).unfold(-2, W, block).transpose(-2, -1)  # (B, H, n, W, Dv)
+    # A contiguous copy of the overlapping windows (3x the keys at most) keeps every matmul, forward and
+    # backward, on plain strided memory; on the overlapping view the CPU bmm backward is several times slower.
+    kb = F.pad(k, pad).unfold(-2, W, block).transpose(-2, -1).contiguous()  # (B, H, n, W, Dh)
+    vb = F.pad(v, pad).unfold(-2, W, block).transpose(-2, -1).contiguous()  # (B, H, n, W, Dv)
 
     q_idx = torch.arange(n * block, device=q.device).view(n, block, 1)  # (n, b, 1)
     k_start = torch.arange(n, device=q.device) * block - left
@@ -78,9 +80,15 @@ def local_attention(
     if position_bias is not None:
         additive = position_bias(q_idx + q_offset, k_idx + k_offset).to(q.dtype)  # (H, n, b, W)
 
-    # The fused CPU kernels want 4-D inputs: fold the batch and head dims together.
+    # The fused (flash) CPU kernel takes only 4-D inputs and 2-D or 4-D masks; anything else silently
+    # falls back to the unfused math path. Fold batch and heads into one dim, blocks act as "heads".
     lead_shape = qb.shape[:-3]
-    fold = lambda x: x.expand(*lead_shape, *x.shape[-3:]).flatten(0, -4) if x.dim() > 3 else x  # noqa: E731
+
+    def fold(x: Tensor) -> Tensor:
+        if x.dim() == 3:
+            return x.unsqueeze(0)  # (1, n, b, W): broadcast over batch and heads
+        return x.expand(*lead_shape, *x.shape[-3:]).flatten(0, -4)  # (B*H, n, ., .)
+
     out = fused_attention(
         fold(qb), fold(kb), fold(vb), fold(allowed), None if additive is None else fold(additive),
         dropout=dropout, scale=scale,
