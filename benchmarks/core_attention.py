@@ -7,8 +7,8 @@
    Targets: >= 8x faster at T = 8192, memory linear in T, T = 65536 runs.
 
 Timings interleave the two contenders and take the median, so background load hits both alike. Peak
-memory is measured in a fresh subprocess per point (peak RSS growth during the call), which counts every
-allocation, autograd's saved tensors included.
+memory is measured in a fresh subprocess per point (resident memory sampled every 0.5 ms during the call,
+minus what was resident before it), which counts every allocation, autograd's saved tensors included.
 
     python benchmarks/core_attention.py [--out runs/benchmarks/core_attention.json] [--quick]
 """
@@ -19,10 +19,10 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,18 +92,28 @@ def _run(method: str, q, k, v, mask, dense_mask=None) -> None:
 
 
 def _measure_peak(method: str, T: int) -> None:
-    """Subprocess entry: print the peak RSS growth (bytes) of one forward+backward."""
-    # Warm up at a small size first: the first call maps kernel libraries into memory, which is not
-    # the attention's own memory.
+    """Subprocess entry: print the peak RSS growth (bytes) during one forward+backward."""
+    # Warm up at a small size first: the first call maps kernel libraries and thread pools into memory,
+    # which is not the attention's own memory.
     small = _band_inputs(1024)
     _run(method, *small, small[3].dense() if method == "dense" else None)
     del small
     q, k, v, mask = _band_inputs(T)
     dense_mask = mask.dense() if method == "dense" else None
     rss_before = _current_rss()
+    peak, done = [rss_before], threading.Event()
+
+    def sample() -> None:  # torch ops release the GIL, so this keeps polling during the call
+        while not done.is_set():
+            peak[0] = max(peak[0], _current_rss())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
     _run(method, q, k, v, mask, dense_mask)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"peak_bytes": max(peak - rss_before, 0)}))
+    done.set()
+    sampler.join()
+    print(json.dumps({"peak_bytes": max(peak[0] - rss_before, 0)}))
 
 
 def _current_rss() -> int:
