@@ -6,7 +6,8 @@
    T = 1024 ... 65536, window 128 each side, H = 4, Dh = 64: forward+backward time and peak memory.
    Targets: >= 8x faster at T = 8192, memory linear in T, T = 65536 runs.
 
-Timings interleave the two contenders and take the median, so background load hits both alike. Peak
+Timings interleave the two contenders round by round; a ratio is the median of the per-round ratios, so
+background load hits both sides of each ratio alike. Peak
 memory is measured in a fresh subprocess per point (resident memory sampled every 0.5 ms during the call,
 minus what was resident before it), which counts every allocation, autograd's saved tensors included.
 
@@ -42,17 +43,30 @@ DENSE_MAX_T = 16384  # beyond this the dense (T, T) scores need tens of GiB
 WINDOW, HEADS, HEAD_DIM = 128, 4, 64
 
 
-def _fwd_bwd_seconds(fns: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of one forward+backward per contender, measured interleaved."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
+def _fwd_bwd_seconds(fns: dict, repeats: int) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Median seconds of one forward+backward per contender, and the per-round times.
+
+    Each round runs every contender once, back to back, alternating the order, so a ratio taken within
+    a round compares runs that saw the same background load.
+    """
+    rounds: list[dict[str, float]] = []
     for fn in fns.values():  # warm-up
         fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for r in range(repeats):
+        times = {}
+        for name in names if r % 2 == 0 else names[::-1]:
             t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            fns[name]()
+            times[name] = time.perf_counter() - t0
+        rounds.append(times)
+    medians = {name: statistics.median(t[name] for t in rounds) for name in names}
+    return medians, rounds
+
+
+def _paired_ratio(rounds: list[dict[str, float]], num: str, den: str) -> float:
+    """Median over rounds of time[num] / time[den]."""
+    return statistics.median(t[num] / t[den] for t in rounds)
 
 
 def bench_multihead(repeats: int, configs) -> list[dict]:
@@ -69,9 +83,9 @@ def bench_multihead(repeats: int, configs) -> list[dict]:
         def run_ours():
             ours(x).sum().backward()
 
-        t = _fwd_bwd_seconds({"ours": run_ours, "torch": run_theirs}, repeats)
+        t, rounds = _fwd_bwd_seconds({"ours": run_ours, "torch": run_theirs}, repeats)
         rows.append({"B": B, "T": T, "D": D, "H": H, "ours_ms": 1e3 * t["ours"], "torch_ms": 1e3 * t["torch"],
-                     "ratio": t["ours"] / t["torch"]})
+                     "ratio": _paired_ratio(rounds, "ours", "torch")})
         print(f"  MHA B={B:3d} T={T:5d} D={D:4d} H={H}: ours {rows[-1]['ours_ms']:8.2f} ms  "
               f"nn.MultiheadAttention {rows[-1]['torch_ms']:8.2f} ms  ratio {rows[-1]['ratio']:.3f}", flush=True)
     return rows
@@ -138,12 +152,12 @@ def bench_local(repeats: int, lengths) -> list[dict]:
             dense_mask = mask.dense()
             fns["dense"] = lambda: _run("dense", q, k, v, mask, dense_mask)
         reps = repeats if T <= 8192 else max(1, repeats // 2)
-        t = _fwd_bwd_seconds(fns, reps)
+        t, rounds = _fwd_bwd_seconds(fns, reps)
         row["local_ms"] = 1e3 * t["local"]
         row["local_peak_mib"] = peak_memory("local", T) / 2**20
         if "dense" in t:
             row["dense_ms"] = 1e3 * t["dense"]
-            row["speedup"] = t["dense"] / t["local"]
+            row["speedup"] = _paired_ratio(rounds, "dense", "local")
             row["dense_peak_mib"] = peak_memory("dense", T) / 2**20
         else:
             row["dense_ms"] = row["speedup"] = row["dense_peak_mib"] = None
@@ -157,7 +171,7 @@ def bench_local(repeats: int, lengths) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/benchmarks/core_attention.json", help="JSON output path")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per point (median is reported)")
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds per point (medians are reported)")
     parser.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--_measure", nargs=2, help=argparse.SUPPRESS)
