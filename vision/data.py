@@ -1,0 +1,384 @@
+"""Image datasets as uint8 tensors, decoded once and cached, with batched augmentation on tensors.
+
+An image here is what the models treat it as: a (C, H, W) grid of pixel vectors. A dataset is held as one
+uint8 tensor of shape (N, C, H, W) plus int64 labels, so an epoch is tensor indexing and a few batched ops
+rather than 50 000 JPEG decodes.
+
+Sources:
+    * ``cifar10``: the offline ImageFolder copy ``<data root>/cifar10-jpg`` when present, otherwise
+      torchvision's ``CIFAR10`` (which downloads when online).
+    * ``imagefolder``: any tree ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``; grayscale sets give
+      C = 1, and the image size is the dataset's own (or ``image_size`` when given).
+
+Symbol legend: N images, B batch, C channels, H height, W width.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from core import datasets as core_datasets
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
+CIFAR10_FOLDER = "cifar10-jpg"
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+# Bump when the cached tensor format changes, so stale caches are rebuilt rather than misread.
+CACHE_VERSION = 1
+
+
+class ImageDataError(ValueError):
+    """A dataset on disk breaks a rule the loader relies on; the message names the file or folder."""
+
+
+@dataclass
+class ImageSplit:
+    """One split held in memory.
+
+    Attributes:
+        images (torch.Tensor): uint8, (N, C, H, W).
+        labels (torch.Tensor): int64, (N,).
+        classes (list[str]): class names; ``labels`` index into it.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        return tuple(self.images.shape[1:])
+
+    def subset(self, fraction: float, seed: int = 0) -> "ImageSplit":
+        """The same ``fraction`` of every class (at least one image each), chosen reproducibly by ``seed``."""
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        if fraction == 1.0:
+            return self
+        generator = torch.Generator().manual_seed(seed)
+        keep = []
+        for c in range(len(self.classes)):
+            members = torch.nonzero(self.labels == c).flatten()
+            count = max(1, round(fraction * len(members)))
+            keep.append(members[torch.randperm(len(members), generator=generator)[:count]])
+        keep = torch.cat(keep).sort().values
+        return ImageSplit(self.images[keep], self.labels[keep], self.classes)
+
+
+@dataclass
+class ImageDataset:
+    """Train and test splits that share classes, channels and image size."""
+
+    name: str
+    train: ImageSplit
+    test: ImageSplit
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.train.shape
+
+
+# --------------------------------------------------------------------------- reading ImageFolder trees
+
+
+def list_image_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Classes (sorted sub-folder names) and (file, label) pairs of one ImageFolder split.
+
+    Raises:
+        ImageDataError: the folder is missing, has no class folders, or a class folder has no images.
+    """
+    if not split_dir.is_dir():
+        raise ImageDataError(f"{split_dir}: missing; an ImageFolder split needs one sub-folder per class")
+    classes = sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
+    if not classes:
+        raise ImageDataError(f"{split_dir}: no class folders; expected {split_dir}/<class>/<image>")
+    samples = []
+    for label, name in enumerate(classes):
+        files = sorted(
+            path for path in (split_dir / name).iterdir()
+            if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not files:
+            raise ImageDataError(f"{split_dir / name}: empty class folder (no {', '.join(IMAGE_EXTENSIONS)} files)")
+        samples.extend((path, label) for path in files)
+    return classes, samples
+
+
+def check_same_classes(train_classes: list[str], test_classes: list[str], root: Path) -> None:
+    """Train and test must name the same classes, or labels would mean different things in each."""
+    if train_classes != test_classes:
+        only_train = sorted(set(train_classes) - set(test_classes))
+        only_test = sorted(set(test_classes) - set(train_classes))
+        raise ImageDataError(
+            f"{root}: class folders differ between train/ and test/: "
+            f"only in {root / 'train'}: {only_train or '-'}; only in {root / 'test'}: {only_test or '-'}"
+        )
+
+
+def decode_images(
+    samples: list[tuple[Path, int]], image_size: int | None, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode files into one uint8 (N, C, H, W) tensor, C = 1 when every image is grayscale, else 3.
+
+    A colour set with a few gray images stays colour (they are repeated over RGB).
+
+    Args:
+        samples (list[tuple[Path, int]]): files and labels.
+        image_size (int, optional): resize every image to this square size; when None all images must
+            share the size of the first one.
+        progress (bool): show a progress bar.
+
+    Raises:
+        ImageDataError: a file cannot be decoded, or sizes differ and ``image_size`` is None.
+    """
+    from tqdm import tqdm
+
+    images = None
+    expected = None
+    all_gray = True
+    for i, (path, _) in enumerate(tqdm(samples, desc="decoding images", disable=not progress, leave=False)):
+        image = open_image(path)
+        all_gray = all_gray and image.mode in GRAYSCALE_MODES
+        image = image.convert("RGB")
+        if image_size is not None:
+            if image.size != (image_size, image_size):
+                image = image.resize((image_size, image_size), Image.BILINEAR)
+        elif expected is None:
+            expected = (image.size, path)
+        elif image.size != expected[0]:
+            raise ImageDataError(
+                f"{path}: size {image.size[0]}x{image.size[1]} differs from {expected[0][0]}x{expected[0][1]} "
+                f"of {expected[1]}; pass --image-size to resize every image to one size"
+            )
+        pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        pixels = pixels.view(image.size[1], image.size[0], 3).permute(2, 0, 1)  # (C, H, W)
+        if images is None:
+            images = torch.empty((len(samples), *pixels.shape), dtype=torch.uint8)
+        images[i] = pixels
+    if all_gray:
+        images = images[:, :1].contiguous()  # gray converted to RGB repeats one value over the channels
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+    return images, labels
+
+
+def open_image(path: Path) -> Image.Image:
+    """Open and fully decode one file, naming it when it is not a readable image."""
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageDataError(f"{path}: not a readable image ({error})") from error
+    return image
+
+
+def cache_key(root: Path, samples: list[tuple[Path, int]], image_size: int | None) -> str:
+    """A digest of everything the decoded tensor depends on: files, their sizes and times, the resize."""
+    digest = hashlib.sha256(f"v{CACHE_VERSION}|{root.resolve()}|{image_size}".encode())
+    for path, label in samples:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def load_image_folder(
+    root: str | os.PathLike, image_size: int | None = None, name: str = "imagefolder",
+    cache: bool = True, progress: bool = False,
+) -> ImageDataset:
+    """Read ``root/train`` and ``root/test`` (torchvision ``ImageFolder`` layout) into memory.
+
+    The decoded tensors are cached under ``core.datasets.cache_dir("vision")`` (never inside ``root``),
+    keyed by the file list, sizes and modification times, so a changed tree is decoded again.
+
+    Args:
+        root (path): folder holding ``train/`` and ``test/``.
+        image_size (int, optional): resize to ``image_size`` x ``image_size``; default: keep the
+            dataset's own size, which must then be the same for every image.
+        name (str): dataset name used in the cache file name and in reports.
+        cache (bool): read and write the decoded-tensor cache.
+        progress (bool): show a progress bar while decoding.
+
+    Raises:
+        ImageDataError: see ``list_image_folder``, ``check_same_classes`` and ``decode_images``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ImageDataError(f"{root}: not a folder; expected {root}/train/<class>/* and {root}/test/<class>/*")
+    train_classes, train_samples = list_image_folder(root / "train")
+    test_classes, test_samples = list_image_folder(root / "test")
+    check_same_classes(train_classes, test_classes, root)
+
+    cache_file = None
+    if cache:
+        key = cache_key(root, train_samples + test_samples, image_size)
+        cache_file = core_datasets.cache_dir("vision", data_dir=root) / f"{name}-{key}.pt"
+        if cache_file.exists():
+            stored = torch.load(cache_file, weights_only=True)
+            return ImageDataset(
+                name,
+                ImageSplit(stored["train_images"], stored["train_labels"], train_classes),
+                ImageSplit(stored["test_images"], stored["test_labels"], test_classes),
+            )
+
+    images, labels = decode_images(train_samples + test_samples, image_size, progress)
+    num_train = len(train_samples)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_suffix(".tmp")
+        torch.save(
+            {"train_images": images[:num_train], "train_labels": labels[:num_train],
+             "test_images": images[num_train:], "test_labels": labels[num_train:]},
+            partial,
+        )
+        partial.replace(cache_file)  # atomic: a killed run never leaves half a cache behind
+    return ImageDataset(
+        name,
+        ImageSplit(images[:num_train], labels[:num_train], train_classes),
+        ImageSplit(images[num_train:], labels[num_train:], test_classes),
+    )
+
+
+def load_torchvision_cifar10(root: Path) -> ImageDataset:
+    """torchvision's ``CIFAR10`` (downloads into ``root`` when online) as uint8 tensors."""
+    from torchvision.datasets import CIFAR10
+
+    splits = []
+    for train in (True, False):
+        data = CIFAR10(str(root), train=train, download=True)
+        images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+        splits.append(ImageSplit(images, torch.tensor(data.targets, dtype=torch.int64), list(data.classes)))
+    return ImageDataset("cifar10", *splits)
+
+
+def load_dataset(
+    dataset: str, data_dir: str | None = None, image_size: int | None = None, progress: bool = False
+) -> ImageDataset:
+    """The dataset a command line names.
+
+    Args:
+        dataset (str): ``"cifar10"`` or ``"imagefolder"``.
+        data_dir (str, optional): for ``imagefolder`` the tree holding ``train/`` and ``test/``; for
+            ``cifar10`` the data root (default ``core.datasets.resolve_data_root()``).
+        image_size (int, optional): resize to this square size.
+        progress (bool): progress bar while decoding.
+    """
+    if dataset == "imagefolder":
+        if data_dir is None:
+            raise ImageDataError("--dataset imagefolder needs --data-dir ROOT with ROOT/train and ROOT/test")
+        return load_image_folder(data_dir, image_size=image_size, name="imagefolder", progress=progress)
+    if dataset != "cifar10":
+        raise ValueError(f"unknown dataset {dataset!r}; choose cifar10 or imagefolder")
+    root = Path(core_datasets.resolve_data_root(data_dir))
+    if (root / CIFAR10_FOLDER).is_dir():
+        return load_image_folder(root / CIFAR10_FOLDER, image_size=image_size, name="cifar10", progress=progress)
+    try:
+        data = load_torchvision_cifar10(root / "cifar10")
+    except (RuntimeError, OSError) as error:
+        raise core_datasets.DatasetNotFoundError(
+            f"CIFAR-10 not found.\n"
+            f"  searched: {root / CIFAR10_FOLDER} (ImageFolder copy) and {root / 'cifar10'} (torchvision's files)\n"
+            f"  expected layout under {root / CIFAR10_FOLDER}:\n    train/<class>/*.jpg and test/<class>/*.jpg\n"
+            f"  download: {CIFAR10_URL} (torchvision's download failed: {error})\n"
+            f"  then point attnlab at the folder that contains '{CIFAR10_FOLDER}/' or 'cifar10/': pass "
+            f"--data-dir DIR or set {core_datasets.DATA_ENV}=DIR",
+            name="CIFAR-10", path=root / CIFAR10_FOLDER, missing=["train/<class>/*.jpg", "test/<class>/*.jpg"],
+            url=CIFAR10_URL,
+        ) from error
+    if image_size is not None and image_size != data.shape[-1]:
+        raise ImageDataError("--image-size is only applied to ImageFolder trees; CIFAR-10 is 32x32")
+    return data
+
+
+# --------------------------------------------------------------------------- batches and augmentation
+
+
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 (N, C, H, W) images, in [0, 1] units, each (C,)."""
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255.0  # (C, N*H*W)
+    return pixels.mean(dim=1).float(), pixels.std(dim=1).clamp_min(1e-3).float()
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random ``padding``-pixel-shift crop (zero padding) and horizontal flip of a whole batch at once.
+
+    Args:
+        images (torch.Tensor): (B, C, H, W), any dtype.
+        padding (int): the largest shift in each direction.
+        generator (torch.Generator): source of the random offsets and flips.
+
+    Returns:
+        torch.Tensor: (B, C, H, W), each image shifted and possibly mirrored independently.
+    """
+    B, C, H, W = images.shape
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, 2 * padding + 1, (B, 1), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (B, 1), generator=generator)
+    rows = dy + torch.arange(H)  # (B, H)
+    cols = dx + torch.arange(W)  # (B, W)
+    flip = torch.rand(B, 1, generator=generator) < 0.5
+    cols = torch.where(flip, cols.flip(-1), cols)  # mirroring is reading the columns backwards
+    batch = torch.arange(B).view(B, 1, 1)
+    out = padded.permute(0, 2, 3, 1)[batch, rows.view(B, H, 1), cols.view(B, 1, W)]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+class ImageBatches:
+    """Iterable over (images float (B, C, H, W), labels (B,)) batches of an ``ImageSplit``.
+
+    Args:
+        split (ImageSplit): the images.
+        batch_size (int): images per batch.
+        mean, std (torch.Tensor): (C,) normalisation in [0, 1] units.
+        train (bool): shuffle and augment (random crop with ``padding`` and horizontal flip);
+            otherwise the images in order, unchanged.
+        padding (int): crop shift for augmentation; 0 turns cropping off. Default 4 (of 32 pixels),
+            scaled with the image size.
+        seed (int): seed of the shuffling and augmentation stream.
+        channels_last (bool): return channels-last memory layout (faster convolutions on CPU).
+    """
+
+    def __init__(
+        self, split: ImageSplit, batch_size: int, mean: torch.Tensor, std: torch.Tensor, *,
+        train: bool = False, padding: int | None = None, seed: int = 0, channels_last: bool = False,
+    ):
+        self.split = split
+        self.batch_size = batch_size
+        self.mean = mean.view(1, -1, 1, 1) * 255.0
+        self.std = std.view(1, -1, 1, 1) * 255.0
+        self.train = train
+        self.padding = max(1, round(split.shape[-1] / 8)) if padding is None else padding
+        self.generator = torch.Generator().manual_seed(seed)
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return -(-len(self.split) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count = len(self.split)
+        order = torch.randperm(count, generator=self.generator) if self.train else torch.arange(count)
+        for start in range(0, count, self.batch_size):
+            index = order[start:start + self.batch_size]
+            images = self.split.images[index]
+            if self.train and self.padding > 0:
+                images = random_crop_flip(images, self.padding, self.generator)
+            elif self.train:
+                flip = torch.rand(len(index), generator=self.generator) < 0.5
+                images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+            images = (images.float() - self.mean) / self.std
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, self.split.labels[index]
