@@ -1,0 +1,323 @@
+"""The speech models: a Transformer encoder with full, windowed or truncated self-attention, and two
+baselines (a CNN over the spectrogram, a bidirectional GRU).
+
+All three share the front-end (global feature normalisation, SpecAugment while training) and the two
+heads: ``task="clip"`` averages the real frames and predicts one digit per clip; ``task="frame"``
+predicts a label for every frame (a digit or silence, for connected digits).
+
+In front of its attention layers the attention model has only a small convolution stem that looks four
+frames back (never ahead), and positions enter only as a relative bias on the scores. So what decides
+which frames a frame can see is the mask, built from ``core.masks``:
+
+- ``full``: every frame sees every frame, O(T²) time and memory;
+- ``window``: frame i sees frames ``i - w .. i + w`` (``sliding_window_mask``);
+- ``truncated``: chunks of c frames see their own chunk and L chunks of left context, plus r frames of
+  look-ahead (``chunked_mask``), which is what lets ``audio.streaming`` run while audio arrives.
+
+On long inputs core runs the window and truncated masks through its blocked O(T·w) path.
+
+Legend: B batch, T frames, F mel bins, D model dim, H heads, C channels, K classes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import Tensor, nn
+
+from core.masks import Mask, chunked_mask, padding_mask, sliding_window_mask
+from core.positional import RelativePositionBias
+from core.transformer import TransformerEncoderLayer
+
+MODELS = ("attention", "cnn", "gru")
+ATTENTIONS = ("full", "window", "truncated")
+TASKS = ("clip", "frame")
+
+
+@dataclass
+class AudioConfig:
+    """Hyper-parameters of every audio model; saved with each checkpoint as a plain dict.
+
+    Args:
+        model (str): ``"attention"``, ``"cnn"`` or ``"gru"``.
+        task (str): ``"clip"`` (one label per clip) or ``"frame"`` (one label per frame).
+        num_classes (int): K; 10 digits, or 11 with silence for the frame task.
+        n_mels (int): F, mel bins per frame.
+        dim (int): D, width of the attention model (and of the CNN's temporal layers).
+        heads (int): attention heads.
+        layers (int): encoder layers.
+        ffn_dim (int): hidden width of each layer's feed-forward block.
+        dropout (float): dropout in the encoder and before the head.
+        attention (str): ``"full"``, ``"window"`` or ``"truncated"``.
+        window (int): window: each frame sees ``window`` frames on each side.
+        chunk (int): truncated: frames per chunk, c.
+        left_chunks (int): truncated: chunks of left context, L.
+        lookahead (int): truncated: frames of look-ahead past the chunk end, r.
+        max_distance (int): relative position bias: offsets beyond this share one bucket.
+        stem_channels (int): channels of the attention model's causal convolution stem (0: none).
+        conv_channels (int): CNN: channels of the 2-D blocks.
+        rnn_hidden (int): GRU: hidden size per direction.
+        freq_masks (int), freq_mask_width (int): SpecAugment frequency masks per clip and their max width.
+        time_masks (int), time_mask_width (int): SpecAugment time masks per second (at least one per
+            clip) and their max width in frames.
+    """
+
+    model: str = "attention"
+    task: str = "clip"
+    num_classes: int = 10
+    n_mels: int = 40
+    dim: int = 64
+    heads: int = 4
+    layers: int = 4
+    ffn_dim: int = 128
+    dropout: float = 0.1
+    attention: str = "window"
+    window: int = 8
+    chunk: int = 16
+    left_chunks: int = 2
+    lookahead: int = 0
+    max_distance: int = 64
+    stem_channels: int = 32
+    conv_channels: int = 32
+    rnn_hidden: int = 96
+    freq_masks: int = 2
+    freq_mask_width: int = 8
+    time_masks: int = 2
+    time_mask_width: int = 8
+
+    def __post_init__(self):
+        for name, value, allowed in (("model", self.model, MODELS), ("task", self.task, TASKS),
+                                     ("attention", self.attention, ATTENTIONS)):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r}; expected one of {', '.join(allowed)}")
+
+    def describe(self) -> str:
+        """A short name for tables: ``window(w=8)``, ``truncated(c=16,L=2)``, ``cnn``."""
+        if self.model != "attention":
+            return self.model
+        if self.attention == "window":
+            return f"window(w={self.window})"
+        if self.attention == "truncated":
+            look = f",r={self.lookahead}" if self.lookahead else ""
+            return f"truncated(c={self.chunk},L={self.left_chunks}{look})"
+        return "full"
+
+
+def build_model(config: AudioConfig) -> nn.Module:
+    return {"attention": AttentionModel, "cnn": ConvModel, "gru": RecurrentModel}[config.model](config)
+
+
+def structure_mask(config: AudioConfig, T: int) -> Mask | None:
+    """Which of T frames each frame may see, before padding: None (all: full), a band, or chunks."""
+    if config.attention == "window":
+        return sliding_window_mask(T, config.window, config.window)
+    if config.attention == "truncated":
+        return chunked_mask(T, config.chunk, config.left_chunks, config.lookahead)
+    return None
+
+
+class FrontEnd(nn.Module):
+    """Normalise log-mel frames with statistics of the training set; SpecAugment while training.
+
+    Masked regions are set to 0, the training mean after normalisation. The statistics are buffers, so
+    they travel with the weights.
+
+    Shapes:
+        features: (B, T, F) -> (B, T, F)
+    """
+
+    def __init__(self, config: AudioConfig):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(config.n_mels))
+        self.register_buffer("std", torch.ones(config.n_mels))
+        self.freq_masks, self.time_masks = config.freq_masks, config.time_masks
+        self.freq_mask = torchaudio.transforms.FrequencyMasking(config.freq_mask_width, iid_masks=True)
+        self.time_mask = torchaudio.transforms.TimeMasking(config.time_mask_width, iid_masks=True)
+
+    @torch.no_grad()
+    def set_statistics(self, features: list[Tensor]) -> None:
+        frames = torch.cat(features)  # (sum T, F)
+        self.mean.copy_(frames.mean(0))
+        self.std.copy_(frames.std(0).clamp_min(1e-3))
+
+    def forward(self, features: Tensor) -> Tensor:
+        x = (features - self.mean) / self.std
+        if not self.training:
+            return x
+        spec = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T): torchaudio's layout
+        for _ in range(self.freq_masks):
+            spec = self.freq_mask(spec)
+        for _ in range(self.time_masks * max(1, math.ceil(x.shape[1] / 100))):
+            spec = self.time_mask(spec)
+        return spec.squeeze(1).transpose(1, 2)  # (B, T, F)
+
+
+def _frame_mask(lengths: Tensor, T: int) -> Tensor:
+    return padding_mask(lengths, T).dense().view(len(lengths), T)  # (B, T), True on real frames
+
+
+class Head(nn.Module):
+    """Frame vectors to logits: per frame, or the mean over each clip's real frames.
+
+    Shapes:
+        x: (B, T, D), lengths: (B,) -> (B, K) for ``clip``, (B, T, K) for ``frame``
+    """
+
+    def __init__(self, dim: int, num_classes: int, task: str, dropout: float):
+        super().__init__()
+        self.task = task
+        self.norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        x = self.norm(x)
+        if self.task == "clip":
+            real = _frame_mask(lengths, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
+            x = (x * real).sum(1) / lengths.clamp_min(1).unsqueeze(-1).to(x.dtype)  # (B, D)
+        return self.out(self.dropout(x))
+
+
+class CausalConvStem(nn.Module):
+    """Two 2-D convolutions over (frequency, time) that look only backwards in time, then a projection.
+
+    A small convolutional stem learns time-frequency shapes that single frames cannot show (what a CNN
+    gets for free). Its kernels cover the current frame and the ``2 * 2`` frames before it, never a
+    later one, so it adds no look-ahead: streaming only has to keep the last ``context`` input frames.
+    ``stem_channels=0`` replaces it by a frame-wise linear projection.
+
+    Shapes:
+        x: (B, T, F) -> (B, T, D)
+    """
+
+    def __init__(self, config: AudioConfig):
+        super().__init__()
+        C = config.stem_channels
+        self.context = 4 if C else 0  # input frames before t that output t depends on
+        if C:
+            self.convs = nn.ModuleList([nn.Conv2d(1, C, 3, stride=(2, 1)), nn.Conv2d(C, C, 3, stride=(2, 1))])
+            freq = config.n_mels
+            for _ in self.convs:
+                freq = (freq + 2 - 3) // 2 + 1
+            width = C * freq
+        else:
+            self.convs = nn.ModuleList()
+            width = config.n_mels
+        self.project = nn.Linear(width, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.convs:
+            x = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
+            for conv in self.convs:
+                x = F.gelu(conv(F.pad(x, (2, 0, 1, 1))))  # time padded on the left only: causal
+            x = x.flatten(1, 2).transpose(1, 2)  # (B, T, C * F')
+        return self.dropout(self.project(x))
+
+
+class AttentionModel(nn.Module):
+    """Frame-wise input projection, Transformer encoder layers from core under the chosen mask, head.
+
+    Args:
+        config (AudioConfig): see its fields; ``attention``, ``window``, ``chunk``, ``left_chunks`` and
+            ``lookahead`` choose the mask.
+
+    Shapes:
+        features: (B, T, F), lengths: (B,) -> (B, K) or (B, T, K)
+    """
+
+    def __init__(self, config: AudioConfig):
+        super().__init__()
+        self.config = config
+        self.frontend = FrontEnd(config)
+        self.input = CausalConvStem(config)
+        self.position_bias = RelativePositionBias(config.heads, config.max_distance)
+        self.layers = nn.ModuleList(
+            TransformerEncoderLayer(config.dim, config.heads, ffn_dim=config.ffn_dim, dropout=config.dropout)
+            for _ in range(config.layers)
+        )
+        self.head = Head(config.dim, config.num_classes, config.task, config.dropout)
+
+    def attention_mask(self, T: int, lengths: Tensor) -> Mask:
+        keys = padding_mask(lengths, T)
+        structure = structure_mask(self.config, T)
+        return keys if structure is None else structure & keys
+
+    def encode(self, features: Tensor, lengths: Tensor) -> Tensor:
+        """Frame vectors after the last layer, ``(B, T, D)``."""
+        x = self.input(self.frontend(features))  # (B, T, D)
+        mask = self.attention_mask(x.shape[1], lengths)
+        for layer in self.layers:
+            x = layer(x, mask=mask, position_bias=self.position_bias)
+        return x
+
+    def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
+        return self.head(self.encode(features, lengths), lengths)
+
+
+class ConvModel(nn.Module):
+    """CNN baseline: 2-D convolution blocks over the spectrogram, then dilated 1-D convolutions in time.
+
+    The 2-D blocks pool only along frequency, so every frame keeps its own vector and the same network
+    serves the clip and the frame task; the dilated layers (dilation 1, 2, 4, 8) widen its view in time
+    to about +-35 frames.
+
+    Shapes:
+        features: (B, T, F), lengths: (B,) -> (B, K) or (B, T, K)
+    """
+
+    def __init__(self, config: AudioConfig):
+        super().__init__()
+        C, D = config.conv_channels, config.dim
+        self.frontend = FrontEnd(config)
+        blocks, channels, freq = [], 1, config.n_mels
+        for out in (C, C, 2 * C, 2 * C):
+            blocks.append(nn.Sequential(nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(),
+                                        nn.MaxPool2d((2, 1))))
+            channels, freq = out, freq // 2
+        self.blocks = nn.ModuleList(blocks)
+        self.project = nn.Conv1d(channels * freq, D, 1)
+        self.temporal = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(D, D, 3, padding=d, dilation=d), nn.BatchNorm1d(D), nn.ReLU(),
+                          nn.Dropout(config.dropout))
+            for d in (1, 2, 4, 8)
+        )
+        self.head = Head(D, config.num_classes, config.task, config.dropout)
+
+    def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
+        real = _frame_mask(lengths, features.shape[1]).unsqueeze(1)  # (B, 1, T)
+        # Padded frames are held at zero after every layer, as the convolutions' own padding is, so a
+        # clip's outputs do not depend on how much padding its batch has.
+        x = (self.frontend(features).transpose(1, 2) * real).unsqueeze(1)  # (B, 1, F, T)
+        for block in self.blocks:
+            x = block(x) * real.unsqueeze(1)  # (B, C', F', T)
+        x = self.project(x.flatten(1, 2)) * real  # (B, D, T)
+        for layer in self.temporal:
+            x = (x + layer(x)) * real
+        return self.head(x.transpose(1, 2), lengths)  # x: (B, T, D)
+
+
+class RecurrentModel(nn.Module):
+    """Bidirectional GRU baseline (two layers), reading the padded batch as packed sequences.
+
+    Shapes:
+        features: (B, T, F), lengths: (B,) -> (B, K) or (B, T, K)
+    """
+
+    def __init__(self, config: AudioConfig):
+        super().__init__()
+        self.frontend = FrontEnd(config)
+        self.rnn = nn.GRU(config.n_mels, config.rnn_hidden, num_layers=2, batch_first=True,
+                          bidirectional=True, dropout=config.dropout)
+        self.head = Head(2 * config.rnn_hidden, config.num_classes, config.task, config.dropout)
+
+    def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
+        x = self.frontend(features)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.rnn(packed)
+        x, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=features.shape[1])  # (B, T, 2h)
+        return self.head(x, lengths)

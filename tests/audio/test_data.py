@@ -1,0 +1,126 @@
+"""Split rules, wav reading and its bad inputs, features and batching (mirrors audio/data.py)."""
+
+import math
+
+import pytest
+import torch
+
+from audio.data import (IGNORE_INDEX, SAMPLE_RATE, AudioError, LogMel, collate, length_batches, parse_recording,
+                        read_wav, speakers, split_recordings, wav_features)
+
+
+def names(part):
+    return {r.path.name for r in part}
+
+
+def test_fsdd_is_complete(recordings):
+    assert len(recordings) == 3000
+    assert speakers(recordings) == ["george", "jackson", "lucas", "nicolas", "theo", "yweweler"]
+
+
+def test_standard_split_follows_the_dataset_rule(recordings):
+    split = split_recordings(recordings, "standard", seed=0)
+    assert len(split["test"]) == 300 and all(r.index < 5 for r in split["test"])
+    assert all(r.index >= 5 for r in split["train"] + split["val"])
+    assert len(split["val"]) == 270 and len(split["train"]) == 2430
+
+
+@pytest.mark.parametrize("rule", ["standard", "speaker:theo"])
+def test_no_recording_in_two_splits(recordings, rule):
+    split = split_recordings(recordings, rule, seed=3)
+    train, val, test = names(split["train"]), names(split["val"]), names(split["test"])
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert len(train | val | test) == len(recordings)
+
+
+def test_held_out_speaker_is_absent_from_training(recordings):
+    split = split_recordings(recordings, "speaker:jackson", seed=0)
+    assert {r.speaker for r in split["test"]} == {"jackson"} and len(split["test"]) == 500
+    assert "jackson" not in {r.speaker for r in split["train"] + split["val"]}
+
+
+def test_validation_carve_out_is_seeded(recordings):
+    a, b = split_recordings(recordings, seed=1), split_recordings(recordings, seed=1)
+    c = split_recordings(recordings, seed=2)
+    assert names(a["val"]) == names(b["val"])
+    assert names(a["val"]) != names(c["val"])
+    assert names(a["test"]) == names(c["test"])  # the test set never depends on the seed
+
+
+@pytest.mark.parametrize("rule", ["speaker:nobody", "random"])
+def test_bad_split_rule_is_rejected(recordings, rule):
+    with pytest.raises(ValueError, match="split"):
+        split_recordings(recordings, rule)
+
+
+def test_file_names_are_parsed_and_checked():
+    r = parse_recording("/x/7_theo_12.wav")
+    assert (r.digit, r.speaker, r.index) == (7, "theo", 12)
+    with pytest.raises(AudioError, match="notes.wav"):
+        parse_recording("/x/notes.wav")
+
+
+def test_real_recording_decodes_to_mono_8khz(recordings):
+    waveform = read_wav(recordings[0].path)
+    assert waveform.dim() == 1 and waveform.numel() > 1000 and waveform.abs().max() > 0.01
+
+
+def test_unreadable_file_names_the_file(tmp_path):
+    path = tmp_path / "broken.wav"
+    path.write_bytes(b"RIFF this is not audio")
+    with pytest.raises(AudioError, match="broken.wav"):
+        read_wav(path)
+
+
+def test_empty_wav_names_the_file(write_wav):
+    path = write_wav("empty.wav", torch.zeros(0))
+    with pytest.raises(AudioError, match="empty.wav.*empty"):
+        read_wav(path)
+
+
+def test_other_sample_rate_is_resampled(write_wav):
+    t = torch.arange(16000) / 16000
+    path = write_wav("wide.wav", 0.5 * torch.sin(2 * math.pi * 440 * t), rate=16000)
+    waveform = read_wav(path)
+    assert waveform.numel() == SAMPLE_RATE  # one second at 8 kHz
+    spectrum = torch.fft.rfft(waveform).abs()
+    assert abs(int(spectrum.argmax()) - 440) <= 1  # still a 440 Hz tone
+
+
+def test_stereo_is_averaged_to_mono(write_wav):
+    left, right = torch.full((800,), 0.5), torch.full((800,), -0.25)
+    path = write_wav("stereo.wav", torch.stack([left, right], dim=1), subtype="FLOAT")
+    waveform = read_wav(path)
+    assert waveform.shape == (800,)
+    assert torch.allclose(waveform, torch.full((800,), 0.125))
+
+
+def test_clip_shorter_than_one_window_is_rejected(write_wav):
+    path = write_wav("tiny.wav", 0.1 * torch.randn(100))  # 12.5 ms < one 25 ms window
+    with pytest.raises(AudioError, match="tiny.wav.*shorter than one"):
+        wav_features(path, LogMel())
+
+
+def test_logmel_frames_are_10ms_and_uncentred():
+    logmel = LogMel()
+    features = logmel(torch.randn(SAMPLE_RATE))
+    assert features.shape == (logmel.num_frames(SAMPLE_RATE), 40)
+    assert logmel.num_frames(SAMPLE_RATE) == 1 + (SAMPLE_RATE - 200) // 80 == 98
+    # Frame t depends only on samples [t * hop, t * hop + win): a suffix gives the same later frames.
+    wave = torch.randn(4000)
+    assert torch.allclose(logmel(wave)[5:], logmel(wave[5 * 80:]), atol=1e-5)
+
+
+def test_collate_pads_features_and_frame_labels():
+    batch = collate([(torch.ones(3, 4), torch.tensor([1, 2, 3])), (torch.ones(5, 4), torch.tensor([4, 5, 6, 7, 8]))])
+    assert batch["features"].shape == (2, 5, 4) and batch["lengths"].tolist() == [3, 5]
+    assert batch["labels"][0].tolist() == [1, 2, 3, IGNORE_INDEX, IGNORE_INDEX]
+    assert batch["features"][0, 3:].abs().sum() == 0
+
+
+def test_length_batches_respect_the_frame_budget():
+    lengths = [10, 200, 30, 50, 40, 1000, 20]
+    batches = length_batches(lengths, 100, shuffle=True, seed=0)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 100

@@ -1,0 +1,91 @@
+"""The masks each attention variant builds, and generic checks of every model (mirrors audio/models.py)."""
+
+import pytest
+import torch
+
+from audio.models import AudioConfig, build_model, structure_mask
+from core.masks import BandMask, ChunkMask, PaddingMask
+
+SMALL = dict(dim=32, heads=2, layers=2, ffn_dim=64, stem_channels=4, conv_channels=4, rnn_hidden=16, dropout=0.0)
+
+
+def test_window_variant_builds_a_band_of_plus_minus_w():
+    mask = structure_mask(AudioConfig(attention="window", window=3), 12)
+    assert isinstance(mask, BandMask) and (mask.left, mask.right) == (3, 3)
+    i, j = torch.arange(12).unsqueeze(1), torch.arange(12)
+    assert torch.equal(mask.dense(), (j - i).abs() <= 3)
+
+
+def test_truncated_variant_builds_chunks_with_left_context():
+    mask = structure_mask(AudioConfig(attention="truncated", chunk=4, left_chunks=1, lookahead=0), 12)
+    assert isinstance(mask, ChunkMask)
+    dense = mask.dense()
+    assert dense[5].tolist() == [True] * 8 + [False] * 4  # chunk 1 sees chunks 0 and 1
+    assert dense[9].tolist() == [False] * 4 + [True] * 8  # chunk 2 sees chunks 1 and 2, not 0
+    assert not dense[:4, 4:].any()  # no look-ahead past the chunk
+    ahead = structure_mask(AudioConfig(attention="truncated", chunk=4, left_chunks=1, lookahead=2), 12).dense()
+    assert ahead[0].tolist() == [True] * 6 + [False] * 6
+
+
+def test_full_variant_masks_only_padding():
+    assert structure_mask(AudioConfig(attention="full"), 12) is None
+    model = build_model(AudioConfig(attention="full", **SMALL))
+    mask = model.attention_mask(5, torch.tensor([5, 3]))
+    assert isinstance(mask, PaddingMask)
+    assert mask.dense()[1, 0, 0].tolist() == [True, True, True, False, False]
+
+
+def test_window_mask_is_combined_with_padding():
+    model = build_model(AudioConfig(attention="window", window=1, **SMALL))
+    dense = model.attention_mask(4, torch.tensor([4, 2])).dense()  # (B, 1, T, S)
+    assert dense[0, 0, 0].tolist() == [True, True, False, False]
+    assert dense[1, 0, 1].tolist() == [True, True, False, False]  # key 2 is a neighbour but padding
+
+
+CASES = [("attention", a, t) for a in ("full", "window", "truncated") for t in ("clip", "frame")]
+CASES += [(m, "window", t) for m in ("cnn", "gru") for t in ("clip", "frame")]
+
+
+@pytest.mark.parametrize("model_name, attention, task", CASES)
+def test_shapes_finite_and_every_parameter_learns(model_name, attention, task):
+    torch.manual_seed(0)
+    config = AudioConfig(model=model_name, attention=attention, task=task, num_classes=11, window=2, chunk=4, **SMALL)
+    model = build_model(config).train()
+    features, lengths = torch.randn(3, 20, 40), torch.tensor([20, 13, 7])
+    logits = model(features, lengths)
+    assert logits.shape == ((3, 11) if task == "clip" else (3, 20, 11))
+    assert torch.isfinite(logits).all()
+    logits.square().mean().backward()
+    silent = [name for name, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not silent
+
+
+@pytest.mark.parametrize("model_name, attention", [("attention", "window"), ("attention", "truncated"),
+                                                   ("attention", "full"), ("cnn", "window"), ("gru", "window")])
+def test_padding_does_not_change_real_outputs(model_name, attention):
+    torch.manual_seed(0)
+    config = AudioConfig(model=model_name, attention=attention, task="frame", num_classes=11, window=2, chunk=4, **SMALL)
+    model = build_model(config).eval()
+    features = torch.randn(1, 13, 40)
+    alone = model(features, torch.tensor([13]))
+    padded = model(torch.cat([features, torch.randn(1, 7, 40)], dim=1), torch.tensor([20]) - 7)
+    assert torch.allclose(alone, padded[:, :13], atol=1e-5)
+
+
+def test_window_model_output_depends_only_on_its_receptive_field():
+    # Two layers of +-2 frames after a stem that looks 4 frames back: frame 0 cannot see frame 15.
+    torch.manual_seed(0)
+    model = build_model(AudioConfig(attention="window", task="frame", num_classes=11, window=2, **SMALL)).eval()
+    features = torch.randn(1, 20, 40)
+    changed = features.clone()
+    changed[0, 15] += 5.0
+    before, after = model(features, torch.tensor([20])), model(changed, torch.tensor([20]))
+    assert torch.allclose(before[0, :10], after[0, :10], atol=1e-6)
+    assert not torch.allclose(before[0, 15], after[0, 15], atol=1e-3)
+
+
+def test_unknown_options_are_rejected():
+    with pytest.raises(ValueError, match="attention"):
+        AudioConfig(attention="sparse")
+    with pytest.raises(ValueError, match="model"):
+        AudioConfig(model="lstm")

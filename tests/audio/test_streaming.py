@@ -1,0 +1,97 @@
+"""Streaming chunk by chunk equals the whole-utterance pass (mirrors audio/streaming.py)."""
+
+import pytest
+import torch
+
+from audio.data import LogMel
+from audio.models import AudioConfig, build_model
+from audio.streaming import StreamingEncoder, StreamingFeatures, stream_features, stream_waveform
+
+SMALL = dict(dim=32, heads=2, layers=3, ffn_dim=64, stem_channels=4, dropout=0.0)
+
+
+def truncated_model(task="frame", chunk=8, left_chunks=2):
+    torch.manual_seed(0)
+    config = AudioConfig(attention="truncated", task=task, num_classes=11 if task == "frame" else 10,
+                         chunk=chunk, left_chunks=left_chunks, **SMALL)
+    return build_model(config).eval()
+
+
+@pytest.mark.parametrize("T", [5, 37, 400])  # 400 frames take core's blocked local path offline
+@pytest.mark.parametrize("left_chunks", [0, 1, 3])
+def test_streaming_equals_offline_per_frame(T, left_chunks):
+    model = truncated_model(left_chunks=left_chunks)
+    features = torch.randn(T, 40)
+    with torch.no_grad():
+        offline = model(features.unsqueeze(0), torch.tensor([T]))[0]  # (T, K)
+    streamed = stream_features(model, features)
+    assert streamed.shape == offline.shape
+    assert (streamed - offline).abs().max() < 1e-5
+
+
+def test_streaming_clip_logits_after_the_last_chunk_equal_offline():
+    model = truncated_model(task="clip")
+    features = torch.randn(45, 40)
+    with torch.no_grad():
+        offline = model(features.unsqueeze(0), torch.tensor([45]))[0]
+    streamed = stream_features(model, features)  # (chunks, K): the running guess after each chunk
+    assert streamed.shape == (6, 10)
+    assert (streamed[-1] - offline).abs().max() < 1e-5
+    assert (streamed[0] - offline).abs().max() > 1e-3  # the first guess saw only 8 frames
+
+
+def test_left_context_really_is_truncated():
+    # A change in chunk 0 must not reach chunk 3 when only 1 chunk of left context is kept per layer
+    # and the model has 3 layers... unless through the layers: 3 layers x 1 chunk reach 3 chunks back.
+    model = truncated_model(left_chunks=1)
+    features = torch.randn(40, 40)
+    changed = features.clone()
+    changed[0] += 3.0
+    a, b = stream_features(model, features), stream_features(model, changed)
+    assert not torch.allclose(a[24:32], b[24:32], atol=1e-4)  # chunk 3: 3 layers reach back to chunk 0
+    assert torch.allclose(a[32:], b[32:], atol=1e-6)  # chunk 4 is out of reach
+
+
+def test_streamed_features_equal_offline_features():
+    logmel = LogMel()
+    waveform = 0.1 * torch.randn(8000)
+    stream = StreamingFeatures(logmel)
+    pieces = [stream.push(waveform[i:i + 333]) for i in range(0, 8000, 333)]
+    assert torch.allclose(torch.cat(pieces), logmel(waveform), atol=1e-5)
+
+
+def test_streaming_a_waveform_matches_offline_and_reports_timing():
+    model = truncated_model(chunk=16)
+    logmel = LogMel()
+    waveform = 0.1 * torch.randn(8000 * 2)
+    with torch.no_grad():
+        features = logmel(waveform)
+        offline = model(features.unsqueeze(0), torch.tensor([features.shape[0]]))[0]
+    stream = stream_waveform(model, waveform, logmel, 8000)
+    outputs = []
+    while True:
+        try:
+            outputs.append(next(stream))
+        except StopIteration as done:
+            timing = done.value
+            break
+    assert [first for first, _ in outputs] == list(range(0, features.shape[0], 16))
+    assert (torch.cat([logits for _, logits in outputs]) - offline).abs().max() < 1e-5
+    summary = timing.summary()
+    assert summary["audio_seconds"] == 2.0 and summary["real_time_factor"] > 0
+
+
+def test_models_that_cannot_stream_are_rejected():
+    with pytest.raises(ValueError, match="look-ahead"):
+        StreamingEncoder(build_model(AudioConfig(attention="truncated", lookahead=2, **SMALL)))
+    with pytest.raises(ValueError, match="truncated"):
+        StreamingEncoder(build_model(AudioConfig(attention="window", **SMALL)))
+
+
+def test_only_whole_chunks_until_the_last():
+    encoder = StreamingEncoder(truncated_model(chunk=8))
+    with pytest.raises(ValueError, match="1 to 8 frames"):
+        encoder.push(torch.randn(9, 40))
+    encoder.push(torch.randn(3, 40))
+    with pytest.raises(ValueError, match="ends the stream"):
+        encoder.push(torch.randn(8, 40))
