@@ -29,6 +29,7 @@ __all__ = [
     "adjacency_mask",
     "as_mask",
     "to_key_padding_mask",
+    "check_edge_index",
 ]
 
 

@@ -1,0 +1,133 @@
+"""Figures of graph attention: one node's neighbourhood with its learned weights, and the attention matrix
+of a small subgraph next to the adjacency mask that shapes it.
+
+Figures are `matplotlib.figure.Figure`s (no pyplot state) saved to `path` when given.
+
+Legend: N nodes, E edges, H heads, n nodes of a subgraph.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+
+__all__ = ["plot_neighbourhood", "plot_masked_attention", "khop_nodes"]
+
+
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def plot_neighbourhood(
+    node: int,
+    neighbours: Sequence[int],
+    weights: Sequence[float],
+    labels: Tensor,
+    *,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """One node (centre) and the nodes it attends to (circle), each edge drawn as thick and dark as its
+    attention weight; nodes coloured by class.
+
+    Args:
+        node (int): the attending node.
+        neighbours (Sequence[int]): the nodes it attends to (itself included when it has a self-loop).
+        weights (Sequence[float]): its attention weight on each, same order (summing to 1).
+        labels (Tensor): `(N,)` class of every node, for the colours.
+        class_names (Sequence[str], optional): legend names of the classes.
+    """
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    fig = Figure(figsize=(7, 6.5))
+    ax = fig.add_subplot()
+    others = [(j, w) for j, w in zip(neighbours, weights) if j != node]
+    self_weight = sum(w for j, w in zip(neighbours, weights) if j == node)
+    top = max(list(weights) + [1e-9])
+    for k, (j, w) in enumerate(others):
+        angle = 2 * math.pi * k / max(len(others), 1)
+        px, py = math.cos(angle), math.sin(angle)
+        ax.plot([0, px], [0, py], color="black", alpha=0.15 + 0.85 * w / top, linewidth=0.5 + 8 * w / top, zorder=1)
+        ax.scatter([px], [py], s=500, color=cmap(int(labels[j]) % 10), edgecolors="black", zorder=2)
+        ax.annotate(f"{j}", (px, py), ha="center", va="center", fontsize=7, zorder=3)
+        ax.annotate(f"{w:.2f}", (0.6 * px, 0.6 * py), ha="center", va="center", fontsize=8,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8), zorder=3)
+    ax.scatter([0], [0], s=900, color=cmap(int(labels[node]) % 10), edgecolors="red", linewidths=2.5, zorder=2)
+    ax.annotate(f"{node}\nself {self_weight:.2f}", (0, 0), ha="center", va="center", fontsize=7, zorder=3)
+    classes = sorted({int(labels[j]) for j in [node, *neighbours]})
+    for c in classes:
+        name = class_names[c] if class_names is not None else f"class {c}"
+        ax.scatter([], [], s=80, color=cmap(c % 10), edgecolors="black", label=name)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.set_xlim(-1.3, 1.3)
+    ax.set_ylim(-1.3, 1.3)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(title or f"attention of node {node} over its neighbours")
+    return _save(fig, path)
+
+
+def plot_masked_attention(
+    mask: Tensor,
+    weights: Tensor,
+    nodes: Sequence[int],
+    *,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Two panels: the adjacency mask of a subgraph (True = may attend) and the attention matrix computed
+    under it, whose zeros fall exactly where the mask is False.
+
+    Args:
+        mask (Tensor): `(n, n)` bool, row i attends column j.
+        weights (Tensor): `(n, n)` attention weights (one head or the head mean).
+        nodes (Sequence[int]): the graph's ids of the n nodes, for the tick labels.
+    """
+    m = mask.detach().cpu().numpy().astype(float)
+    w = weights.detach().float().cpu().numpy()
+    n = len(nodes)
+    fig = Figure(figsize=(13, 6))
+    axes = fig.subplots(1, 2)
+    axes[0].imshow(m, cmap="Greys", vmin=0, vmax=1)
+    axes[0].set_title("adjacency mask (+ self-loops): may attend")
+    im = axes[1].imshow(np.ma.masked_where(m == 0, w), cmap="viridis", vmin=0, vmax=max(float(w.max()), 1e-9))
+    axes[1].set_facecolor("#f2f2f2")
+    axes[1].set_title("attention weights (grey: masked, exactly 0)")
+    fig.colorbar(im, ax=axes[1], fraction=0.046, label="attention weight")
+    for ax in axes:
+        ticks = list(range(n)) if n <= 30 else list(range(0, n, max(1, n // 15)))
+        ax.set_xticks(ticks, labels=[str(nodes[t]) for t in ticks], rotation=90, fontsize=7)
+        ax.set_yticks(ticks, labels=[str(nodes[t]) for t in ticks], fontsize=7)
+        ax.set_xlabel("key node j (attended to)")
+        ax.set_ylabel("query node i")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def khop_nodes(edge_index: Tensor, node: int, hops: int, limit: int) -> list[int]:
+    """`node` and up to `limit - 1` nodes within `hops` of it (breadth first, smallest ids first)."""
+    src, dst = edge_index
+    chosen, frontier = [node], [node]
+    seen = {node}
+    for _ in range(hops):
+        found = sorted({int(j) for j in src[torch.isin(dst, torch.tensor(frontier))].tolist()} - seen)
+        found = found[: max(limit - len(chosen), 0)]
+        chosen += found
+        seen.update(found)
+        frontier = found
+        if len(chosen) >= limit or not frontier:
+            break
+    return chosen
+
