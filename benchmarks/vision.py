@@ -10,9 +10,9 @@ Writes a JSON file with images/s, parameters and forward FLOPs per image.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.experiment import count_parameters, versions  # noqa: E402
 from core.harness import select_device, set_num_threads_from_env, to_plain  # noqa: E402
 from vision.models import MODEL_NAMES, build_model, default_config, flops_per_image  # noqa: E402
-from vision.training import classification_step, make_optimizer, train_config_for  # noqa: E402
+from vision.training import classification_step, make_optimizer, timed_steps, train_config_for  # noqa: E402
 
 
 def images_per_second(name: str, batch_size: int, shape: tuple[int, int, int], steps: int, warmup: int,
@@ -37,17 +37,7 @@ def images_per_second(name: str, batch_size: int, shape: tuple[int, int, int], s
     if train_config.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     batch = (images, torch.randint(0, 10, (batch_size,), device=device))
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        step(model, batch).backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
+    seconds = timed_steps(model, optimizer, step, itertools.repeat(batch, warmup + steps), warmup, device)
     return {
         "model": name, "images_per_second": steps * batch_size / seconds, "seconds_per_step": seconds / steps,
         "batch_size": batch_size, "params": count_parameters(model),

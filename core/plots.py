@@ -13,14 +13,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["plot_attention", "plot_positional_encoding", "plot_learning_curves", "plot_series"]
+__all__ = ["save_figure", "plot_attention", "plot_positional_encoding", "plot_learning_curves", "plot_series"]
 
 
 def _array(x: Tensor | np.ndarray) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
-def _save(fig: Figure, path: str | Path | None) -> Figure:
+def save_figure(fig: Figure, path: str | Path | None) -> Figure:
+    """Save `fig` to `path` (parents created) when a path is given; return it."""
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -63,7 +64,7 @@ def plot_attention(
                 ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", color="w" if w[i, j] < 0.6 * w.max() else "k")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_positional_encoding(pe: Tensor | np.ndarray, *, title: str | None = None, path: str | Path | None = None) -> Figure:
@@ -76,7 +77,7 @@ def plot_positional_encoding(pe: Tensor | np.ndarray, *, title: str | None = Non
     ax.set_xlabel("dimension")
     ax.set_ylabel("position")
     ax.set_title(title or "Sinusoidal positional encoding")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_learning_curves(
@@ -97,7 +98,7 @@ def plot_learning_curves(
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title or f"{metric} per epoch")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_series(
@@ -124,4 +125,4 @@ def plot_series(
     ax.legend()
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -17,14 +17,9 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from core.plots import save_figure
+
 __all__ = ["plot_neighbourhood", "plot_masked_attention", "khop_nodes"]
-
-
-def _save(fig: Figure, path: str | Path | None) -> Figure:
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    return fig
 
 
 def plot_neighbourhood(
@@ -75,7 +70,7 @@ def plot_neighbourhood(
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(title or f"attention of node {node} over its neighbours")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_masked_attention(
@@ -113,7 +108,7 @@ def plot_masked_attention(
         ax.set_ylabel("query node i")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def khop_nodes(edge_index: Tensor, node: int, hops: int, limit: int) -> list[int]:

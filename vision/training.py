@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -156,10 +156,16 @@ def measure_step_seconds(model: nn.Module, config: TrainConfig, batches: ImageBa
     model = copy.deepcopy(model).train()
     optimizer = make_optimizer(model, config)
     step = classification_step(device, config.label_smoothing)
-    iterator = iter(StepBatches(batches, CALIBRATION_WARMUP_STEPS + CALIBRATION_STEPS))
+    batches = StepBatches(batches, CALIBRATION_WARMUP_STEPS + CALIBRATION_STEPS)
+    return timed_steps(model, optimizer, step, batches, CALIBRATION_WARMUP_STEPS, device) / CALIBRATION_STEPS
+
+
+def timed_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step, batches: Iterable, warmup: int,
+                device: torch.device) -> float:
+    """Run one training step per batch; return the seconds taken by the steps after the first `warmup`."""
     started = None
-    for i, batch in enumerate(iterator):
-        if i == CALIBRATION_WARMUP_STEPS:
+    for i, batch in enumerate(batches):
+        if i == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             started = time.perf_counter()
@@ -168,7 +174,7 @@ def measure_step_seconds(model: nn.Module, config: TrainConfig, batches: ImageBa
         optimizer.step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return (time.perf_counter() - started) / CALIBRATION_STEPS
+    return time.perf_counter() - started
 
 
 @dataclass
