@@ -156,8 +156,8 @@ def write_metrics(out_dir: str | os.PathLike, *, domain: str, dataset: str, devi
 
 
 def _is_fraction(name: str, results: list[ModelResult]) -> bool:
-    """An accuracy or F1 kept in [0, 1] is shown in percent."""
-    if not any(word in name.lower() for word in ("acc", "f1")):
+    """An accuracy, F1, precision or recall kept in [0, 1] is shown in percent."""
+    if not any(word in name.lower() for word in ("acc", "f1", "precision", "recall")):
         return False
     values = [r.metrics[name] for r in results if name in r.metrics]
     return bool(values) and all(0.0 <= v <= 1.0 for v in values)
@@ -167,7 +167,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str, results: list[ModelR
                  intro: str = "", notes: list[str] = (), figures: list[tuple[str, str]] = ()) -> Path:
     """Write ``out_dir/report.md``: the title, the intro, a table with one row per model, notes and figures.
 
-    Metric cells are ``mean ± std`` over seeds (just the mean for one seed); accuracies and F1 scores in
+    Metric cells are ``mean ± std`` over seeds (just the mean for one seed); accuracies, F1, precision and recall in
     [0, 1] are shown in percent, marked ``(%)`` in the header.
 
     Args:

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 from torch import Tensor
 
 __all__ = ["save_figure", "plot_attention", "plot_positional_encoding", "plot_learning_curves", "plot_series"]
@@ -118,6 +119,9 @@ def plot_series(
     for name, ys in series.items():
         ax.plot(list(x)[: len(ys)], list(ys), marker="o", label=name)
     ax.set_xscale("log" if logx else "linear")
+    if logx:  # label the measured x values themselves, not 10^k with crowded minor labels
+        ax.set_xticks(list(x), labels=[f"{v:g}" for v in x])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yscale("log" if logy else "linear")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

@@ -107,3 +107,12 @@ def test_common_args(monkeypatch):
         assert apply_common_args(args) == torch.device("cpu") and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_precision_and_recall_are_shown_in_percent_like_f1(tmp_path):
+    runs = [{"test_f1": 0.9, "test_precision": 0.88, "test_recall": 0.92, "test_loss": 0.3}]
+    result = summarize_runs("tagger", "attention", runs, params=10, train_seconds=[1.0])
+    names = ["test_f1", "test_precision", "test_recall", "test_loss"]
+    header = next(line for line in write_report(tmp_path, title="t", results=[result], metric_names=names)
+                  .read_text().splitlines() if line.startswith("|"))
+    assert "test_precision (%)" in header and "test_recall (%)" in header and "test_loss (%)" not in header
