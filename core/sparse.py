@@ -29,15 +29,26 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import Tensor
 
 from core.masks import check_edge_index
 
-# torch warns on every first CSR construction that the layout is beta; the kernels used here (CSR @
-# dense, sampled_addmm) are stable and tested against the reference path, so the warning is noise.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+
+
+@contextmanager
+def quiet_csr_beta_warning() -> Iterator[None]:
+    """Silence torch's "Sparse CSR tensor support is in beta" warning inside the block only.
+
+    The kernels used here (CSR @ dense, sampled_addmm) are tested against the reference path, so the
+    warning is noise for our own constructions; the user's warning filters stay as they were.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        yield
 
 __all__ = [
     "EdgeGraph",
@@ -48,6 +59,7 @@ __all__ = [
     "edge_softmax_attention",
     "edge_attention_reference",
     "edge_dropout",
+    "quiet_csr_beta_warning",
 ]
 
 
@@ -159,7 +171,8 @@ def _spmm(crow: Tensor, col: Tensor, values: Tensor, x: Tensor) -> Tensor:
     """Per head h: `A_h x[h]`, all heads in one call of a block-diagonal CSR matrix (`head_structure`).
     values (H, E) head-major, x (H, N, D) -> (H, N, D)."""
     H, N, D = x.shape
-    A = torch.sparse_csr_tensor(crow, col, values.reshape(-1), (H * N, H * N), check_invariants=False)
+    with quiet_csr_beta_warning():
+        A = torch.sparse_csr_tensor(crow, col, values.reshape(-1), (H * N, H * N), check_invariants=False)
     return (A @ x.reshape(H * N, D)).view(H, N, D)
 
 
@@ -168,7 +181,8 @@ def _sddmm(crow: Tensor, col: Tensor, a: Tensor, b: Tensor) -> Tensor:
     (E, H, D) tensor of gathered rows, no (N, N) product."""
     H, N, D = a.shape
     # Zeros, not empty: sampled_addmm computes beta * values even for beta=0, and 0 * NaN garbage is NaN.
-    pattern = torch.sparse_csr_tensor(crow, col, a.new_zeros(len(col)), (H * N, H * N), check_invariants=False)
+    with quiet_csr_beta_warning():
+        pattern = torch.sparse_csr_tensor(crow, col, a.new_zeros(len(col)), (H * N, H * N), check_invariants=False)
     out = torch.sparse.sampled_addmm(pattern, a.reshape(H * N, D), b.reshape(H * N, D).t(), beta=0.0)
     return out.values().view(H, -1)
 

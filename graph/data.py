@@ -15,7 +15,6 @@ Legend: N nodes, E edges, D features.
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import Tensor
 
 from core.datasets import DatasetNotFoundError, cache_dir, require_dataset, resolve_data_root
 from core.masks import check_edge_index
+from core.sparse import quiet_csr_beta_warning
 
 __all__ = ["PLANETOID_NAMES", "PLANETOID_URL", "Planetoid", "load_planetoid", "planetoid_raw_files",
            "row_normalize", "canonical_name", "DatasetNotFoundError"]
@@ -73,8 +73,7 @@ class Planetoid:
 
     def sparse_x(self) -> Tensor:
         """The features as a sparse CSR tensor `(N, D)` (bag-of-words: ~1% stored on Cora)."""
-        with warnings.catch_warnings():  # torch: "Sparse CSR tensor support is in beta"
-            warnings.simplefilter("ignore", UserWarning)
+        with quiet_csr_beta_warning():
             return self.x.to_sparse_csr()
 
     def to(self, device: torch.device | str) -> Planetoid:

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from core.attention import scaled_dot_product_attention
 from core.capture import is_capturing, record
 from core.masks import GraphMask, adjacency_mask
-from core.sparse import EdgeGraph, edge_attention, edge_dropout, edge_softmax_attention
+from core.sparse import EdgeGraph, edge_attention, edge_dropout, edge_softmax_attention, quiet_csr_beta_warning
 
 __all__ = ["GraphAttention", "DenseGraphTooLarge", "prepare_graph", "feature_dropout", "project",
            "DENSE_MAX_NODES", "DENSE_MAX_BYTES"]
@@ -68,7 +68,8 @@ def feature_dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return x
     if x.layout == torch.sparse_csr:
         values = edge_dropout(x.values(), p)
-        return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape, check_invariants=False)
+        with quiet_csr_beta_warning():
+            return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape, check_invariants=False)
     return edge_dropout(x, p)
 
 
