@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from core.datasets import cache_dir, require_dataset, resolve_data_root
+from core.harness import atomic_open
 
 SAMPLE_RATE = 8000
 WIN_SECONDS = 0.025
@@ -254,7 +255,6 @@ def clip_features(recordings: list[Recording], logmel: LogMel) -> list[Tensor]:
     for recording in tqdm(missing, desc="log-mel features", leave=False, disable=not missing):
         cached[recording.path.name] = wav_features(recording.path, logmel)
     if missing:
-        partial = path.with_suffix(".tmp")
-        torch.save(cached, partial)
-        partial.replace(path)
+        with atomic_open(path) as f:  # a temp file of its own: concurrent runs cannot collide
+            torch.save(cached, f)
     return [cached[r.path.name] for r in recordings]

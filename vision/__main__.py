@@ -65,7 +65,7 @@ def add_training_args(parser: argparse.ArgumentParser, default_models: str, defa
                         help="images per step (default: 128 for the pixel models, 256 for the ResNet)")
     parser.add_argument("--relative-bias", action=argparse.BooleanOptionalAction, default=False,
                         help="give the attention model a learned relative 2-D position bias in every layer "
-                             "(Cordonnier et al.'s setting; about 2.5x slower per step on CPU) (default: off)")
+                             "(Cordonnier et al.'s setting; about 1.4x slower per step on CPU) (default: off)")
     parser.add_argument("--rounds", type=int, default=8,
                         help="test-subset evaluations spread over each run, for accuracy vs time (default: 8)")
     parser.add_argument("--eval-images", type=int, default=2000,

@@ -25,6 +25,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from core import datasets as core_datasets
+from core.harness import atomic_open
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -237,14 +238,14 @@ def load_image_folder(
     images, labels = decode_images(train_samples + test_samples, image_size, progress)
     num_train = len(train_samples)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache_file.with_suffix(".tmp")
-        torch.save(
-            {"train_images": images[:num_train], "train_labels": labels[:num_train],
-             "test_images": images[num_train:], "test_labels": labels[num_train:]},
-            partial,
-        )
-        partial.replace(cache_file)  # atomic: a killed run never leaves half a cache behind
+        # Atomic, with a temp name of its own: a killed run never leaves half a cache behind, and two
+        # runs decoding the same dataset at once do not trip over each other's temp file.
+        with atomic_open(cache_file) as f:
+            torch.save(
+                {"train_images": images[:num_train], "train_labels": labels[:num_train],
+                 "test_images": images[num_train:], "test_labels": labels[num_train:]},
+                f,
+            )
     return ImageDataset(
         name,
         ImageSplit(images[:num_train], labels[:num_train], train_classes),

@@ -1,3 +1,4 @@
+import os
 import pickle
 import random
 
@@ -193,3 +194,26 @@ def test_time_budget_and_per_batch_scheduler():
     assert len(history.epochs) == 1 and history.stop_reason == "time budget"
     assert "val_accuracy" in history.epochs[0]  # evaluated before stopping although eval_every=3
     assert scheduler.last_epoch == 2
+
+
+def test_atomic_open_gives_concurrent_writers_their_own_temp_files(tmp_path):
+    # Two runs caching the same dataset at once both write the same target; each must get its own temp
+    # file, so both renames succeed and the target holds one whole file (a shared "<name>.tmp" made the
+    # second rename fail with FileNotFoundError).
+    from core.harness import atomic_open
+
+    target = tmp_path / "cache.pt"
+    with atomic_open(target) as first:
+        first.write(b"first")
+        with atomic_open(target) as second:
+            second.write(b"second")
+        assert target.read_bytes() == b"second"
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.pt"]  # no temp file left behind
+    umask = os.umask(0o022)
+    try:
+        with atomic_open(target) as f:
+            f.write(b"again")
+    finally:
+        os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o644  # the usual mode, not mkstemp's private 0600
