@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per model (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)")
+    parser.add_argument("--reference", default="cnn",
+                        help="model whose images/s the others are divided by, in the same run (default: cnn)")
     parser.add_argument("--out", default="runs/benchmarks/vision.json", help="JSON output file")
     args = parser.parse_args(argv)
 
@@ -66,8 +68,13 @@ def main(argv: list[str] | None = None) -> dict:
         results.append(row)
         print(f"{name:>10}: {row['images_per_second']:8.1f} images/s  ({row['params']:,} params, "
               f"{row['mflops_per_image_forward']:.0f} MFLOPs/image forward)", flush=True)
+    reference = next((r for r in results if r["model"] == args.reference), None)
+    if reference is not None:
+        for row in results:
+            row[f"speed_vs_{args.reference}"] = row["images_per_second"] / reference["images_per_second"]
+            print(f"{row['model']:>10}: {row[f'speed_vs_{args.reference}']:.2f}x the images/s of {args.reference}")
     report = {"benchmark": "vision training throughput (forward + backward + step)", "device": str(device),
-              "threads": threads, "versions": versions(), "command": sys.argv, "results": results}
+              "threads": threads, "reference": args.reference if reference is not None else None, "versions": versions(), "command": sys.argv, "results": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

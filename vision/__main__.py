@@ -66,6 +66,11 @@ def add_training_args(parser: argparse.ArgumentParser, default_models: str, defa
     parser.add_argument("--relative-bias", action=argparse.BooleanOptionalAction, default=False,
                         help="give the attention model a learned relative 2-D position bias in every layer "
                              "(Cordonnier et al.'s setting; about 1.4x slower per step on CPU) (default: off)")
+    parser.add_argument("--dims", default=None,
+                        help="width D of each stage of the attention and cnn hierarchies, comma-separated "
+                             "(default: 16,48,96, sized for a CPU budget; a GPU run can afford e.g. 64,128,256)")
+    parser.add_argument("--depths", default=None,
+                        help="blocks per stage, comma-separated, one per --dims entry (default: 1,1,2)")
     parser.add_argument("--rounds", type=int, default=8,
                         help="test-subset evaluations spread over each run, for accuracy vs time (default: 8)")
     parser.add_argument("--eval-images", type=int, default=2000,
@@ -140,6 +145,27 @@ def dataset_info(data: ImageDataset, mean: torch.Tensor, std: torch.Tensor) -> d
             "test_images": len(data.test)}
 
 
+def hierarchy_size(args) -> dict:
+    """``--dims`` / ``--depths`` as ``default_config`` keywords, checked before any data is read."""
+    sizes = {}
+    for key in ("dims", "depths"):
+        text = getattr(args, key)
+        if text is None:
+            continue
+        try:
+            values = tuple(parse_list(text, int))
+        except ValueError:
+            raise SystemExit(f"--{key} must be comma-separated whole numbers, got {text!r}") from None
+        if not values or min(values) < 1:
+            raise SystemExit(f"--{key} must be positive whole numbers, got {text!r}")
+        sizes[key] = values
+    try:
+        default_config("attention", 3, 32, 32, 10, **sizes)
+    except ValueError as error:
+        raise SystemExit(f"--dims/--depths: {error}") from None
+    return sizes
+
+
 def check_models(names: list[str]) -> list[str]:
     unknown = [name for name in names if name not in MODEL_NAMES]
     if unknown or not names:
@@ -152,7 +178,8 @@ def train_one(args, name: str, data: ImageDataset, train_split, seed: int, run_d
     """Build model ``name`` with seed ``seed`` and train it; returns (model, RunResult)."""
     C, H, W = data.shape
     seed_everything(seed)
-    model_config = default_config(name, C, H, W, data.num_classes, relative_bias=args.relative_bias)
+    model_config = default_config(name, C, H, W, data.num_classes, relative_bias=args.relative_bias,
+                                  **hierarchy_size(args))
     model = build_model(name, to_plain(model_config)).to(device)
     train_config = train_config_for(name, args.batch_size)
     train_config.rounds = args.rounds
@@ -192,6 +219,7 @@ def plot_accuracy_vs_time(curves: dict[str, list[dict]], path: Path) -> None:
 def run_compare(args) -> list[ModelResult]:
     device = apply_common_args(args)
     names = check_models(parse_list(args.models))
+    hierarchy_size(args)  # a bad --dims/--depths fails before the data is read
     out = Path(args.out)
     data = load_dataset(args.dataset, args.data_dir, args.image_size, progress=not args.no_progress)
     mean, std = channel_stats(data.train.images)
@@ -254,6 +282,7 @@ def run_compare(args) -> list[ModelResult]:
 def run_sweep(args) -> list[ModelResult]:
     device = apply_common_args(args)
     names = check_models(parse_list(args.models))
+    hierarchy_size(args)  # a bad --dims/--depths fails before the data is read
     fractions = parse_list(args.fractions, float)
     if not fractions or any(not 0 < f <= 1 for f in fractions):
         raise SystemExit(f"--fractions must be numbers in (0, 1], got {args.fractions!r}")

@@ -396,14 +396,24 @@ def build_model(name: str, config: dict) -> nn.Module:
 
 
 def default_config(name: str, in_channels: int, image_height: int, image_width: int, num_classes: int,
-                   relative_bias: bool = False):
-    """The default configuration of model ``name`` for a dataset's image shape and classes."""
+                   relative_bias: bool = False, dims: tuple[int, ...] | None = None,
+                   depths: tuple[int, ...] | None = None):
+    """The default configuration of model ``name`` for a dataset's image shape and classes.
+
+    ``dims`` and ``depths`` (stage widths and blocks per stage) resize the two pixel hierarchies alike
+    and are ignored for the ResNet.
+    """
     if name in ("attention", "cnn"):
-        return PixelModelConfig(
+        sizes = {key: tuple(value) for key, value in (("dims", dims), ("depths", depths)) if value is not None}
+        config = PixelModelConfig(
             operator="attention" if name == "attention" else "conv", in_channels=in_channels,
             image_height=image_height, image_width=image_width, num_classes=num_classes,
-            relative_bias=relative_bias,
+            relative_bias=relative_bias, **sizes,
         )
+        if len(config.dims) != len(config.depths) or min(config.dims + config.depths) < 1:
+            raise ValueError(f"dims {config.dims} and depths {config.depths} must be positive and of the same "
+                             "length (one entry per stage)")
+        return config
     if name == "resnet":
         return ResNetConfig(in_channels=in_channels, num_classes=num_classes)
     raise ValueError(f"unknown model {name!r}; choose from {MODEL_NAMES}")

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from vision.__main__ import build_parser, main
 
@@ -51,6 +52,23 @@ def test_sweep_trains_every_fraction_with_the_same_steps(tmp_path, tiny_gray_set
     assert rows["cnn @ 50%"]["train_images"] == 6 and rows["cnn @ 100%"]["train_images"] == 12
     assert {row["steps"] for row in rows.values()} == {2}
     assert (out / "sweep.png").stat().st_size > 0
+
+
+def test_dims_and_depths_resize_both_pixel_hierarchies(tmp_path, tiny_gray_set, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_THREADS", "1")
+    out = tmp_path / "sized"
+    main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--models", "attention,cnn",
+          "--dims", "8,24", "--depths", "2,1", "--steps", "1", "--rounds", "1", "--eval-images", "6",
+          "--batch-size", "6", "--out", str(out), "--no-progress"])
+    for name in ("attention", "cnn"):
+        stored = torch.load(out / name / "seed0" / "best.pt", weights_only=True)
+        assert stored["config"]["model_config"]["dims"] == [8, 24]
+        assert stored["config"]["model_config"]["depths"] == [2, 1]
+    for flags, message in ((["--dims", "8,x"], "whole numbers"), (["--dims", "8,0"], "positive"),
+                           (["--dims", "8,16", "--depths", "1,1,1"], "same length")):
+        with pytest.raises(SystemExit, match=message):
+            main(["compare", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "absent"), *flags,
+                  "--out", str(tmp_path / "bad")])
 
 
 def test_conv_check_reports_a_tiny_difference(tmp_path):
