@@ -258,12 +258,13 @@ def run_compare(args) -> list[ModelResult]:
         f"Condition: {condition}; budget {budget_text}. Targets (issue #6, full 2-core CPU, 60 min for "
         "the whole command): CNN baseline >= 88%, attention >= 80%.",
         "Test accuracy is that of the weights after the last step (no selection on test data); the "
-        "curve is scored on an evenly spaced test subset after each round.",
+        "curve is scored on an evenly spaced test subset after each round. test_accuracy_flip scores the "
+        "same weights with horizontal-flip test-time augmentation (mean logits of the image and its mirror).",
         *[f"{r.model}: {DESCRIPTION[r.model]}; {r.metrics['epochs']:.1f} epochs, "
           f"{r.metrics['mflops_per_image']:.0f} MFLOPs per image (forward)" for r in results],
     ]
     write_report(out, title=f"Vision: pixel self-attention vs convolution on {data.name}", results=results,
-                 metric_names=["test_accuracy", "test_loss", "epochs", "mflops_per_image"],
+                 metric_names=["test_accuracy", "test_accuracy_flip", "test_loss", "epochs", "mflops_per_image"],
                  intro="Every pixel is a token holding its channel values. The attention model lets each pixel "
                        "weigh other pixels by content (local windows at full resolution, every pixel where "
                        "the grid is small); the CNN applies the same fixed weights to a 3×3 neighbourhood. "

@@ -135,13 +135,20 @@ def classification_step(device: torch.device, label_smoothing: float):
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, batches: ImageBatches, device: torch.device) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` over ``batches``."""
+def accuracy(model: nn.Module, batches: ImageBatches, device: torch.device, flip: bool = False) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` over ``batches``.
+
+    With ``flip``, each image is scored as the mean of the logits of the image and of its mirror image
+    (horizontal-flip test-time augmentation, part of Page's ResNet-9 recipe); training is unchanged.
+    """
     was_training = model.training
     model.eval()
     correct, loss, count = 0, 0.0, 0
     for images, labels in batches:
-        logits = model(images.to(device))
+        images = images.to(device)
+        logits = model(images)
+        if flip:
+            logits = (logits + model(images.flip(-1))) / 2
         labels = labels.to(device)
         correct += int((logits.argmax(dim=-1) == labels).sum())
         loss += float(F.cross_entropy(logits, labels, reduction="sum"))
@@ -264,6 +271,7 @@ def train_classifier(
         time_budget_s=None if time_budget_s is None else 1.5 * time_budget_s,
     )
     final = accuracy(model, test_batches, device)
+    final_flip = accuracy(model, test_batches, device, flip=True)
     curve, elapsed = [], 0.0
     for row in history.epochs:
         elapsed += row["seconds"]
@@ -273,6 +281,7 @@ def train_classifier(
     return RunResult(
         metrics={
             "test_accuracy": final["accuracy"], "test_loss": final["loss"],
+            "test_accuracy_flip": final_flip["accuracy"],
             "epochs": steps_done / len(batches),
         },
         curve=curve, train_seconds=history.train_seconds, steps=steps_done,

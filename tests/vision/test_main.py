@@ -22,6 +22,7 @@ def test_compare_writes_metrics_report_figure_and_checkpoints(tmp_path, tiny_gra
     assert [r["model"] for r in metrics["results"]] == ["attention", "cnn", "resnet"]
     for result in metrics["results"]:
         assert 0.0 <= result["metrics"]["test_accuracy"] <= 1.0
+        assert 0.0 <= result["metrics"]["test_accuracy_flip"] <= 1.0
         assert result["metrics"]["mflops_per_image"] > 0
         assert result["extra"]["steps"] == [2]
         assert len(result["extra"]["curves"][0]) == 2
