@@ -45,8 +45,8 @@ class PixelModelConfig:
     image_width: int = 32
     num_classes: int = 10
     # Sized for a CPU budget: the full-resolution stage (one token per pixel) is kept narrow and shallow,
-    # because its per-pixel work dominates the cost. At an 18-minute CPU budget a smaller network that
-    # sees more epochs wins: (16, 48, 96) x (1, 1, 2) learned as much per step as (16, 64, 128) x
+    # because its per-pixel work dominates the cost. Under a CPU budget the smaller network that sees
+    # more epochs is the better buy: (16, 48, 96) x (1, 1, 2) learned as much per step as (16, 64, 128) x
     # (1, 1, 3) in a 6-minute trial (41.1% at ~250 steps both) at 1.7x the steps per second.
     dims: tuple[int, ...] = (16, 48, 96)  # D of each stage; stage s runs at 1/2^s of the image size
     depths: tuple[int, ...] = (1, 1, 2)  # blocks per stage
