@@ -173,6 +173,14 @@ def check_models(names: list[str]) -> list[str]:
     return names
 
 
+def check_training_args(args) -> list[str]:
+    """The model names of ``--models``; a bad ``--models``, ``--dims`` or ``--depths`` fails here, before any
+    data is read."""
+    names = check_models(parse_list(args.models))
+    hierarchy_size(args)
+    return names
+
+
 def train_one(args, name: str, data: ImageDataset, train_split, seed: int, run_dir: Path, device,
               mean, std, steps: int, time_budget_s: float | None):
     """Build model ``name`` with seed ``seed`` and train it; returns (model, RunResult)."""
@@ -218,8 +226,7 @@ def plot_accuracy_vs_time(curves: dict[str, list[dict]], path: Path) -> None:
 
 def run_compare(args) -> list[ModelResult]:
     device = apply_common_args(args)
-    names = check_models(parse_list(args.models))
-    hierarchy_size(args)  # a bad --dims/--depths fails before the data is read
+    names = check_training_args(args)
     out = Path(args.out)
     data = load_dataset(args.dataset, args.data_dir, args.image_size, progress=not args.no_progress)
     mean, std = channel_stats(data.train.images)
@@ -282,8 +289,7 @@ def run_compare(args) -> list[ModelResult]:
 
 def run_sweep(args) -> list[ModelResult]:
     device = apply_common_args(args)
-    names = check_models(parse_list(args.models))
-    hierarchy_size(args)  # a bad --dims/--depths fails before the data is read
+    names = check_training_args(args)
     fractions = parse_list(args.fractions, float)
     if not fractions or any(not 0 < f <= 1 for f in fractions):
         raise SystemExit(f"--fractions must be numbers in (0, 1], got {args.fractions!r}")
