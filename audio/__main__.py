@@ -32,9 +32,9 @@ from audio.models import ATTENTIONS, AudioConfig, build_model
 from audio.streaming import StreamingEncoder, check_streaming, stream_waveform
 from audio.train import TrainConfig, TrainedModel, train_model
 from core.capture import capture_attention
-from core.experiment import add_common_args, apply_common_args, summarize_runs, write_metrics, write_report
-from core.harness import load_checkpoint
-from core.plots import plot_attention, plot_series
+from core.lab.experiment import add_common_args, apply_common_args, summarize_runs, write_metrics, write_report
+from core.lab.harness import load_checkpoint
+from core.lab.plots import plot_attention, plot_series
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ every other frame is ``SILENCE``. Pauses between digits are never shorter than `
 two equal neighbouring digits stay two runs and the string can be read back off the frame labels.
 
 Generation is deterministic given the seed and the recordings, and its result (features, frame labels,
-digit strings) is cached outside the data folder, under ``core.datasets.cache_dir``.
+digit strings) is cached outside the data folder, under ``core.lab.datasets.cache_dir``.
 
 Legend: T frames, F mel bins, N samples.
 """
@@ -23,7 +23,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from audio.data import SAMPLE_RATE, SILENCE, LogMel, Recording, read_wav
-from core.datasets import cache_dir
+from core.lab.datasets import cache_dir
 
 
 @dataclass(frozen=True)

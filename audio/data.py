@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from core.datasets import cache_dir, require_dataset, resolve_data_root
-from core.harness import atomic_open
+from core.lab.datasets import cache_dir, require_dataset, resolve_data_root
+from core.lab.harness import atomic_open
 
 SAMPLE_RATE = 8000
 WIN_SECONDS = 0.025

@@ -1,5 +1,5 @@
 """One protocol for every audio model: length-bucketed batches, AdamW with a one-cycle schedule,
-``core.harness.fit`` with early stopping on validation accuracy, and the test metrics.
+``core.lab.harness.fit`` with early stopping on validation accuracy, and the test metrics.
 
 Metrics: ``accuracy`` per clip for the digits task; for connected digits ``frame_accuracy`` (padding
 excluded) and ``der``, the digit error rate of the strings read off the frame labels.
@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 from audio.connected import decode_frames, digit_error_rate
 from audio.data import IGNORE_INDEX, collate, length_batches
 from audio.models import AudioConfig, build_model
-from core.experiment import count_parameters
-from core.harness import fit, seed_everything
+from core.lab.experiment import count_parameters
+from core.lab.harness import fit, seed_everything
 
 
 @dataclass
@@ -52,7 +52,7 @@ class TrainConfig:
 class Batches:
     """Length-bucketed batches of a dataset, in a new order every epoch.
 
-    The shuffling uses ``self.generator``, which ``core.harness.fit`` saves and restores with its
+    The shuffling uses ``self.generator``, which ``core.lab.harness.fit`` saves and restores with its
     checkpoints, so a resumed run sees the batches an uninterrupted one would have.
     """
 
@@ -136,7 +136,7 @@ def train_model(config: AudioConfig, train: TrainConfig, datasets: dict[str, Dat
         train (TrainConfig): the protocol.
         datasets (dict[str, Dataset]): ``train``, ``val`` and ``test``.
         seed (int): seeds initialisation, SpecAugment and batch order.
-        checkpoint_dir (str | Path, optional): where ``core.harness.fit`` keeps ``last.pt``/``best.pt``.
+        checkpoint_dir (str | Path, optional): where ``core.lab.harness.fit`` keeps ``last.pt``/``best.pt``.
         resume (bool, default True): continue from ``checkpoint_dir`` when it holds a run.
         progress (bool, default True): show progress bars.
         device (torch.device | str, default "cpu"): where to train.

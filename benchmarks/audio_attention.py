@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audio.cost import measure, measure_peak  # noqa: E402
 from audio.models import ATTENTIONS, AudioConfig  # noqa: E402
-from core.experiment import versions  # noqa: E402
-from core.harness import atomic_open, set_num_threads_from_env  # noqa: E402
+from core.lab.experiment import versions  # noqa: E402
+from core.lab.harness import atomic_open, set_num_threads_from_env  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

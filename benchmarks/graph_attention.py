@@ -36,7 +36,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.harness import set_num_threads_from_env  # noqa: E402
+from core.lab.harness import set_num_threads_from_env  # noqa: E402
 from core.masks import adjacency_mask  # noqa: E402
 from core.sparse import EdgeGraph  # noqa: E402
 from graph.data import Planetoid, load_planetoid, row_normalize  # noqa: E402

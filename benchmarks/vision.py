@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.experiment import count_parameters, versions  # noqa: E402
-from core.harness import select_device, set_num_threads_from_env, to_plain  # noqa: E402
+from core.lab.experiment import count_parameters, versions  # noqa: E402
+from core.lab.harness import select_device, set_num_threads_from_env, to_plain  # noqa: E402
 from vision.models import MODEL_NAMES, build_model, default_config, flops_per_image  # noqa: E402
 from vision.training import classification_step, make_optimizer, timed_steps, train_config_for  # noqa: E402
 

@@ -2,8 +2,8 @@
 
 The everyday names are importable from here; the modules hold the rest (see docs/core-api.md):
 `core.masks`, `core.attention`, `core.local`, `core.sparse`, `core.multihead`, `core.positional`,
-`core.transformer`, `core.capture`, `core.plots`, and the harness `core.harness`, `core.experiment`,
-`core.datasets`, `core.distributed`.
+`core.transformer`, `core.capture`. The experiment machinery (training loop, runner, records, datasets,
+plots, distributed) is `core.lab`, which the attention modules never import.
 """
 
 from core.attention import scaled_dot_product_attention

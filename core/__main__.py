@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from core.attention import scaled_dot_product_attention
-from core.plots import plot_attention, plot_positional_encoding
+from core.lab.plots import plot_attention, plot_positional_encoding
 from core.positional import sinusoidal_encoding
 
 SENTENCE = "the cat sat on the mat because it was tired".split()

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from core.experiment import add_common_args, apply_common_args, count_parameters, summarize_runs, write_metrics, \
+from core.lab.experiment import add_common_args, apply_common_args, count_parameters, summarize_runs, write_metrics, \
     write_report
-from core.harness import atomic_open, load_checkpoint, save_checkpoint, to_plain
+from core.lab.harness import atomic_open, load_checkpoint, save_checkpoint, to_plain
 from core.masks import adjacency_mask
-from core.plots import plot_learning_curves
+from core.lab.plots import plot_learning_curves
 from core.sparse import EdgeGraph
 from graph.data import PLANETOID_NAMES, Planetoid, load_planetoid
 from graph.layers import DENSE_MAX_NODES

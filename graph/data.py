@@ -4,7 +4,7 @@ Read from the raw `ind.<name>.*` files that `torch_geometric.datasets.Planetoid`
 layout: `<data>/planetoid/<Name>/raw/ind.<name>.{x,tx,allx,y,ty,ally,graph,test.index}` (pickled scipy
 matrices and numpy arrays, so reading them needs scipy). When the files are absent they are downloaded
 from the Planetoid repository, as PyG would; offline, the error lists the files expected and where they
-come from. The processed tensors are cached outside the data folder (`core.datasets.cache_dir`).
+come from. The processed tensors are cached outside the data folder (`core.lab.datasets.cache_dir`).
 
 Features are row-normalised (each node's bag of words sums to 1), as the GCN and GAT papers do. The public
 split (Yang et al., 2016) is 20 labelled nodes per class for training, 500 for validation, 1000 for test.
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from core.datasets import DatasetNotFoundError, cache_dir, require_dataset, resolve_data_root
+from core.lab.datasets import DatasetNotFoundError, cache_dir, require_dataset, resolve_data_root
 from core.masks import check_edge_index
 from core.sparse import quiet_csr_beta_warning
 
@@ -158,14 +158,14 @@ def load_planetoid(
 
     Args:
         name (str): `"cora"`, `"citeseer"` or `"pubmed"` (any case). (default: "cora")
-        data_dir (str | Path, optional): the data root (`core.datasets.resolve_data_root`): the files are
+        data_dir (str | Path, optional): the data root (`core.lab.datasets.resolve_data_root`): the files are
             read from `<root>/planetoid/<Name>/raw/`. (default: `$ATTNLAB_DATA`, else ~/.cache/attnlab)
         download (bool, optional): fetch missing raw files from the Planetoid repository. (default: True)
-        use_cache (bool, optional): read/write the processed tensors in `core.datasets.cache_dir`.
+        use_cache (bool, optional): read/write the processed tensors in `core.lab.datasets.cache_dir`.
             (default: True)
 
     Raises:
-        core.datasets.DatasetNotFoundError: the raw files are missing (and could not be downloaded); the
+        core.lab.datasets.DatasetNotFoundError: the raw files are missing (and could not be downloaded); the
             message lists the files expected and the download address.
         ValueError: the files exist but cannot be read as Planetoid data.
     """
@@ -194,7 +194,7 @@ def load_planetoid(
     if tensors is None:
         tensors = _read_raw(name, raw_dir)
         if cache_file is not None:
-            from core.harness import save_checkpoint
+            from core.lab.harness import save_checkpoint
 
             save_checkpoint(cache_file, {"stamp": repr(stamp), "tensors": tensors})
     return Planetoid(canonical, **tensors)

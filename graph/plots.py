@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from core.plots import save_figure
+from core.lab.plots import save_figure
 
 __all__ = ["plot_neighbourhood", "plot_masked_attention", "khop_nodes"]
 

@@ -1,6 +1,6 @@
 """One training protocol for every node classifier: full-batch Adam, GAT's early stopping, public split.
 
-The loop itself is `core.harness.fit`. This module supplies the graph's train step and evaluation and GAT's
+The loop itself is `core.lab.harness.fit`. This module supplies the graph's train step and evaluation and GAT's
 stopping rule (Veličković et al., 2018, reference code): training goes on while the validation accuracy
 or the validation loss reaches a new best within `patience` epochs, and the weights kept are those of the
 last epoch at which *both* were at their best. Every model, baselines included, is trained this way.
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.harness import History, fit, seed_everything
+from core.lab.harness import History, fit, seed_everything
 from graph.data import Planetoid
 from graph.models import GraphModelConfig, NodeClassifier, build_model
 

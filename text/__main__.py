@@ -26,8 +26,8 @@ from typing import Sequence
 import torch
 
 from core.capture import capture_attention
-from core.datasets import DatasetNotFoundError, require_dataset, resolve_data_root
-from core.experiment import (
+from core.lab.datasets import DatasetNotFoundError, require_dataset, resolve_data_root
+from core.lab.experiment import (
     ModelResult,
     add_common_args,
     apply_common_args,
@@ -36,8 +36,8 @@ from core.experiment import (
     write_metrics,
     write_report,
 )
-from core.harness import History, fit, load_checkpoint, save_checkpoint, seed_everything
-from core.plots import plot_attention, plot_learning_curves
+from core.lab.harness import History, fit, load_checkpoint, save_checkpoint, seed_everything
+from core.lab.plots import plot_attention, plot_learning_curves
 from text.data import (
     Sentence,
     TaggingDataError,

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from core.experiment import (
+from core.lab.experiment import (
     ModelResult, add_common_args, apply_common_args, count_parameters, summarize_runs, write_metrics, write_report,
 )
-from core.harness import load_checkpoint, seed_everything, to_plain
+from core.lab.harness import load_checkpoint, seed_everything, to_plain
 from vision.data import ImageDataset, channel_stats, load_dataset
 from vision.models import MODEL_NAMES, build_model, default_config, flops_per_image
 from vision.training import train_classifier, train_config_for
@@ -317,7 +317,7 @@ def run_sweep(args) -> list[ModelResult]:
         ordered = sorted((r for r in results if r.extra["model_name"] == name), key=lambda r: r.extra["fraction"])
         series[name] = [100 * r.metrics["test_accuracy"] for r in ordered]
     sizes = [round(f * len(data.train)) for f in sorted(fractions)]
-    from core.plots import plot_series
+    from core.lab.plots import plot_series
 
     plot_series(sizes, series, xlabel="training images", ylabel="test accuracy (%)", logx=True,
                 title=f"Test accuracy vs training-set size ({data.name})", path=out / "sweep.png")

@@ -24,8 +24,8 @@ from typing import Iterator
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from core import datasets as core_datasets
-from core.harness import atomic_open
+from core.lab import datasets as core_datasets
+from core.lab.harness import atomic_open
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -202,7 +202,7 @@ def load_image_folder(
 ) -> ImageDataset:
     """Read ``root/train`` and ``root/test`` (torchvision ``ImageFolder`` layout) into memory.
 
-    The decoded tensors are cached under ``core.datasets.cache_dir("vision")`` (never inside ``root``),
+    The decoded tensors are cached under ``core.lab.datasets.cache_dir("vision")`` (never inside ``root``),
     keyed by the file list, sizes and modification times, so a changed tree is decoded again.
 
     Args:
@@ -273,7 +273,7 @@ def load_dataset(
     Args:
         dataset (str): ``"cifar10"`` or ``"imagefolder"``.
         data_dir (str, optional): for ``imagefolder`` the tree holding ``train/`` and ``test/``; for
-            ``cifar10`` the data root (default ``core.datasets.resolve_data_root()``).
+            ``cifar10`` the data root (default ``core.lab.datasets.resolve_data_root()``).
         image_size (int, optional): resize to this square size.
         progress (bool): progress bar while decoding.
     """

@@ -1,4 +1,4 @@
-"""Training one image classifier under a wall-clock budget, through ``core.harness.fit``.
+"""Training one image classifier under a wall-clock budget, through ``core.lab.harness.fit``.
 
 Models are compared at equal *training time*, which is what a CPU budget fixes. A run first times a few
 optimizer steps on a throw-away copy of the model, turns the budget into a number of steps, and then
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.harness import fit, to_plain
+from core.lab.harness import fit, to_plain
 from vision.data import ImageBatches, ImageSplit
 
 # Steps timed to calibrate the budget (after warm-up steps that are not timed).

@@ -8,7 +8,7 @@ import torch
 from audio.__main__ import build_parser, main, model_configs
 from audio.data import AudioError
 from audio.models import AudioConfig, build_model
-from core.harness import save_checkpoint
+from core.lab.harness import save_checkpoint
 
 SMALL = dict(dim=32, heads=2, layers=2, ffn_dim=64, stem_channels=4, dropout=0.0)
 

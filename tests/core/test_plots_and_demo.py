@@ -4,7 +4,7 @@ import sys
 import torch
 
 from core.__main__ import worked_example
-from core.plots import plot_attention, plot_learning_curves, plot_positional_encoding, plot_series
+from core.lab.plots import plot_attention, plot_learning_curves, plot_positional_encoding, plot_series
 
 
 def test_worked_example_numbers():

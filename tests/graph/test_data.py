@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from core.datasets import DatasetNotFoundError, resolve_data_root
+from core.lab.datasets import DatasetNotFoundError, resolve_data_root
 from graph.data import PLANETOID_URL, load_planetoid, planetoid_raw_files, row_normalize
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.datasets import resolve_data_root
+from core.lab.datasets import resolve_data_root
 from graph.__main__ import build_parser, main
 from graph.models import MODELS
 

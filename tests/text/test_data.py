@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.datasets import resolve_data_root
+from core.lab.datasets import resolve_data_root
 from text.data import (
     IGNORE_INDEX,
     TaggingDataError,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.datasets import resolve_data_root
+from core.lab.datasets import resolve_data_root
 from text.__main__ import main
 
 

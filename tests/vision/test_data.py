@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.datasets import DatasetNotFoundError, resolve_data_root
+from core.lab.datasets import DatasetNotFoundError, resolve_data_root
 from vision import data as vision_data
 from vision.data import (
     ImageBatches, ImageDataError, ImageSplit, channel_stats, decode_images, list_image_folder, load_image_folder,

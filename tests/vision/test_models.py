@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from core.capture import capture_attention
-from core.harness import to_plain
+from core.lab.harness import to_plain
 from vision.models import (
     ConvOperator, GlobalAttention, PixelHierarchy, PixelModelConfig, ResNet, ResNetConfig, WindowAttention,
     build_model, default_config, flops_per_image, window_merge, window_partition,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.experiment import (ModelResult, add_common_args, apply_common_args, count_parameters, summarize_runs,
+from core.lab.experiment import (ModelResult, add_common_args, apply_common_args, count_parameters, summarize_runs,
                              versions, write_metrics, write_report)
 
 

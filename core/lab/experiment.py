@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.harness import atomic_open, select_device, set_num_threads_from_env, to_plain
+from core.lab.harness import atomic_open, select_device, set_num_threads_from_env, to_plain
 
 ROLES = ("attention", "baseline")
 

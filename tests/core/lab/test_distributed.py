@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from core.distributed import init_distributed, shard_sampler, wrap_ddp
-from core.harness import load_checkpoint
+from core.lab.distributed import init_distributed, shard_sampler, wrap_ddp
+from core.lab.harness import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 # Each rank starts from different random weights and sees a different half of the data; DDP must
 # broadcast rank 0's weights and average gradients for the ranks to end identical.
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.distributed import cleanup, init_distributed, shard_sampler, wrap_ddp
-from core.harness import fit, seed_everything
+from core.lab.distributed import cleanup, init_distributed, shard_sampler, wrap_ddp
+from core.lab.harness import fit, seed_everything
 
 out = Path(sys.argv[1])
 info = init_distributed("cpu")

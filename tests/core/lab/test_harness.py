@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.harness import (History, fit, load_checkpoint, save_checkpoint, seed_everything, select_device,
+from core.lab.harness import (History, fit, load_checkpoint, save_checkpoint, seed_everything, select_device,
                           set_num_threads_from_env)
 
 
@@ -200,7 +200,7 @@ def test_atomic_open_gives_concurrent_writers_their_own_temp_files(tmp_path):
     # Two runs caching the same dataset at once both write the same target; each must get its own temp
     # file, so both renames succeed and the target holds one whole file (a shared "<name>.tmp" made the
     # second rename fail with FileNotFoundError).
-    from core.harness import atomic_open
+    from core.lab.harness import atomic_open
 
     target = tmp_path / "cache.pt"
     with atomic_open(target) as first:

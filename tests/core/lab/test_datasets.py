@@ -2,7 +2,7 @@ import tempfile
 
 import pytest
 
-from core.datasets import DatasetNotFoundError, cache_dir, require_dataset, resolve_data_root
+from core.lab.datasets import DatasetNotFoundError, cache_dir, require_dataset, resolve_data_root
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
-from core.harness import select_device
+from core.lab.harness import select_device
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
 
     Args:
         device_name (str): ``"auto"``, ``"cpu"`` or ``"cuda"``, as for
-            :func:`core.harness.select_device`. Under ``torchrun`` a CUDA device becomes
+            :func:`core.lab.harness.select_device`. Under ``torchrun`` a CUDA device becomes
             ``cuda:LOCAL_RANK``. (default: ``"auto"``)
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:

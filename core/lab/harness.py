@@ -299,7 +299,7 @@ def fit(
     ``last.pt``, training continues after its epoch and ends with the same weights as an uninterrupted
     run; a finished run (all epochs, early stop or budget) returns at once.
 
-    Distributed (``torch.distributed`` initialised, ``model`` wrapped by :func:`core.distributed.wrap_ddp`):
+    Distributed (``torch.distributed`` initialised, ``model`` wrapped by :func:`core.lab.distributed.wrap_ddp`):
     ``train_step`` gets the DDP wrapper so gradients are averaged; only rank 0 calls ``evaluate`` (on the
     unwrapped module), writes checkpoints and shows progress; rank 0's metrics and stop decision are
     broadcast so every rank keeps the same best epoch and stops together. ``train_loss`` is each rank's
