@@ -18,11 +18,14 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from core.masks import Mask, as_mask
+from core import capture
+from core.masks import Mask, as_mask, check_mask
 
-__all__ = ["scaled_dot_product_attention", "fused_attention", "masked_softmax", "PositionBias"]
+__all__ = [
+    "scaled_dot_product_attention", "softmax_attention", "fused_attention", "masked_softmax", "PositionBias",
+]
 
 #: `position_bias(q_idx, k_idx) -> (H, *broadcast(q_idx, k_idx))`: an additive score bias computed from
 #: absolute query and key positions (see `core.positional.RelativePositionBias`).
@@ -43,6 +46,66 @@ def masked_softmax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
     row_ok = (scores != float("-inf")).any(dim=-1, keepdim=True)
     scores = torch.where(row_ok, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
     return torch.softmax(scores, dim=-1) * row_ok
+
+
+def softmax_attention(
+    scores: Tensor,
+    v: Tensor,
+    mask: Mask | Tensor | None = None,
+    *,
+    dropout: float = 0.0,
+    training: bool = False,
+    return_weights: bool = False,
+    record_as: nn.Module | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """The second half of attention, for scores computed anywhere: mask, softmax, dropout, weighted sum.
+
+    Every scoring function hands its scores here: the scaled dot product (`scaled_dot_product_attention`'s
+    explicit path), additive/Bahdanau `vᵀ tanh(W q + U k)`, GAT's `LeakyReLU(a_dstᵀ W h_i + a_srcᵀ W h_j)`.
+    So they share one masking rule (True = may attend; a float mask is added), one treatment of empty rows
+    (a query with nothing to attend to, or whose scores are all `-inf`, gets zeros, in the output and in
+    every gradient, never NaN), one dropout, and one capture.
+
+    Args:
+        scores (Tensor): attention scores `(B, H, T, S)` (any leading dims, e.g. `(B, T, S)`); `-inf`
+            entries are treated as masked.
+        v (Tensor): values `(B, H, S, Dv)`, leading dims broadcastable with `scores`.
+        mask (Mask or Tensor, optional): a `core.masks.Mask`, a bool tensor (True = may attend) or a
+            float tensor added to the scores; broadcastable to `scores`. A `Mask`'s dense form is laid out
+            for `(B, H, T, S)`; with 3-D scores `(B, T, S)` its head dim is dropped. (default: None)
+        dropout (float, optional): dropout probability on the weights, applied only when `training`.
+            (default: 0.0)
+        training (bool, optional): apply `dropout` (pass `self.training`). (default: False)
+        return_weights (bool, optional): also return the weights. (default: False)
+        record_as (nn.Module, optional): inside a `core.capture.capture_attention` block, report the
+            weights under this module's name. (default: None: not reported)
+
+    Shapes:
+        scores `(B, H, T, S)`, v `(B, H, S, Dv)` -> out `(B, H, T, Dv)`, and weights `(B, H, T, S)` (the
+        softmax output before dropout, zero where masked) with `return_weights=True`.
+    """
+    if scores.dim() < 2 or v.dim() < 2:
+        raise ValueError(f"scores must be (..., T, S) and v (..., S, Dv); got {tuple(scores.shape)} and {tuple(v.shape)}")
+    if scores.shape[-1] != v.shape[-2]:
+        raise ValueError(
+            f"scores (..., T, S) and v (..., S, Dv) must share S; got scores {tuple(scores.shape)}, v {tuple(v.shape)}"
+        )
+    T, S = scores.shape[-2], scores.shape[-1]
+    mask = as_mask(mask)
+    allowed = None
+    if isinstance(mask, Mask):
+        mask.check_size(T, S)
+        allowed = mask.dense(scores.device)
+        if allowed.dim() == 4 and scores.dim() == 3:
+            allowed = allowed.squeeze(1)  # (B, 1, T, S) -> (B, T, S): no head dim in these scores
+    elif isinstance(mask, Tensor):
+        scores = scores + mask.to(scores.dtype)
+    weights = masked_softmax(scores, allowed)  # (..., T, S)
+    dropped = F.dropout(weights, p=dropout) if training and dropout > 0 else weights
+    out = dropped @ v  # (..., T, Dv)
+    if record_as is not None and capture.is_capturing():
+        capture.record(record_as, weights)
+    return (out, weights) if return_weights else out
 
 
 def _check_qkv(q: Tensor, k: Tensor, v: Tensor) -> None:
@@ -102,7 +165,8 @@ def scaled_dot_product_attention(
         k (Tensor): keys `(B, H, S, Dh)`.
         v (Tensor): values `(B, H, S, Dv)`.
         mask (Mask or Tensor, optional): a `core.masks.Mask`, a bool tensor (True = may attend) or a
-            float tensor added to the scores; broadcastable to `(B, H, T, S)`. (default: None)
+            float tensor added to the scores (no NaN); broadcastable to `(B, H, T, S)`, except that a
+            batch dim must equal B. Integer masks are refused. (default: None)
         dropout (float, optional): dropout on the attention weights. Pass 0 at evaluation. (default: 0.0)
         scale (float, optional): score scale. (default: :math:`1/\sqrt{D_h}`)
         return_weights (bool, optional): also return the weights; takes the explicit path.
@@ -120,8 +184,7 @@ def scaled_dot_product_attention(
     T, S, Dh = q.shape[-2], k.shape[-2], q.shape[-1]
     scale = 1.0 / math.sqrt(Dh) if scale is None else scale
     mask = as_mask(mask)
-    if isinstance(mask, Mask):
-        mask.check_size(T, S)
+    check_mask(mask, (*q.shape[:-1], S))
 
     if not return_weights and isinstance(mask, Mask) and q_offset == k_offset and T == S:
         span = mask.local_span()
@@ -139,9 +202,7 @@ def scaled_dot_product_attention(
         scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
         if additive is not None:
             scores = scores + additive
-        weights = masked_softmax(scores, allowed)
-        dropped = F.dropout(weights, p=dropout) if dropout > 0 else weights
-        return dropped @ v, weights  # (B, H, T, Dv)
+        return softmax_attention(scores, v, allowed, dropout=dropout, training=True, return_weights=True)
 
     return fused_attention(q, k, v, allowed, additive, dropout=dropout, scale=scale)
 

@@ -1,0 +1,351 @@
+"""Generating sequences: the decoder's key/value cache, and greedy and beam search over any step function.
+
+A decoder that emits one token at a time need not recompute its past. At step t the Transformer
+decoder's self-attention needs the keys and values of tokens 0..t, and tokens 0..t-1 have not changed:
+`LayerCache` keeps them, so each step projects only the new token and appends it. The cross-attention
+keys and values are projections of the encoder output, the same at every step, so they are computed once
+(`TransformerDecoder.init_state`).
+
+The searches know nothing about Transformers. They drive a *step function*:
+
+    step(tokens, state) -> (scores, state)
+        tokens  LongTensor (N,): the token each of the N running hypotheses emitted last (BOS first)
+        state   whatever the decoder carries between steps, batch-first (N, ...)
+        scores  (N, V): logits or log-probabilities of the next token (the search applies log_softmax,
+                which leaves log-probabilities unchanged)
+
+and reorder the state with `select_state(state, index)` whenever hypotheses are dropped, kept or
+duplicated. `select_state` handles a tensor, a (nested) tuple/list/dict of tensors (batch on dim 0), None,
+and any object with an `index_select(index)` method (`DecoderState`). An LSTM decoder's `(h, c)` with the
+encoder outputs and their lengths works as is; so does `EncoderDecoder.step`.
+
+Legend: B sources, K beams, N = B·K running hypotheses, V vocabulary, L output length, H heads,
+t tokens decoded so far, S memory length, Dh head dim.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+import torch
+from torch import Tensor
+
+from core.masks import PaddingMask, padding_mask
+
+__all__ = [
+    "LayerCache",
+    "DecoderState",
+    "SearchResult",
+    "StepFunction",
+    "select_state",
+    "greedy_search",
+    "beam_search",
+]
+
+State = TypeVar("State")
+#: `step(tokens (N,), state) -> (scores (N, V), state)`; see the module docstring.
+StepFunction = Callable[[Tensor, Any], "tuple[Tensor, Any]"]
+
+
+@dataclass
+class LayerCache:
+    """One decoder layer's cached keys and values, already split into heads.
+
+    Shapes:
+        self_k, self_v `(N, H, t, Dh)`: the self-attention keys/values of the t tokens decoded so far.
+        cross_k, cross_v `(N, H, S, Dh)`: the cross-attention keys/values of the memory (fixed).
+    """
+
+    self_k: Tensor
+    self_v: Tensor
+    cross_k: Tensor
+    cross_v: Tensor
+
+    def index_select(self, index: Tensor) -> LayerCache:
+        """The cache of hypotheses `index` (LongTensor `(N',)`), in that order."""
+        return LayerCache(*(t.index_select(0, index) for t in (self.self_k, self.self_v, self.cross_k, self.cross_v)))
+
+
+@dataclass
+class DecoderState:
+    """What `TransformerDecoder.step` carries from one step to the next.
+
+    Attributes:
+        layers (list[LayerCache]): one cache per decoder layer.
+        memory_lengths (LongTensor or None): `(N,)` true memory lengths (None: no memory padding).
+        position (int): tokens decoded so far (the absolute position of the next one).
+    """
+
+    layers: list[LayerCache]
+    memory_lengths: Tensor | None
+    position: int
+
+    def memory_mask(self) -> PaddingMask | None:
+        """The cross-attention padding mask, `(N, 1, 1, S)` when dense."""
+        if self.memory_lengths is None:
+            return None
+        return padding_mask(self.memory_lengths, self.layers[0].cross_k.shape[-2] if self.layers else None)
+
+    def index_select(self, index: Tensor) -> DecoderState:
+        """The state of hypotheses `index` (LongTensor `(N',)`), in that order."""
+        lengths = None if self.memory_lengths is None else self.memory_lengths.index_select(0, index)
+        return DecoderState([c.index_select(index) for c in self.layers], lengths, self.position)
+
+
+def select_state(state: Any, index: Tensor) -> Any:
+    """Keep (and reorder, or repeat) hypotheses `index` of a batch-first decoder state.
+
+    Args:
+        state: a tensor `(N, ...)`, None, a (nested) tuple/list/dict of those, or an object with an
+            `index_select(index)` method.
+        index (LongTensor): `(N',)` rows to keep, in order.
+    """
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.index_select(0, index)
+    if hasattr(state, "index_select"):
+        return state.index_select(index)
+    if isinstance(state, tuple):
+        return type(state)(*(select_state(s, index) for s in state)) if hasattr(state, "_fields") else tuple(
+            select_state(s, index) for s in state
+        )
+    if isinstance(state, list):
+        return [select_state(s, index) for s in state]
+    if isinstance(state, dict):
+        return {k: select_state(v, index) for k, v in state.items()}
+    if isinstance(state, (int, float, str, bool)):
+        return state
+    raise TypeError(
+        f"select_state cannot reorder a {type(state).__name__}; give it an index_select(index) method or "
+        "use tensors / tuples / lists / dicts of tensors with the batch on dim 0"
+    )
+
+
+@dataclass
+class SearchResult:
+    """The sequences a search found, one per source.
+
+    Attributes:
+        tokens (LongTensor): `(B, L)` generated tokens (BOS not included); EOS where it was emitted,
+            and `eos_id` fills the positions after it.
+        lengths (LongTensor): `(B,)` output length, EOS not counted.
+        log_probs (Tensor): `(B,)` sum of the token log-probabilities, EOS included.
+        scores (Tensor): `(B,)` the ranking score, `log_probs / (tokens incl. EOS) ** length_penalty`
+            (equal to `log_probs` for greedy search and `length_penalty=0`).
+        finished (BoolTensor): `(B,)` the sequence ended with EOS within `max_len` steps.
+    """
+
+    tokens: Tensor
+    lengths: Tensor
+    log_probs: Tensor
+    scores: Tensor
+    finished: Tensor
+
+    def sequences(self) -> list[list[int]]:
+        """The outputs as lists of token ids, EOS and filler removed."""
+        return [row[:n].tolist() for row, n in zip(self.tokens, self.lengths.tolist())]
+
+
+def _check_search_args(batch_size: int, max_len: int, bos_id: int, eos_id: int) -> None:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1 (tokens generated, EOS included), got {max_len}")
+    if bos_id < 0 or eos_id < 0:
+        raise ValueError(f"bos_id and eos_id must be token ids >= 0, got {bos_id} and {eos_id}")
+
+
+def _log_probs(scores: Tensor, N: int) -> Tensor:
+    if scores.dim() != 2 or scores.shape[0] != N:
+        raise ValueError(f"the step function must return scores (N={N}, V), got {tuple(scores.shape)}")
+    return torch.log_softmax(scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores, dim=-1)
+
+
+@torch.no_grad()
+def greedy_search(
+    step: StepFunction,
+    state: Any,
+    batch_size: int,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    device: torch.device | str | None = None,
+) -> SearchResult:
+    """Emit the most probable next token until EOS or `max_len` tokens, for a batch of sources at once.
+
+    A source that has emitted EOS keeps being stepped with EOS (its state is not reordered), but its
+    tokens and score no longer change. The loop stops when every source has finished.
+
+    Args:
+        step (callable): `step(tokens (B,), state) -> (scores (B, V), state)`; see the module docstring.
+        state: the decoder state for the B sources (e.g. `EncoderDecoder.init_state`).
+        batch_size (int): B.
+        bos_id (int): the start token fed at the first step.
+        eos_id (int): the end token.
+        max_len (int): most tokens generated per source, EOS included.
+        device (torch.device, optional): where the token tensors live. (default: CPU)
+
+    Returns:
+        `SearchResult` with `tokens (B, L <= max_len)`.
+    """
+    _check_search_args(batch_size, max_len, bos_id, eos_id)
+    B = batch_size
+    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    total = None
+    out: list[Tensor] = []
+    for _ in range(max_len):
+        scores, state = step(tokens, state)
+        logp = _log_probs(scores, B)  # (B, V)
+        best, tokens = logp.max(dim=-1)  # (B,), (B,)
+        tokens = tokens.masked_fill(done, eos_id)
+        gained = best.masked_fill(done, 0.0)
+        total = gained if total is None else total + gained
+        out.append(tokens)
+        done = done | (tokens == eos_id)
+        if bool(done.all()):
+            break
+    seq = torch.stack(out, dim=1)  # (B, L)
+    is_eos = seq == eos_id
+    lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(done, seq.shape[1], dtype=torch.long))
+    return SearchResult(seq, lengths.long(), total, total.clone(), done)
+
+
+@torch.no_grad()
+def beam_search(
+    step: StepFunction,
+    state: Any,
+    batch_size: int,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    num_beams: int = 4,
+    length_penalty: float = 0.0,
+    device: torch.device | str | None = None,
+) -> SearchResult:
+    """Keep the `num_beams` best partial sequences per source; return the best finished one.
+
+    Each step extends every live hypothesis by every token. Extensions ending in EOS become finished
+    hypotheses, ranked by `log_prob / length ** length_penalty` (length = tokens including EOS;
+    `length_penalty=0` ranks by total log-probability, 1 by the mean per token); the best `num_beams`
+    others stay live. A source is done when it holds `num_beams` finished hypotheses and no live one
+    can still beat the worst of them (an exact bound: log-probabilities only fall, and for
+    `length_penalty > 0` the most a longer hypothesis can gain is the division by `max_len ** length_penalty`).
+    Hypotheses still live after `max_len` steps compete unfinished.
+
+    With `num_beams=1` and `length_penalty=0` this is greedy search. With `num_beams` at least the
+    number of distinct prefixes (`V ** (max_len - 1)`), it is exact: the best sequence over all outputs.
+
+    Args:
+        step (callable): `step(tokens (N,), state) -> (scores (N, V), state)`, N = B·K; see the module docstring.
+        state: the decoder state for the B sources; it is repeated K times (`select_state`).
+        batch_size (int): B.
+        bos_id (int): the start token.
+        eos_id (int): the end token.
+        max_len (int): most tokens generated per hypothesis, EOS included.
+        num_beams (int, optional): K. (default: 4)
+        length_penalty (float, optional): the exponent α of the length normalisation. (default: 0.0)
+        device (torch.device, optional): where the token tensors live. (default: CPU)
+
+    Returns:
+        `SearchResult` with the best hypothesis per source, `tokens (B, L <= max_len)`.
+    """
+    _check_search_args(batch_size, max_len, bos_id, eos_id)
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if length_penalty < 0:
+        raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+    B, K = batch_size, num_beams
+
+    def norm(logp: Tensor | float, length: int) -> Tensor | float:
+        return logp / (length**length_penalty) if length_penalty else logp
+
+    # Finished hypotheses per source: (score, log_prob, tokens incl. EOS, finished).
+    finished: list[list[tuple[float, float, list[int], bool]]] = [[] for _ in range(B)]
+    source_done = [False] * B
+
+    # Step 1 runs on the B sources themselves (all K beams would be identical); then K per source.
+    beam_src = torch.arange(B, device=device)  # (N,): which source each live hypothesis belongs to
+    beam_logp = torch.zeros(B, dtype=torch.float64, device=device)  # (N,)
+    beam_tokens = torch.empty(B, 0, dtype=torch.long, device=device)  # (N, t)
+    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)
+
+    for t in range(1, max_len + 1):
+        scores, state = step(tokens, state)
+        logp = _log_probs(scores, len(tokens)).double()  # (N, V)
+        V = logp.shape[-1]
+        cand = (beam_logp.unsqueeze(1) + logp)  # (N, V): log-prob of each extension
+        # Per source, the best 2K extensions: at most K end in EOS, so K others survive.
+        keep_rows: list[int] = []
+        keep_tokens: list[int] = []
+        keep_logp: list[float] = []
+        for b in range(B):
+            if source_done[b]:
+                continue
+            rows = (beam_src == b).nonzero().squeeze(1)  # (K_b,)
+            flat = cand.index_select(0, rows).reshape(-1)  # (K_b * V,)
+            top_logp, top_idx = flat.topk(min(2 * K, flat.numel()))
+            live = 0
+            for lp, idx in zip(top_logp.tolist(), top_idx.tolist()):
+                row, tok = rows[idx // V].item(), idx % V
+                if lp == float("-inf"):
+                    break
+                if tok == eos_id:
+                    finished[b].append((norm(lp, t), lp, beam_tokens[row].tolist() + [tok], True))
+                elif live < K:
+                    keep_rows.append(row)
+                    keep_tokens.append(tok)
+                    keep_logp.append(lp)
+                    live += 1
+                if live == K:
+                    break
+            finished[b].sort(key=lambda h: -h[0])
+            del finished[b][K:]
+            # Done when K finished hypotheses exist and no live one can overtake the worst of them.
+            if len(finished[b]) == K or live == 0:
+                if live == 0:
+                    source_done[b] = True
+                else:
+                    best_live = max(keep_logp[-live:])
+                    bound = norm(best_live, max_len) if length_penalty > 0 else norm(best_live, t)
+                    if bound <= finished[b][-1][0]:
+                        source_done[b] = True
+            if source_done[b]:
+                del keep_rows[len(keep_rows) - live :], keep_tokens[len(keep_tokens) - live :]
+                del keep_logp[len(keep_logp) - live :]
+        if not keep_rows or t == max_len:
+            break
+        index = torch.tensor(keep_rows, dtype=torch.long, device=device)
+        state = select_state(state, index)
+        beam_src = beam_src.index_select(0, index)
+        tokens = torch.tensor(keep_tokens, dtype=torch.long, device=device)
+        beam_tokens = torch.cat((beam_tokens.index_select(0, index), tokens.unsqueeze(1)), dim=1)  # (N, t)
+        beam_logp = torch.tensor(keep_logp, dtype=torch.float64, device=device)
+
+    # Hypotheses still live at max_len compete unfinished.
+    if keep_rows and t == max_len:
+        for row, tok, lp in zip(keep_rows, keep_tokens, keep_logp):
+            b = int(beam_src[row])
+            finished[b].append((norm(lp, max_len), lp, beam_tokens[row].tolist() + [tok], False))
+    return _collect(finished, eos_id, device)
+
+
+def _collect(finished: list[list[tuple[float, float, list[int], bool]]], eos_id: int, device) -> SearchResult:
+    best = [max(hyps, key=lambda h: h[0]) for hyps in finished]
+    L = max(len(h[2]) for h in best)
+    tokens = torch.full((len(best), L), eos_id, dtype=torch.long, device=device)
+    for i, (_, _, seq, _) in enumerate(best):
+        tokens[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    lengths = torch.tensor([len(h[2]) - h[3] for h in best], dtype=torch.long, device=device)
+    return SearchResult(
+        tokens,
+        lengths,
+        torch.tensor([h[1] for h in best], dtype=torch.float64, device=device),
+        torch.tensor([h[0] for h in best], dtype=torch.float64, device=device),
+        torch.tensor([h[3] for h in best], dtype=torch.bool, device=device),
+    )
