@@ -3,13 +3,18 @@
 The data root is chosen once, in this order: an explicit ``--data-dir``, then ``$ATTNLAB_DATA``, then
 ``~/.cache/attnlab``. Each dataset lives in a sub-folder of that root (``fsdd/``, ``conll2000/``, ...).
 Data folders are treated as read-only: processed forms (feature tensors, vocabularies) go to
-:func:`cache_dir`, which never points inside the data root.
+:func:`cache_dir`, which never points inside the data root, under names from :func:`content_key`, so a
+file replaced under the same name, or another tree with the same names, is read again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 DATA_ENV = "ATTNLAB_DATA"
@@ -116,3 +121,44 @@ def cache_dir(*parts: str, data_dir: str | os.PathLike | None = None) -> Path:
         f"the cache folder {candidates[0]} lies inside the read-only data root "
         f"({', '.join(map(str, read_only))}); set {CACHE_ENV} to a folder outside it"
     )
+
+
+def file_stamp(path: str | os.PathLike) -> str:
+    """``"<resolved path>|<size>|<mtime_ns>"``: what a cache remembers of one input file.
+
+    Content is not hashed (reading 3000 wavs to check a cache would cost what the cache saves); a file
+    swapped under the same name changes its size or its modification time, and a file reached through
+    another folder or link resolves to its own path.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names it).
+    """
+    resolved = Path(path).expanduser().resolve()
+    stat = resolved.stat()
+    return f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, os.PathLike):
+        return str(Path(value).expanduser().resolve())
+    return repr(value)
+
+
+def content_key(files: Iterable[str | os.PathLike], config: object = None) -> str:
+    """A short digest of every input file (:func:`file_stamp`: resolved path, size, modification time)
+    and of the config that shaped the processed form: the one cache key of attnlab's datasets.
+
+    Args:
+        files (iterable of paths): the input files, in a fixed order (the order is part of the key).
+        config (object, optional): anything JSON can hold (dataclasses and paths are converted); e.g.
+            ``{"version": 2, "n_mels": 40}``. Keys are sorted, so dict order does not matter. (default: ``None``)
+
+    Returns:
+        16 hex digits.
+    """
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=_plain).encode())
+    for path in files:
+        digest.update(b"\n" + file_stamp(path).encode())
+    return digest.hexdigest()[:16]
