@@ -4,7 +4,8 @@ A graph is a set of N node vectors; node i may attend node j iff there is an edg
 self-loop). `GraphAttention` computes exactly that, on one of two paths that share the parameters:
 
 - dense: node features `(B, N, D)` and `core.masks.adjacency_mask`; the scores form a `(B, H, N, N)`
-  matrix and core's `scaled_dot_product_attention` applies the mask. Clear, and O(N²).
+  matrix that core's `softmax_attention` (additive) or `scaled_dot_product_attention` (dot) masks,
+  normalises and sums. Clear, and O(N²).
 - sparse: node features `(N, D)` and a `core.sparse.EdgeGraph`; the scores live on the E edges and the
   softmax runs over each node's incoming edges. O(E), for graphs whose N² matrix does not fit.
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.attention import scaled_dot_product_attention
+from core.attention import scaled_dot_product_attention, softmax_attention
 from core.capture import is_capturing, record
 from core.masks import GraphMask, adjacency_mask
 from core.sparse import EdgeGraph, edge_attention, edge_dropout, edge_softmax_attention, quiet_csr_beta_warning
@@ -238,13 +239,9 @@ class GraphAttention(nn.Module):
             a_src = (h * self.att_src.unsqueeze(1)).sum(-1)  # (B, H, N)
             a_dst = (h * self.att_dst.unsqueeze(1)).sum(-1)  # (B, H, N)
             scores = F.leaky_relu(a_dst.unsqueeze(-1) + a_src.unsqueeze(-2), self.negative_slope)  # (B, H, N, N)
-            # Additive scores enter core as a float mask (-inf off the graph) over zero dot products.
-            allowed = graph.dense(x.device)  # (N, N)
-            additive = scores.masked_fill(~allowed, float("-inf"))
-            zeros = h.new_zeros(B, H, N, 1)
             values = feature_dropout(h, self.value_dropout, self.training)
-            result = scaled_dot_product_attention(
-                zeros, zeros, values, additive, dropout=p, return_weights=return_weights
+            result = softmax_attention(
+                scores, values, graph, dropout=self.dropout, training=self.training, return_weights=return_weights
             )
         else:
             q = self.lin_query(x).view(B, N, H, C).transpose(1, 2)  # (B, H, N, C)
