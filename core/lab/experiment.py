@@ -39,7 +39,10 @@ class ModelResult:
         runs (list[dict[str, float]]): the metrics of each seed.
         params (int): trainable parameters.
         train_seconds (float): mean training time per run.
-        extra (dict): anything else worth keeping (e.g. best epochs).
+        extra (dict): anything else worth keeping (e.g. the model's config).
+        bookkeeping (dict[str, float]): means over seeds of how the runs went (``best_epoch``, ``epochs``,
+            ``steps``, ``seconds``, ``params``, ``flops``), kept apart from ``metrics``.
+        runs_bookkeeping (list[dict[str, float]]): the bookkeeping of each seed.
     """
 
     model: str
@@ -50,6 +53,8 @@ class ModelResult:
     params: int
     train_seconds: float
     extra: dict = field(default_factory=dict)
+    bookkeeping: dict[str, float] = field(default_factory=dict)
+    runs_bookkeeping: list[dict[str, float]] = field(default_factory=list)
 
 
 def summarize_runs(model: str, role: str, runs: list[dict[str, float]], params: int,
@@ -81,6 +86,14 @@ def summarize_runs(model: str, role: str, runs: list[dict[str, float]], params: 
         train_seconds=statistics.fmean(train_seconds) if train_seconds else 0.0,
         extra=dict(extra or {}),
     )
+
+
+def slug(name: str) -> str:
+    """A file-system-safe form of a model name: ``"attention -crf"`` -> ``"attention-crf"``."""
+    out = "".join(ch if ch.isalnum() or ch in "._" else "-" for ch in name.lower())
+    while "--" in out:
+        out = out.replace("--", "-")
+    return out.strip("-") or "model"
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -164,7 +177,8 @@ def _is_fraction(name: str, results: list[ModelResult]) -> bool:
 
 
 def write_report(out_dir: str | os.PathLike, *, title: str, results: list[ModelResult], metric_names: list[str],
-                 intro: str = "", notes: list[str] = (), figures: list[tuple[str, str]] = ()) -> Path:
+                 intro: str = "", notes: list[str] = (), figures: list[tuple[str, str]] = (),
+                 bookkeeping_names: list[str] = ()) -> Path:
     """Write ``out_dir/report.md``: the title, the intro, a table with one row per model, notes and figures.
 
     Metric cells are ``mean ± std`` over seeds (just the mean for one seed); accuracies, F1, precision and recall in
@@ -179,10 +193,12 @@ def write_report(out_dir: str | os.PathLike, *, title: str, results: list[ModelR
         notes (list[str]): bullet points under the table. (default: ``()``)
         figures (list[tuple[str, str]]): ``(caption, file name relative to out_dir)`` pairs, shown as
             images. (default: ``()``)
+        bookkeeping_names (list[str]): columns of ``ModelResult.bookkeeping`` (means over seeds) after the
+            metrics, e.g. ``["best_epoch", "epochs"]``. (default: ``()``)
     """
     percent = {name: _is_fraction(name, results) for name in metric_names}
     header = ["model", "role", *[f"{n} (%)" if percent[n] else n for n in metric_names],
-              "seeds", "params", "train s / run"]
+              *[f"{n} (mean)" for n in bookkeeping_names], "seeds", "params", "train s / run"]
     rows = []
     for r in results:
         cells = [r.model, r.role]
@@ -194,6 +210,7 @@ def write_report(out_dir: str | os.PathLike, *, title: str, results: list[ModelR
             mean, std = r.metrics[name] * scale, r.std.get(name, 0.0) * scale
             fmt = "{:.2f}" if percent[name] else "{:.4g}"
             cells.append(fmt.format(mean) + (" ± " + fmt.format(std) if len(r.runs) > 1 else ""))
+        cells += [f"{r.bookkeeping[n]:.4g}" if n in r.bookkeeping else "—" for n in bookkeeping_names]
         cells += [str(len(r.runs)), f"{r.params:,}", f"{r.train_seconds:.1f}"]
         rows.append(cells)
 

@@ -172,11 +172,12 @@ class History:
     Attributes:
         epochs (list[dict]): one row per epoch: ``epoch`` (1-based), ``train_loss``, ``lr``, every
             metric ``evaluate`` returned (on evaluated epochs), ``seconds``.
-        best_epoch (int | None): the epoch whose weights were restored.
+        best_epoch (int | None): the epoch whose weights were kept (``keep="last"``: the last epoch).
         best_value (float | None): the monitored metric at ``best_epoch``.
         best_metrics (dict[str, float]): all metrics at ``best_epoch``.
         train_seconds (float): wall time of all epochs, resumed runs included.
-        stopped_early (bool): training ended before ``epochs`` (patience or time budget).
+        steps (int): optimiser steps taken, resumed runs included.
+        stopped_early (bool): training ended before ``epochs`` (the stopper or the time budget).
         stop_reason (str): ``"patience"``, ``"time budget"`` or ``""``.
     """
 
@@ -185,6 +186,7 @@ class History:
     best_value: float | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
+    steps: int = 0
     stopped_early: bool = False
     stop_reason: str = ""
 
@@ -194,6 +196,100 @@ class History:
     @classmethod
     def from_dict(cls, state: dict) -> History:
         return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
+
+
+# ------------------------------------------------------------------------------------------------
+# early stopping: objects with their own state, saved in last.pt
+
+
+class EarlyStopping:
+    """Stop when ``monitor`` has not improved for ``patience`` evaluations in a row; the best weights are
+    those of its best evaluation.
+
+    :func:`fit` calls :meth:`update` after every evaluation; the stopper says whether the weights just
+    evaluated are the new best (kept with ``keep="best"``) and, through :attr:`should_stop`, whether to stop.
+    Its state goes into ``last.pt``, so a resumed run stops exactly where an uninterrupted one would.
+
+    Args:
+        patience (int, optional): evaluations without improvement before stopping; ``None``: never stop,
+            only track the best. (default: ``None``)
+        monitor (str): the validation metric, e.g. ``"val_f1"``. (default: ``"val_accuracy"``)
+        mode (str): ``"max"`` or ``"min"``. (default: ``"max"``)
+    """
+
+    def __init__(self, patience: int | None = None, monitor: str = "val_accuracy", mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+        if patience is not None and patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {patience}")
+        self.patience, self.monitor, self.mode = patience, monitor, mode
+        self.best: float | None = None
+        self.bad_evals = 0
+
+    def update(self, metrics: dict[str, float]) -> bool:
+        """Record one evaluation; return whether its weights are the best so far."""
+        value = _require(metrics, self.monitor)
+        if _improved(value, self.best, self.mode):
+            self.best, self.bad_evals = value, 0
+            return True
+        self.bad_evals += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_evals = state["best"], state["bad_evals"]
+
+
+class GATEarlyStopping:
+    """The GAT paper's rule (Veličković et al., 2018, reference code): training goes on while the validation
+    accuracy *or* the validation loss reaches a new best (ties count) within ``patience`` epochs; the weights
+    kept are those of the last evaluation at which *both* were at their best.
+
+    Args:
+        patience (int): evaluations in a row with neither improving before stopping. (default: ``100``)
+        accuracy (str): the accuracy metric (larger is better). (default: ``"val_accuracy"``)
+        loss (str): the loss metric (smaller is better). (default: ``"val_loss"``)
+    """
+
+    def __init__(self, patience: int = 100, accuracy: str = "val_accuracy", loss: str = "val_loss"):
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        self.patience, self.accuracy, self.loss = patience, accuracy, loss
+        self.monitor, self.mode = accuracy, "max"
+        self.best_accuracy, self.best_loss = -math.inf, math.inf
+        self.bad_evals = 0
+
+    def update(self, metrics: dict[str, float]) -> bool:
+        acc, loss = _require(metrics, self.accuracy), _require(metrics, self.loss)
+        better_acc, better_loss = acc >= self.best_accuracy, loss <= self.best_loss
+        if better_acc or better_loss:
+            self.best_accuracy, self.best_loss = max(self.best_accuracy, acc), min(self.best_loss, loss)
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        return better_acc and better_loss
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_evals >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best_accuracy": self.best_accuracy, "best_loss": self.best_loss, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_accuracy, self.best_loss, self.bad_evals = state["best_accuracy"], state["best_loss"], state["bad_evals"]
+
+
+def _require(metrics: dict[str, float], name: str) -> float:
+    if name not in metrics:
+        raise KeyError(f"evaluate() returned {sorted(metrics)}, which lacks the monitored {name!r}")
+    return float(metrics[name])
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -234,32 +330,17 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def _train_epoch(model, optimizer, train_data, train_step, scheduler, scheduler_per_batch, grad_clip,
-                 epoch, bar_disabled) -> float:
-    model.train()
-    sampler = getattr(train_data, "sampler", None)
-    if hasattr(sampler, "set_epoch"):  # DistributedSampler reshuffles per epoch only when told
-        sampler.set_epoch(epoch)
-    batches = train_data
-    if hasattr(train_data, "__len__") and len(train_data) >= BATCH_BAR_MIN_BATCHES:
-        batches = tqdm(train_data, desc=f"epoch {epoch}", leave=False, unit="batch", disable=bar_disabled)
-    losses = []
-    for batch in batches:
-        optimizer.zero_grad(set_to_none=True)
-        loss = train_step(model, batch)
-        loss.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        if scheduler is not None and scheduler_per_batch:
-            scheduler.step()
-        losses.append(loss.detach())  # no .item() per batch: that would sync the GPU every step
-    if not losses:
-        raise ValueError("train_data yielded no batches")
-    mean_loss = torch.stack(losses).float().mean().item()
-    if not math.isfinite(mean_loss):
-        raise FloatingPointError(f"training loss is {mean_loss} in epoch {epoch}")
-    return mean_loss
+def _set_epoch(train_data: Iterable, epoch: int) -> None:
+    """Tell the sampler (or batch sampler) which epoch this is, so its order depends on the epoch alone
+    and a resumed run draws the same order (``DistributedSampler`` reshuffles only when told)."""
+    for name in ("sampler", "batch_sampler"):
+        sampler = getattr(train_data, name, None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
+def _cpu_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
 def fit(
@@ -270,101 +351,145 @@ def fit(
     train_step: Callable[[nn.Module, Any], torch.Tensor],
     evaluate: Callable[[nn.Module], dict[str, float]] | None,
     epochs: int,
+    keep: str = "best",
     monitor: str = "val_accuracy",
     mode: str = "max",
+    stopper: EarlyStopping | GATEarlyStopping | None = None,
     patience: int | None = None,
     scheduler: Any = None,
     scheduler_per_batch: bool = False,
     grad_clip: float | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
     resume: bool = True,
     config: Any = None,
+    best_extra: dict | None = None,
     progress: bool = True,
     desc: str = "",
     eval_every: int = 1,
     time_budget_s: float | None = None,
 ) -> History:
-    """Train ``model`` for up to ``epochs`` epochs, keep the weights with the best ``monitor`` value, and
-    return with those weights loaded and the model in eval mode.
+    """Train ``model`` for up to ``epochs`` epochs and return with the kept weights loaded, in eval mode.
 
     Each epoch: ``model.train()``; for every batch of ``train_data``: ``zero_grad``,
     ``loss = train_step(model, batch)``, ``backward``, optional clipping, ``step`` (and the scheduler, if
     per batch). Then, every ``eval_every`` epochs and on the last one, ``evaluate(module)`` under
-    ``model.eval()`` and ``torch.no_grad()``; the scheduler steps once per epoch
+    ``model.eval()`` and ``torch.no_grad()``, and ``stopper.update(metrics)``, which says whether these
+    are the best weights so far and whether to stop. The scheduler steps once per epoch unless per batch
     (``ReduceLROnPlateau`` gets the monitored value).
 
-    With a ``checkpoint_dir``, ``last.pt`` (model, optimizer, scheduler, epoch, history, best weights,
-    patience counter, RNG states, config) is written atomically after every epoch and ``best.pt``
-    (best weights, config, epoch, metrics) on every improvement. With ``resume`` and an existing
-    ``last.pt``, training continues after its epoch and ends with the same weights as an uninterrupted
-    run; a finished run (all epochs, early stop or budget) returns at once.
+    Which weights are kept is explicit: ``keep="best"`` the weights the stopper called best (by default an
+    :class:`EarlyStopping` on ``monitor``/``mode``), ``keep="last"`` the final ones.
+
+    With a ``checkpoint_dir``, ``last.pt`` (model, optimizer, scheduler, stopper, history, best weights,
+    RNG states, the sampler's epoch and the position within it, config) is written atomically after every
+    epoch, and every ``checkpoint_every`` steps within one; ``best.pt`` holds the kept weights (config,
+    epoch, metrics, ``best_extra``). With ``resume`` and an existing ``last.pt``, training continues at the
+    batch after the saved one and ends with the same weights as an uninterrupted run (the RNG state at the
+    epoch's start is restored to rebuild the epoch's order, the skipped batches are drawn again, then the
+    RNG state at the checkpoint is restored); a finished run returns at once.
 
     Distributed (``torch.distributed`` initialised, ``model`` wrapped by :func:`core.lab.distributed.wrap_ddp`):
     ``train_step`` gets the DDP wrapper so gradients are averaged; only rank 0 calls ``evaluate`` (on the
-    unwrapped module), writes checkpoints and shows progress; rank 0's metrics and stop decision are
-    broadcast so every rank keeps the same best epoch and stops together. ``train_loss`` is each rank's
-    own. ``checkpoint_dir`` must be visible to all ranks for resuming.
+    unwrapped module), writes checkpoints and shows progress; rank 0's metrics are broadcast so every
+    rank's stopper keeps the same best epoch and stops together. ``train_loss`` is each rank's own.
 
     Args:
         model (nn.Module): the model, already on its device (possibly DDP-wrapped).
         optimizer (torch.optim.Optimizer): its optimizer.
-        train_data (Iterable): iterated once per epoch, e.g. a ``DataLoader`` or ``[full_batch]``.
-            A ``DataLoader`` whose sampler has ``set_epoch`` gets it called each epoch.
-        train_step (Callable[[nn.Module, Any], Tensor]): returns the scalar loss of one batch; moves the
-            batch to the device itself.
-        evaluate (Callable[[nn.Module], dict[str, float]] | None): returns validation metrics, which must
-            include ``monitor``. ``None``: no evaluation, the final weights are kept.
-        epochs (int): the most epochs to train.
-        monitor (str): the metric that picks the best epoch. (default: ``"val_accuracy"``)
-        mode (str): ``"max"`` or ``"min"``: whether larger ``monitor`` is better. (default: ``"max"``)
-        patience (int, optional): stop after this many evaluations in a row without improvement.
-            (default: ``None``, never)
+        train_data (Iterable): iterated once per epoch, e.g. a ``DataLoader`` or ``[full_batch]``. A
+            ``sampler`` or ``batch_sampler`` with ``set_epoch`` is told the epoch (1-based) first.
+        train_step (Callable[[nn.Module, Any], Tensor]): the scalar loss of one batch; moves the batch to
+            the device itself.
+        evaluate (Callable[[nn.Module], dict[str, float]] | None): validation metrics (split-prefixed,
+            ``val_...``). ``None``: no evaluation; only ``keep="last"`` makes sense then.
+        epochs (int): the most epochs to train (>= 1).
+        keep (str): ``"best"`` or ``"last"``: which weights to return and store in ``best.pt``.
+            (default: ``"best"``)
+        monitor (str): the metric the default stopper tracks. (default: ``"val_accuracy"``)
+        mode (str): ``"max"`` or ``"min"`` for ``monitor``. (default: ``"max"``)
+        stopper (EarlyStopping | GATEarlyStopping, optional): decides the best weights and when to stop.
+            (default: ``EarlyStopping(patience, monitor, mode)``)
+        patience (int, optional): the default stopper's patience; give either this or ``stopper``.
+            (default: ``None``, never stop early)
         scheduler (optional): an LR scheduler. (default: ``None``)
         scheduler_per_batch (bool): step the scheduler after every batch instead of every epoch.
             (default: ``False``)
         grad_clip (float, optional): clip the global gradient norm to this. (default: ``None``)
         checkpoint_dir (str | PathLike, optional): where ``last.pt`` / ``best.pt`` go. (default: ``None``)
+        checkpoint_every (int, optional): also write ``last.pt`` every this many steps within an epoch.
+            (default: ``None``, at epoch ends only)
         resume (bool): continue from ``checkpoint_dir/last.pt`` when it exists. (default: ``True``)
-        config (dict | dataclass, optional): the resolved configuration, saved with every checkpoint
-            (as a plain dict, see :func:`to_plain`); resuming a checkpoint saved with a different
-            config is an error. (default: ``None``)
+        config (dict | dataclass, optional): the resolved configuration, saved with every checkpoint (as a
+            plain dict, see :func:`to_plain`); resuming a checkpoint saved with a different config is an
+            error. (default: ``None``)
+        best_extra (dict, optional): more entries for ``best.pt`` (e.g. vocabularies; tensors, numbers,
+            strings and plain containers). (default: ``None``)
         progress (bool): show tqdm bars (they also hide when stderr is not a terminal). (default: ``True``)
-        desc (str): the bar's label. (default: ``""``)
+        desc (str): the bar's and the log lines' label. (default: ``""``)
         eval_every (int): evaluate every this many epochs. (default: ``1``)
         time_budget_s (float, optional): stop (after evaluating) once the epochs so far, resumed runs
             included, took this many seconds. (default: ``None``)
 
     Returns:
-        History: per-epoch rows and the best epoch.
+        History: per-epoch rows, steps and the kept epoch.
     """
-    if mode not in ("max", "min"):
-        raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    if keep == "best" and evaluate is None:
+        raise ValueError("keep='best' needs an evaluate function; pass keep='last' to train without evaluating")
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every}")
+    if stopper is not None and patience is not None:
+        raise ValueError("give either a stopper or a patience, not both")
+    if stopper is None:
+        stopper = EarlyStopping(patience, monitor, mode)
     distributed = dist.is_available() and dist.is_initialized()
     is_main = not distributed or dist.get_rank() == 0
     module = _unwrap(model)
     config = to_plain(config if config is not None else {})
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     bar_disabled = True if not (progress and is_main) else None  # None: tqdm hides itself off a tty
-
-    history, best_state, bad_evals, start = History(), None, 0, 1
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+
+    def save_best(epoch: int, metrics: dict) -> None:
+        if is_main and ckpt_dir is not None:
+            save_checkpoint(ckpt_dir / "best.pt", {"model": best_state, "config": config, "epoch": epoch,
+                                                   "metrics": metrics, **(best_extra or {})})
+
+    def save_last(epoch_done: int, position: int, partial: dict | None) -> None:
+        if is_main and ckpt_dir is not None:
+            save_checkpoint(ckpt_dir / "last.pt", {
+                "model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "stopper": stopper.state_dict(), "epoch": epoch_done, "position": position, "partial": partial,
+                "history": history.to_dict(), "best_state": best_state, "rng": _rng_state(train_data),
+                "config": config,
+            })
+
+    history, best_state, start, resumed = History(), None, 1, None
     if ckpt_dir is not None and resume and (ckpt_dir / "last.pt").exists():
-        ckpt = load_checkpoint(ckpt_dir / "last.pt")
-        if ckpt["config"] != config:
+        resumed = load_checkpoint(ckpt_dir / "last.pt")
+        if resumed["config"] != config:
             raise ValueError(
                 f"{ckpt_dir / 'last.pt'} was saved with a different config; pass --no-resume to start "
-                f"over or use another output folder.\n  saved:   {ckpt['config']}\n  current: {config}"
+                f"over or use another output folder.\n  saved:   {resumed['config']}\n  current: {config}"
             )
-        module.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        module.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
         if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        history, best_state, bad_evals = History.from_dict(ckpt["history"]), ckpt["best_state"], ckpt["bad_evals"]
-        _set_rng_state(ckpt["rng"], train_data)
-        start = ckpt["epoch"] + 1
-        logger.info("resuming %s from epoch %d of %s", desc or "training", ckpt["epoch"], ckpt_dir / "last.pt")
+            scheduler.load_state_dict(resumed["scheduler"])
+        stopper.load_state_dict(resumed["stopper"])
+        history, best_state = History.from_dict(resumed["history"]), resumed["best_state"]
+        _set_rng_state(resumed["rng"], train_data)
+        start = resumed["epoch"] + 1
+        logger.info("resuming %s after epoch %d%s from %s", desc or "training", resumed["epoch"],
+                    f" and {resumed['position']} batch(es) of epoch {start}" if resumed.get("position") else "",
+                    ckpt_dir / "last.pt")
 
     bar = tqdm(range(start, epochs + 1), initial=start - 1, total=epochs, desc=desc or None, unit="epoch",
                disable=bar_disabled)
@@ -372,9 +497,51 @@ def fit(
         if history.stopped_early:  # resumed from a run that had already stopped
             break
         started = time.perf_counter()
-        row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row["train_loss"] = _train_epoch(model, optimizer, train_data, train_step, scheduler,
-                                         scheduler_per_batch, grad_clip, epoch, bar_disabled)
+        partial = resumed.get("partial") if resumed is not None and resumed.get("position") else None
+        position = resumed["position"] if partial is not None else 0
+        resumed = None
+        if partial is not None:  # rebuild the epoch's order from the RNG state at its start
+            _set_rng_state(partial["epoch_rng"], train_data)
+        epoch_rng = _rng_state(train_data) if checkpoint_every is not None else None
+        _set_epoch(train_data, epoch)
+        model.train()
+        iterator = iter(train_data)
+        for _ in range(position):  # the batches the checkpoint had already trained on
+            next(iterator)
+        if partial is not None:
+            _set_rng_state(partial["rng"], train_data)
+        total = len(train_data) if hasattr(train_data, "__len__") else None
+        batches = iterator
+        if total is not None and total >= BATCH_BAR_MIN_BATCHES:
+            batches = tqdm(iterator, desc=f"epoch {epoch}", leave=False, unit="batch", initial=position, total=total,
+                           disable=bar_disabled)
+        loss_sum = partial["loss_sum"] if partial is not None else None
+        count = partial["loss_count"] if partial is not None else 0
+        lr = partial["lr"] if partial is not None else optimizer.param_groups[0]["lr"]
+        for batch in batches:
+            optimizer.zero_grad(set_to_none=True)
+            loss = train_step(model, batch)
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            if scheduler is not None and scheduler_per_batch:
+                scheduler.step()
+            detached = loss.detach().float()  # no .item() per batch: that would sync the GPU every step
+            loss_sum = detached if loss_sum is None else loss_sum.to(detached.device) + detached
+            count += 1
+            position += 1
+            history.steps += 1
+            if checkpoint_every is not None and history.steps % checkpoint_every == 0 and position != total:
+                save_last(epoch - 1, position, {"epoch_rng": epoch_rng, "rng": _rng_state(train_data),
+                                                "loss_sum": loss_sum.cpu(), "loss_count": count,
+                                                "lr": lr})
+        if count == 0:
+            raise ValueError("train_data yielded no batches")
+        row: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": loss_sum.item() / count}
+        if not math.isfinite(row["train_loss"]):
+            raise FloatingPointError(f"training loss is {row['train_loss']} in epoch {epoch}")
+
         over_budget = (time_budget_s is not None
                        and history.train_seconds + time.perf_counter() - started >= time_budget_s)
         metrics = None
@@ -382,8 +549,6 @@ def fit(
             model.eval()
             with torch.no_grad():
                 metrics = {k: float(v) for k, v in evaluate(module).items()}
-            if monitor not in metrics:
-                raise KeyError(f"evaluate() returned {sorted(metrics)}, which lacks monitor={monitor!r}")
         if distributed:
             shared = [metrics, over_budget]
             dist.broadcast_object_list(shared, src=0)
@@ -391,42 +556,38 @@ def fit(
 
         if metrics is not None:
             row.update(metrics)
-            value = metrics[monitor]
-            if _improved(value, history.best_value, mode):
-                history.best_epoch, history.best_value, history.best_metrics = epoch, value, metrics
-                best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-                bad_evals = 0
-                if is_main and ckpt_dir is not None:
-                    save_checkpoint(ckpt_dir / "best.pt",
-                                    {"model": best_state, "config": config, "epoch": epoch, "metrics": metrics})
-            else:
-                bad_evals += 1
+            if stopper.update(metrics) and keep == "best":
+                history.best_epoch, history.best_metrics = epoch, metrics
+                history.best_value = metrics.get(stopper.monitor)
+                best_state = _cpu_copy(module)
+                save_best(epoch, metrics)
             if plateau and not scheduler_per_batch:
-                scheduler.step(value)
+                scheduler.step(metrics[stopper.monitor])
         if scheduler is not None and not scheduler_per_batch and not plateau:
             scheduler.step()
 
         row["seconds"] = time.perf_counter() - started
         history.epochs.append(row)
         history.train_seconds += row["seconds"]
-        if patience is not None and metrics is not None and bad_evals >= patience:
+        if metrics is not None and stopper.should_stop and epoch < epochs:
             history.stopped_early, history.stop_reason = True, "patience"
         elif over_budget and epoch < epochs:
             history.stopped_early, history.stop_reason = True, "time budget"
+        finished = history.stopped_early or epoch == epochs
+        if keep == "last" and finished:
+            history.best_epoch, history.best_metrics = epoch, metrics or {}
+            history.best_value = (metrics or {}).get(stopper.monitor)
+            best_state = _cpu_copy(module)
+            save_best(epoch, metrics or {})
+        save_last(epoch, 0, None)
 
-        if is_main and ckpt_dir is not None:
-            save_checkpoint(ckpt_dir / "last.pt", {
-                "model": module.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "epoch": epoch, "history": history.to_dict(), "best_state": best_state,
-                "bad_evals": bad_evals, "rng": _rng_state(train_data), "config": config,
-            })
         shown = {"loss": f"{row['train_loss']:.4f}"}
-        if monitor in row:
-            shown[monitor] = f"{row[monitor]:.4f}"
+        if stopper.monitor in row:
+            shown[stopper.monitor] = f"{row[stopper.monitor]:.4f}"
         bar.set_postfix(shown)
-        logger.info("%s epoch %d/%d %s", desc, epoch, epochs,
-                    " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        if is_main:
+            logger.info("%s epoch %d/%d %s", desc, epoch, epochs,
+                        " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
         if history.stopped_early:
             break
     bar.close()

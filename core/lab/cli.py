@@ -1,0 +1,125 @@
+"""The command-line pieces every domain shares: flags, checks at the door, one-line errors.
+
+A domain's ``__main__.py`` is argparse plus specs::
+
+    parser = argparse.ArgumentParser(prog="python -m graph")
+    compare = commands.add_parser("compare")
+    add_common_args(compare, default_out="runs/graph/<dataset>")   # --out --seeds --device --resume ...
+    add_schedule_args(compare, epochs=1000)                       # --epochs, --time-budget
+    ...
+    def main(argv=None) -> int:
+        return cli_main(build_parser(), argv, run, errors=(PlanetoidError,))
+
+:func:`cli_main` parses, configures logging (one line per message on stderr: the runner's one line per
+epoch and per run), checks the shared flags before anything is loaded or trained (:func:`check_common_args`),
+and turns the errors a user can fix (bad flags, data files, a busy or foreign ``--out``) into one line
+``error: ...`` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.lab.datasets import DatasetNotFoundError
+from core.lab.experiment import add_common_args, apply_common_args
+from core.lab.runner import RunnerError, check_out_dir
+
+__all__ = ["UsageError", "add_common_args", "apply_common_args", "add_schedule_args", "positive_int",
+           "non_negative_float", "check_common_args", "cli_main"]
+
+
+class UsageError(ValueError):
+    """A flag or an input the user can fix; shown as one line ``error: ...``."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse names the flag in its message)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budget: bool = True) -> None:
+    """Add ``--epochs`` (>= 1) and, when ``time_budget``, ``--time-budget`` (minutes per run, >= 0;
+    0 or absent: none).
+
+    Args:
+        parser (argparse.ArgumentParser): the command's parser.
+        epochs (int): the default number of epochs.
+        time_budget (bool): add ``--time-budget``. (default: ``True``)
+    """
+    parser.add_argument("--epochs", type=positive_int, default=epochs,
+                        help=f"most epochs per model and seed (default: {epochs})")
+    if time_budget:
+        parser.add_argument("--time-budget", type=non_negative_float, default=None, metavar="MIN",
+                            help="minutes per model and seed, for an equal-time comparison: each run stops after "
+                                 "the epoch that crosses it and the report says so; results then depend on the "
+                                 "machine's speed (default: none, the schedule is counted in epochs)")
+
+
+def check_common_args(args: argparse.Namespace, out: str | Path | None = None) -> None:
+    """Refuse bad shared flags before any data is read or model trained, naming the flag.
+
+    Checks ``--seeds`` / ``--threads`` >= 1, ``--epochs`` >= 1, ``--time-budget`` >= 0 (when present), and that
+    ``--out`` (or ``out``, the resolved folder) is not a file and is writable.
+
+    Raises:
+        UsageError: naming the flag.
+    """
+    for flag in ("seeds", "threads", "epochs"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} must be >= 1, got {value}")
+    budget = getattr(args, "time_budget", None)
+    if budget is not None and not budget >= 0:
+        raise UsageError(f"--time-budget must be >= 0 minutes, got {budget}")
+    try:
+        check_out_dir(Path(out if out is not None else args.out))
+    except RunnerError as error:
+        raise UsageError(str(error)) from None
+
+
+def cli_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, run: Callable[[argparse.Namespace], Any],
+             *, errors: tuple[type[BaseException], ...] = ()) -> Any:
+    """Parse ``argv``, set up logging and call ``run(args)``; errors a user can fix become ``error: ...``.
+
+    Args:
+        parser (argparse.ArgumentParser): the domain's parser.
+        argv (Sequence[str], optional): the arguments (``None``: ``sys.argv[1:]``).
+        run (Callable[[argparse.Namespace], Any]): the command; its return value is returned.
+        errors (tuple[type[BaseException], ...]): the domain's own user-facing error types (data file
+            errors). :class:`UsageError`, :class:`core.lab.runner.RunnerError` and
+            :class:`core.lab.datasets.DatasetNotFoundError` are always caught. (default: ``()``)
+
+    Raises:
+        SystemExit: with the message ``error: ...`` (exit status 1) for any of those errors.
+    """
+    args = parser.parse_args(argv)
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return run(args)
+    except (UsageError, RunnerError, DatasetNotFoundError, *errors) as error:
+        message = str(error).strip().replace("\n", " ")
+        raise SystemExit(f"error: {message}") from None
