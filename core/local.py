@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from core.attention import PositionBias, fused_attention
-from core.masks import Mask
+from core.masks import Mask, check_mask
 
 __all__ = ["local_attention"]
 
@@ -52,14 +52,22 @@ def local_attention(
     Returns:
         `(B, H, T, Dv)`.
     """
+    if not isinstance(mask, Mask):
+        raise TypeError(f"local attention needs a core.masks.Mask with bounded reach, got {type(mask).__name__}")
     span = mask.local_span() if span is None else span
     if span is None:
         raise ValueError(f"{mask!r} has unbounded reach; local attention needs a window or chunked mask")
     *lead, T, Dh = q.shape
     S = k.shape[-2]
-    if S != T:
-        raise ValueError(f"local attention is self-attention: got T={T} queries and S={S} keys")
+    if S != T or k.shape[:-2] != q.shape[:-2] or v.shape[:-1] != k.shape[:-1]:
+        raise ValueError(
+            f"local attention is self-attention with q, k, v (..., T, D) of one length and batch; got q "
+            f"{tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    check_mask(mask, (*q.shape[:-1], S))
     block, left, right = span
+    if block < 1 or left < 0 or right < 0:
+        raise ValueError(f"span (block, left, right) needs block >= 1 and left, right >= 0, got {span}")
     scale = 1.0 / math.sqrt(Dh) if scale is None else scale
     n = -(-T // block)
     W = block + left + right

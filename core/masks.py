@@ -1,7 +1,10 @@
 """Attention masks: one convention for the whole project.
 
 A boolean mask means **True = may attend** (the `F.scaled_dot_product_attention` convention); a float
-mask is added to the scores. The constructors below return small `Mask` objects that know their
+mask is added to the scores. Nothing else is a mask: an integer or uint8 tensor is refused (is a 1 "attend"
+or "add one to the score"?), and so is a float mask holding NaN. A mask with a batch dim (a padding mask,
+a `(B, H, T, S)` tensor) must have exactly the batch of the queries; a mask without one (`(T, S)`,
+`(H, T, S)`) is shared by the whole batch. The constructors below return small `Mask` objects that know their
 structure (a band, a chunking, a padding, a graph). They build a dense tensor only when asked, and tell
 the attention code which keys a block of queries can reach at all, so a sliding-window or chunked mask
 can be served in O(T·w) without ever materialising T×T.
@@ -28,6 +31,7 @@ __all__ = [
     "chunked_mask",
     "adjacency_mask",
     "as_mask",
+    "check_mask",
     "to_key_padding_mask",
     "check_edge_index",
 ]
@@ -44,6 +48,8 @@ class Mask:
     q_len: int | None = None
     #: Key length the mask was built for (None: any).
     k_len: int | None = None
+    #: Batch size B of a mask that differs per batch element (None: shared by the whole batch).
+    batch_size: int | None = None
 
     def allows(self, q_idx: Tensor, k_idx: Tensor) -> Tensor:
         """Bool tensor, True where query `q_idx` may attend key `k_idx`.
@@ -82,14 +88,18 @@ class Mask:
             )
 
     def __and__(self, other: Mask | Tensor) -> Mask:
-        return AndMask(self, as_mask(other))
+        return AndMask(self, _as_bool_mask(other))
 
     def __rand__(self, other: Tensor) -> Mask:
-        return AndMask(as_mask(other), self)
+        return AndMask(_as_bool_mask(other), self)
 
 
 def _check_length(name: str, value: int) -> int:
-    if int(value) != value or value < 0:
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= 0
+    except (TypeError, ValueError, RuntimeError):
+        ok = False
+    if not ok:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return int(value)
 
@@ -133,7 +143,7 @@ class ChunkMask(Mask):
 
     def __init__(self, T: int, chunk: int, left_chunks: int | None, right: int = 0):
         self.q_len = self.k_len = _check_length("T", T)
-        if chunk < 1:
+        if _check_length("chunk", chunk) < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.chunk = int(chunk)
         self.left_chunks = None if left_chunks is None else _check_length("left_chunks", left_chunks)
@@ -165,11 +175,12 @@ class PaddingMask(Mask):
         if len(lengths) and lengths.min() < 0:
             raise ValueError(f"lengths must be >= 0, got {lengths.tolist()}")
         longest = int(lengths.max()) if len(lengths) else 0
-        max_len = longest if max_len is None else int(max_len)
+        max_len = longest if max_len is None else _check_length("max_len", max_len)
         if longest > max_len:
             raise ValueError(f"a length ({longest}) exceeds max_len ({max_len})")
         self.lengths = lengths
         self.k_len = max_len
+        self.batch_size = len(lengths)
 
     @property
     def device(self) -> torch.device:
@@ -227,6 +238,7 @@ class DenseMask(Mask):
         self.mask = mask
         self.q_len = mask.shape[-2] if mask.shape[-2] != 1 else None
         self.k_len = mask.shape[-1] if mask.shape[-1] != 1 else None
+        self.batch_size = mask.shape[-4] if mask.dim() >= 4 else None
 
     @property
     def device(self) -> torch.device:
@@ -254,10 +266,14 @@ class AndMask(Mask):
         self.parts = flat
         q_lens = {p.q_len for p in flat if p.q_len is not None}
         k_lens = {p.k_len for p in flat if p.k_len is not None}
+        batches = {p.batch_size for p in flat if p.batch_size is not None}
         if len(q_lens) > 1 or len(k_lens) > 1:
             raise ValueError(f"cannot combine masks of different sizes: {flat}")
+        if len(batches) > 1:
+            raise ValueError(f"cannot combine masks of different batch sizes {sorted(batches)}: {flat}")
         self.q_len = q_lens.pop() if q_lens else None
         self.k_len = k_lens.pop() if k_lens else None
+        self.batch_size = batches.pop() if batches else None
 
     @property
     def device(self) -> torch.device:
@@ -324,6 +340,7 @@ def adjacency_mask(edge_index: Tensor, num_nodes: int, self_loops: bool = True) 
 
 def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
     """Validate an edge list: `(2, E)` integer ids in `[0, num_nodes)`. Returns it unchanged."""
+    _check_length("num_nodes", num_nodes)
     if not isinstance(edge_index, Tensor):
         raise TypeError(f"edge_index must be a tensor, got {type(edge_index).__name__}")
     if edge_index.dtype.is_floating_point or edge_index.dtype.is_complex or edge_index.dtype == torch.bool:
@@ -341,12 +358,68 @@ def check_edge_index(edge_index: Tensor, num_nodes: int) -> Tensor:
 
 def as_mask(mask: Mask | Tensor | None) -> Mask | Tensor | None:
     """Normalise what callers pass as a mask: a `Mask`, a bool tensor (wrapped), a float tensor
-    (kept: it is an additive bias, not a boolean mask), or None."""
+    (kept: it is an additive bias, not a boolean mask), or None.
+
+    Raises:
+        TypeError: for any other dtype. An integer or uint8 0/1 tensor is refused rather than guessed:
+            added to the scores it would shift them by one instead of masking.
+        ValueError: for a float mask holding NaN (it would turn whole rows of the output into NaN).
+    """
     if mask is None or isinstance(mask, Mask):
         return mask
-    if isinstance(mask, Tensor):
-        return DenseMask(mask) if mask.dtype == torch.bool else mask
-    raise TypeError(f"a mask must be a core.masks.Mask, a bool tensor or a float tensor, got {type(mask).__name__}")
+    if not isinstance(mask, Tensor):
+        raise TypeError(f"a mask must be a core.masks.Mask, a bool tensor or a float tensor, got {type(mask).__name__}")
+    if mask.dtype == torch.bool:
+        return DenseMask(mask)
+    if not mask.dtype.is_floating_point:
+        raise TypeError(
+            f"a mask tensor must be bool (True = may attend) or floating point (added to the scores), got "
+            f"dtype {mask.dtype}; for a 0/1 mask pass `mask.bool()`, for a bias pass `mask.float()`"
+        )
+    if torch.isnan(mask).any():
+        raise ValueError(f"the float mask {tuple(mask.shape)} holds NaN; mask with -inf (or a bool mask) instead")
+    return mask
+
+
+def _as_bool_mask(mask: Mask | Tensor) -> Mask:
+    """`as_mask` for `&`: a float tensor is a bias, which has no logical and."""
+    mask = as_mask(mask)
+    if not isinstance(mask, Mask):
+        raise TypeError(f"only boolean masks combine with &; got a {type(mask).__name__} of dtype {mask.dtype}")
+    return mask
+
+
+def check_mask(mask: Mask | Tensor | None, scores_shape: tuple[int, ...] | torch.Size) -> None:
+    """Raise a clear error unless `mask` (already through `as_mask`) fits scores of `scores_shape`.
+
+    The last two dims must be T (or 1) and S (or 1), the head dim (-3) H or 1, and a batch dim (-4 and
+    further left) exactly the scores': a batch-1 mask on a batch of 2 is an error, not a broadcast.
+
+    Args:
+        mask (Mask, Tensor or None): the mask.
+        scores_shape (tuple): shape of the scores it masks, `(*lead, T, S)`, e.g. `(B, H, T, S)`.
+    """
+    if mask is None:
+        return
+    scores = tuple(scores_shape)
+    T, S = scores[-2], scores[-1]
+    if isinstance(mask, Mask):
+        mask.check_size(T, S)
+        if mask.batch_size is not None and (len(scores) < 4 or scores[-4] != mask.batch_size):
+            batch = f"a batch of {scores[-4]}" if len(scores) >= 4 else f"scores {scores} without a batch dim"
+            raise ValueError(f"{mask!r} is for a batch of {mask.batch_size} but attention has {batch}")
+        return
+    shape = tuple(mask.shape)
+    if len(shape) > len(scores):
+        raise ValueError(f"mask {shape} has more dims than the scores {scores}")
+    for dim in range(1, len(shape) + 1):
+        size, want = shape[-dim], scores[-dim]
+        if size != want and (dim >= 4 or size != 1):
+            what = {1: "keys S", 2: "queries T", 3: "heads H"}.get(dim, "batch")
+            raise ValueError(
+                f"mask {shape} does not fit the scores {scores}: dim {-dim} ({what}) is {size}, must be {want}"
+                + (" (a mask with a batch dim must match the batch exactly)" if dim >= 4 else " or 1")
+            )
 
 
 def to_key_padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:

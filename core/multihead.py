@@ -25,12 +25,12 @@ class MultiHeadAttention(nn.Module):
     r"""Multi-head self- or cross-attention, batch first.
 
     Args:
-        dim (int): model dim D (queries and output).
-        num_heads (int): H; must divide D.
-        kdim (int, optional): key feature dim. (default: D)
-        vdim (int, optional): value feature dim. (default: D)
+        dim (int): model dim D (queries and output), >= 1.
+        num_heads (int): H >= 1; must divide D.
+        kdim (int, optional): key feature dim, >= 1. (default: D)
+        vdim (int, optional): value feature dim, >= 1. (default: D)
         bias (bool, optional): biases on the projections. (default: True)
-        dropout (float, optional): dropout on the attention weights in training. (default: 0.0)
+        dropout (float, optional): dropout on the attention weights in training, in [0, 1). (default: 0.0)
 
     Shapes:
         query `(B, T, D)`, key `(B, S, kdim)`, value `(B, S, vdim)` -> `(B, T, D)`,
@@ -48,10 +48,17 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
+        kdim = dim if kdim is None else kdim
+        vdim = dim if vdim is None else vdim
+        for name, value in (("dim", dim), ("num_heads", num_heads), ("kdim", kdim), ("vdim", vdim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"MultiHeadAttention: {name} must be an integer >= 1, got {value!r}")
         if dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+            raise ValueError(f"MultiHeadAttention: dim ({dim}) must be divisible by num_heads ({num_heads})")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout!r}")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        self.kdim, self.vdim = kdim or dim, vdim or dim
+        self.kdim, self.vdim = kdim, vdim
         self.dropout = dropout
         self.packed = self.kdim == dim and self.vdim == dim
         if self.packed:

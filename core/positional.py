@@ -34,8 +34,10 @@ def sinusoidal_encoding(length: int, dim: int, base: float = 10000.0) -> Tensor:
     Returns:
         `(length, dim)` float32.
     """
-    if dim % 2:
-        raise ValueError(f"sinusoidal encoding needs an even dim, got {dim}")
+    if dim < 2 or dim % 2:
+        raise ValueError(f"sinusoidal encoding needs an even dim >= 2, got {dim}")
+    if length < 0:
+        raise ValueError(f"sinusoidal encoding length must be >= 0, got {length}")
     pos = torch.arange(length, dtype=torch.float64).unsqueeze(1)  # (T, 1)
     inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (D/2,)
     angles = pos * inv_freq  # (T, D/2)
@@ -50,7 +52,7 @@ def sinusoidal_encoding_2d(height: int, width: int, dim: int, base: float = 1000
     Returns:
         `(height * width, dim)`.
     """
-    if dim % 4:
+    if dim < 4 or dim % 4:
         raise ValueError(f"2-D sinusoidal encoding needs dim divisible by 4, got {dim}")
     rows = sinusoidal_encoding(height, dim // 2, base)  # (Hh, D/2)
     cols = sinusoidal_encoding(width, dim // 2, base)  # (W, D/2)
@@ -76,6 +78,8 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         T = x.shape[1]
+        if offset < 0:
+            raise ValueError(f"offset (position of the first token) must be >= 0, got {offset}")
         if offset + T > self.pe.shape[0]:
             self.pe = sinusoidal_encoding(2 * (offset + T), self.dim, self.base).to(self.pe.device)
         return x + self.pe[offset : offset + T].to(x.dtype)
@@ -91,11 +95,15 @@ class LearnedPositionalEncoding(nn.Module):
 
     def __init__(self, dim: int, max_len: int):
         super().__init__()
+        if dim < 1 or max_len < 1:
+            raise ValueError(f"LearnedPositionalEncoding needs dim >= 1 and max_len >= 1, got {dim} and {max_len}")
         self.embedding = nn.Embedding(max_len, dim)
         nn.init.normal_(self.embedding.weight, std=0.02)
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         T, max_len = x.shape[1], self.embedding.num_embeddings
+        if offset < 0:
+            raise ValueError(f"offset (position of the first token) must be >= 0, got {offset}")
         if offset + T > max_len:
             raise ValueError(f"input reaches position {offset + T} but the learned encoding has {max_len}")
         return x + self.embedding.weight[offset : offset + T]
@@ -132,6 +140,10 @@ class RelativePositionBias(nn.Module):
 
     def __init__(self, num_heads: int, max_distance: int = 64):
         super().__init__()
+        if num_heads < 1 or max_distance < 0:
+            raise ValueError(
+                f"RelativePositionBias needs num_heads >= 1 and max_distance >= 0, got {num_heads} and {max_distance}"
+            )
         self.max_distance = max_distance
         self.bias = nn.Parameter(torch.zeros(2 * max_distance + 1, num_heads))
 
@@ -150,6 +162,11 @@ class RelativePositionBias2d(nn.Module):
 
     def __init__(self, num_heads: int, max_distance: int, width: int):
         super().__init__()
+        if num_heads < 1 or max_distance < 0 or width < 1:
+            raise ValueError(
+                f"RelativePositionBias2d needs num_heads >= 1, max_distance >= 0 and width >= 1, got "
+                f"{num_heads}, {max_distance} and {width}"
+            )
         self.max_distance, self.width = max_distance, width
         side = 2 * max_distance + 1
         self.bias = nn.Parameter(torch.zeros(side * side, num_heads))

@@ -87,3 +87,106 @@ def test_bad_inputs_are_named():
         padding_mask(torch.tensor([5]), max_len=3)
     with pytest.raises(TypeError):
         as_mask([[True]])
+
+
+# --- masks that cannot be misread -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.int8])
+def test_integer_masks_are_refused_naming_the_dtype(dtype):
+    """A 0/1 integer mask added to the scores would shift them by one instead of masking."""
+    from core.attention import scaled_dot_product_attention
+    from core.multihead import MultiHeadAttention
+
+    mask = torch.ones(4, 4, dtype=dtype).tril()
+    with pytest.raises(TypeError, match=rf"dtype {dtype}.*mask\.bool\(\)"):
+        as_mask(mask)
+    q = torch.randn(1, 2, 4, 3)
+    with pytest.raises(TypeError, match=str(dtype)):
+        scaled_dot_product_attention(q, q, q, mask)
+    with pytest.raises(TypeError, match=str(dtype)):
+        MultiHeadAttention(4, 2)(torch.randn(1, 4, 4), mask=mask)
+    with pytest.raises(TypeError, match=str(dtype)):
+        causal_mask(4) & mask
+
+
+def test_bool_masks_mask_and_float_masks_are_added():
+    from core.attention import scaled_dot_product_attention
+
+    q = torch.randn(1, 1, 3, 2, dtype=torch.float64)
+    bool_mask = torch.tensor([[True, False, True]] * 3)
+    _, w = scaled_dot_product_attention(q, q, q, bool_mask, return_weights=True)
+    assert (w[..., 1] == 0).all()
+    bias = torch.tensor([[0.0, 1.0, 0.0]] * 3, dtype=torch.float64)  # a float 0/1 is a bias, not a mask
+    _, wb = scaled_dot_product_attention(q, q, q, bias, return_weights=True)
+    scores = q @ q.transpose(-2, -1) / 2**0.5 + bias
+    assert torch.allclose(wb, scores.softmax(-1)) and (wb[..., 1] > 0).all()
+    with pytest.raises(TypeError, match="only boolean masks combine"):
+        causal_mask(3) & bias
+
+
+def test_nan_in_a_float_mask_is_an_error():
+    from core.attention import scaled_dot_product_attention
+
+    bias = torch.zeros(3, 3)
+    bias[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        as_mask(bias)
+    q = torch.randn(1, 1, 3, 2)
+    with pytest.raises(ValueError, match="NaN"):
+        scaled_dot_product_attention(q, q, q, bias)
+    minus_inf = torch.zeros(3, 3).masked_fill(torch.eye(3, dtype=torch.bool), float("-inf"))
+    assert scaled_dot_product_attention(q, q, q, minus_inf).isfinite().all()  # -inf masks, it is fine
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_mask_whose_batch_does_not_match_is_an_error_not_a_broadcast(fused):
+    from core.attention import scaled_dot_product_attention
+
+    q = torch.randn(2, 3, 5, 4)  # (B=2, H=3, T=5, Dh=4)
+    run = lambda mask: scaled_dot_product_attention(q, q, q, mask, return_weights=not fused)  # noqa: E731
+    with pytest.raises(ValueError, match="batch of 1 but attention has a batch of 2"):
+        run(padding_mask(torch.tensor([3]), 5))
+    with pytest.raises(ValueError, match="batch of 3 but attention has a batch of 2"):
+        run(padding_mask(torch.tensor([3, 5, 2]), 5) & causal_mask(5))
+    with pytest.raises(ValueError, match=r"DenseMask\(shape=\(1, 1, 5, 5\)\) is for a batch of 1"):
+        run(torch.ones(1, 1, 5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"dim -4 \(batch\) is 1, must be 2"):
+        run(torch.zeros(1, 3, 5, 5))
+    with pytest.raises(ValueError, match=r"dim -3 \(heads H\) is 2, must be 3"):
+        run(torch.zeros(2, 2, 5, 5))
+    with pytest.raises(ValueError, match="more dims"):
+        run(torch.zeros(1, 2, 3, 5, 5))
+    with pytest.raises(ValueError, match="without a batch dim"):
+        scaled_dot_product_attention(q[0], q[0], q[0], padding_mask(torch.tensor([3]), 5))
+    # masks without a batch dim are shared by the whole batch, as are head-only ones
+    shared = torch.rand(5, 5, generator=torch.Generator().manual_seed(0)) > 0.3
+    shared[:, 0] = True
+    out = lambda mask: run(mask) if fused else run(mask)[0]  # noqa: E731
+    assert torch.allclose(out(shared), out(shared.expand(2, 3, 5, 5).clone()))
+    run(torch.zeros(3, 5, 5))
+    run(torch.zeros(2, 1, 5, 5))
+    run(padding_mask(torch.tensor([3, 5]), 5) & causal_mask(5))
+
+
+def test_masks_of_different_batch_sizes_do_not_combine():
+    with pytest.raises(ValueError, match=r"different batch sizes \[2, 3\]"):
+        padding_mask(torch.tensor([1, 2])) & padding_mask(torch.tensor([1, 2, 2]), 2)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: adjacency_mask(torch.zeros(2, 0, dtype=torch.long), -1), "num_nodes must be a non-negative integer"),
+    (lambda: adjacency_mask(torch.tensor([[0], [1]]), 2.5), "num_nodes"),
+    (lambda: causal_mask(-1), "T must be a non-negative integer"),
+    (lambda: sliding_window_mask(5, -1, 2), "left must be"),
+    (lambda: sliding_window_mask(5, 1, -2), "right must be"),
+    (lambda: sliding_window_mask(5, 1.5, 2), "left must be"),
+    (lambda: chunked_mask(5, 0, 1), "chunk must be >= 1"),
+    (lambda: chunked_mask(5, 2, -1), "left_chunks must be"),
+    (lambda: chunked_mask(5, 2, 1, right=-1), "right must be"),
+    (lambda: padding_mask(torch.tensor([0, 0]), max_len=-1), "max_len must be"),
+    (lambda: padding_mask(torch.tensor([2, -1])), "lengths must be >= 0"),
+])
+def test_mask_constructors_validate_their_arguments(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
