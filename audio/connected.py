@@ -13,8 +13,6 @@ Legend: T frames, F mel bins, N samples.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from dataclasses import asdict, dataclass
 
@@ -23,7 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from audio.data import SAMPLE_RATE, SILENCE, LogMel, Recording, read_wav
-from core.lab.datasets import cache_dir
+from core.lab.datasets import cache_dir, content_key
 
 
 @dataclass(frozen=True)
@@ -113,9 +111,9 @@ def make_connected_set(recordings: list[Recording], config: ConnectedConfig, log
     Returns:
         ``{"features": [(T, F)], "labels": [(T,)], "digits": [[int]], "seconds": [float]}``
     """
-    key = json.dumps({"config": asdict(config), "files": sorted(r.path.name for r in recordings),
-                      "n_mels": logmel.mel.n_mels}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    # Keyed by each wav's resolved path, size and time: a replaced recording or another tree is regenerated.
+    digest = content_key(sorted((r.path for r in recordings), key=lambda p: p.name),
+                         {"config": asdict(config), "n_mels": logmel.mel.n_mels, "win": logmel.win, "hop": logmel.hop})
     path = cache_dir("fsdd-connected") / f"{name}-{digest}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)

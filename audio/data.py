@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from core.lab.datasets import cache_dir, require_dataset, resolve_data_root
+from core.lab.datasets import cache_dir, content_key, require_dataset, resolve_data_root
 from core.lab.harness import atomic_open
 
 SAMPLE_RATE = 8000
@@ -31,6 +31,7 @@ HOP_SECONDS = 0.010
 NUM_DIGITS = 10
 SILENCE = NUM_DIGITS  # frame label for "no digit" in the connected-digit task
 IGNORE_INDEX = -100  # label of padded frames; cross-entropy skips it
+FEATURE_CACHE_VERSION = 2  # bump when wav_features changes, so cached features are recomputed
 
 FSDD_URL = "https://github.com/Jakobovski/free-spoken-digit-dataset"
 _NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
@@ -245,16 +246,22 @@ def length_batches(lengths: list[int], max_frames: int, *, shuffle: bool, seed: 
 
 
 def clip_features(recordings: list[Recording], logmel: LogMel) -> list[Tensor]:
-    """Log-mel frames ``(T, F)`` of every recording, cached (outside the data folder) by file name.
+    """Log-mel frames ``(T, F)`` of every recording, cached outside the data folder.
 
     Decoding 3000 clips takes several seconds on a small CPU; the cache makes later runs start at once.
+    One cache file per feature setting; inside it each clip is keyed by ``core.lab.datasets.content_key``
+    of its wav (resolved path, size, modification time), so a recording replaced under the same name, or
+    another data tree with the same file names, is decoded again rather than served stale.
     """
-    path = cache_dir("fsdd") / f"logmel-{logmel.mel.n_mels}-{logmel.win}-{logmel.hop}.pt"
+    setting = {"version": FEATURE_CACHE_VERSION, "n_mels": logmel.mel.n_mels, "win": logmel.win, "hop": logmel.hop,
+               "sample_rate": SAMPLE_RATE}
+    path = cache_dir("fsdd") / f"logmel-{content_key([], setting)}.pt"
     cached: dict[str, Tensor] = torch.load(path, weights_only=True) if path.exists() else {}
-    missing = [r for r in recordings if r.path.name not in cached]
-    for recording in tqdm(missing, desc="log-mel features", leave=False, disable=not missing):
-        cached[recording.path.name] = wav_features(recording.path, logmel)
+    keys = [content_key([r.path]) for r in recordings]
+    missing = [(key, r) for key, r in zip(keys, recordings) if key not in cached]
+    for key, recording in tqdm(missing, desc="log-mel features", leave=False, disable=not missing):
+        cached[key] = wav_features(recording.path, logmel)
     if missing:
         with atomic_open(path) as f:  # a temp file of its own: concurrent runs cannot collide
             torch.save(cached, f)
-    return [cached[r.path.name] for r in recordings]
+    return [cached[key] for key in keys]

@@ -15,7 +15,6 @@ Symbol legend: N images, B batch, C channels, H height, W width.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,12 +187,9 @@ def open_image(path: Path) -> Image.Image:
 
 
 def cache_key(root: Path, samples: list[tuple[Path, int]], image_size: int | None) -> str:
-    """A digest of everything the decoded tensor depends on: files, their sizes and times, the resize."""
-    digest = hashlib.sha256(f"v{CACHE_VERSION}|{root.resolve()}|{image_size}".encode())
-    for path, label in samples:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+    """``core.lab.datasets.content_key`` of every image (resolved path, size, time), its label and the resize."""
+    config = {"version": CACHE_VERSION, "root": root, "image_size": image_size, "labels": [label for _, label in samples]}
+    return core_datasets.content_key([path for path, _ in samples], config)
 
 
 def load_image_folder(

@@ -1,12 +1,14 @@
 """Split rules, wav reading and its bad inputs, features and batching (mirrors audio/data.py)."""
 
 import math
+import os
 
 import pytest
 import torch
 
-from audio.data import (IGNORE_INDEX, SAMPLE_RATE, AudioError, LogMel, collate, length_batches, parse_recording,
-                        read_wav, speakers, split_recordings, wav_features)
+import audio.data
+from audio.data import (IGNORE_INDEX, SAMPLE_RATE, AudioError, LogMel, clip_features, collate, length_batches,
+                        parse_recording, read_wav, speakers, split_recordings, wav_features)
 
 
 def names(part):
@@ -124,3 +126,43 @@ def test_length_batches_respect_the_frame_budget():
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
         assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 100
+
+
+def _tone(hz, seconds=0.3):
+    t = torch.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return 0.5 * torch.sin(2 * math.pi * hz * t)
+
+
+def test_feature_cache_rereads_a_recording_replaced_under_the_same_name(write_wav, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    decoded = []
+    monkeypatch.setattr(audio.data, "wav_features", lambda path, logmel: decoded.append(path.name) or wav_features(path, logmel))
+    logmel = LogMel()
+    clips = [parse_recording(write_wav("3_theo_0.wav", _tone(300))), parse_recording(write_wav("4_theo_0.wav", _tone(900)))]
+    first = clip_features(clips, logmel)
+    assert decoded == ["3_theo_0.wav", "4_theo_0.wav"]
+    assert all(torch.equal(a, b) for a, b in zip(clip_features(clips, logmel), first))  # served from the cache
+    assert len(decoded) == 2
+    # Another recording under the same name (same length, so same size too); its time moves on.
+    path = write_wav("3_theo_0.wav", _tone(2000))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**10))
+    again = clip_features(clips, logmel)
+    assert decoded[2:] == ["3_theo_0.wav"]
+    assert not torch.allclose(again[0], first[0]) and torch.equal(again[1], first[1])
+    torch.testing.assert_close(again[0], wav_features(path, logmel))
+
+
+def test_feature_cache_tells_trees_with_the_same_names_apart(tmp_path, monkeypatch):
+    import soundfile
+
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    clips = []
+    for tree, hz in (("a", 300), ("b", 2000)):
+        (tmp_path / tree).mkdir()
+        soundfile.write(tmp_path / tree / "3_theo_0.wav", _tone(hz).numpy(), SAMPLE_RATE, subtype="PCM_16")
+        clips.append(parse_recording(tmp_path / tree / "3_theo_0.wav"))
+    a, b = clip_features(clips, LogMel())
+    assert not torch.allclose(a, b)
+    # ... and feature settings apart: another mel count is another cache entry.
+    assert clip_features(clips[:1], LogMel(n_mels=20))[0].shape[1] == 20

@@ -1,3 +1,5 @@
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,36 @@ def test_decoded_images_are_cached_outside_the_data_folder(tmp_path, make_image_
     second = load_image_folder(root)
     assert second.train.images[0, :, 0, 0].tolist() == [1, 2, 3]
     assert not torch.equal(first.train.images, second.train.images)
+
+
+def _keep_stat(path, like):
+    """Give ``path`` the modification time of ``like`` (as a copy that kept its timestamps would have)."""
+    stat = Path(like).stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_an_image_replaced_under_the_same_name_is_decoded_again(tmp_path, make_image_folder):
+    root = make_image_folder(tmp_path / "data", size=(8, 8))
+    path = root / "train" / "cat" / "0000.png"
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(path)
+    first = load_image_folder(root)
+    before = path.stat()
+    Image.new("RGB", (8, 8), (30, 20, 10)).save(path)  # same name, same size on disk: a solid colour either way
+    assert path.stat().st_size == before.st_size
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 10**10))
+    second = load_image_folder(root)
+    assert first.train.images[0, :, 0, 0].tolist() == [10, 20, 30]
+    assert second.train.images[0, :, 0, 0].tolist() == [30, 20, 10]
+
+
+def test_another_tree_with_the_same_names_sizes_and_times_is_decoded_again(tmp_path, make_image_folder):
+    a = make_image_folder(tmp_path / "a", size=(8, 8))
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(a / "train" / "cat" / "0000.png")
+    b = Path(shutil.copytree(a, tmp_path / "b"))  # copy2: the copy keeps sizes and modification times
+    Image.new("RGB", (8, 8), (30, 20, 10)).save(b / "train" / "cat" / "0000.png")
+    _keep_stat(b / "train" / "cat" / "0000.png", a / "train" / "cat" / "0000.png")
+    assert load_image_folder(a, name="same").train.images[0, :, 0, 0].tolist() == [10, 20, 30]
+    assert load_image_folder(b, name="same").train.images[0, :, 0, 0].tolist() == [30, 20, 10]
 
 
 def test_grayscale_set_has_one_channel(tmp_path, make_image_folder):

@@ -83,3 +83,25 @@ def test_cache_dir_never_inside_data_root(home, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="read-only"):
         cache_dir("fsdd")
     assert not (tmp_path / "data").exists()
+
+
+def test_content_key_follows_path_size_time_and_config(tmp_path):
+    import os
+
+    from core.lab.datasets import content_key
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"12345")
+    b.write_bytes(b"12345")
+    key = content_key([a], {"n": 1})
+    assert key == content_key([tmp_path / "." / "a.bin"], {"n": 1})  # the resolved path counts
+    assert key != content_key([b], {"n": 1})  # same name elsewhere or same bytes: another file
+    assert key != content_key([a], {"n": 2}) and key != content_key([a, b], {"n": 1})
+    stat = a.stat()
+    a.write_bytes(b"54321")  # same size ...
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert content_key([a], {"n": 1}) == key  # ... same time: content is not hashed, by design
+    os.utime(a, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert content_key([a], {"n": 1}) != key
+    with pytest.raises(FileNotFoundError, match="missing.bin"):
+        content_key([tmp_path / "missing.bin"])
