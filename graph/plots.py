@@ -1,7 +1,8 @@
 """Figures of graph attention: one node's neighbourhood with its learned weights, and the attention matrix
 of a small subgraph next to the adjacency mask that shapes it.
 
-Figures are `matplotlib.figure.Figure`s (no pyplot state) saved to `path` when given.
+Figures are `matplotlib.figure.Figure`s (no pyplot state) saved to `path` when given. `comparison_figures`
+draws the ones `python -m graph compare` puts in its report, from the runner's records.
 
 Legend: N nodes, E edges, H heads, n nodes of a subgraph.
 """
@@ -17,9 +18,16 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from core.lab.plots import save_figure
+from core.lab.harness import load_checkpoint
+from core.lab.plots import plot_learning_curves, save_figure
+from core.masks import adjacency_mask
+from core.sparse import EdgeGraph
 
-__all__ = ["plot_neighbourhood", "plot_masked_attention", "khop_nodes"]
+__all__ = ["plot_neighbourhood", "plot_masked_attention", "khop_nodes", "comparison_figures", "pick_node",
+           "CORA_CLASSES"]
+
+CORA_CLASSES = ["Case_Based", "Genetic_Algorithms", "Neural_Networks", "Probabilistic_Methods",
+                "Reinforcement_Learning", "Rule_Learning", "Theory"]
 
 
 def plot_neighbourhood(
@@ -126,3 +134,73 @@ def khop_nodes(edge_index: Tensor, node: int, hops: int, limit: int) -> list[int
             break
     return chosen
 
+
+
+def pick_node(data) -> int:
+    """A test node with a readable neighbourhood (5-9 neighbours), the first by id."""
+    degree = torch.bincount(data.edge_index[1], minlength=data.num_nodes)
+    good = ((degree >= 5) & (degree <= 9) & data.test_mask).nonzero().flatten()
+    return int(good[0]) if len(good) else int(degree.argmax())
+
+
+def comparison_figures(records: dict, out: Path, *, data, configs: dict) -> list[tuple[str, str]]:
+    """Learning curves of every model (first seed), and what the first seed's GAT attends to.
+
+    Args:
+        records (dict[str, list[RunRecord]]): the runner's records per model name.
+        out (Path): the output folder.
+        data (Planetoid): the graph.
+        configs (dict[str, GraphModelConfig]): each model's config, to rebuild a model loaded from `best.pt`.
+
+    Returns:
+        list[tuple[str, str]]: `(caption, file)` pairs for the report.
+    """
+    from graph.models import build_model
+
+    figures = []
+    curves = {name: runs[0].history for name, runs in records.items() if runs}
+    plot_learning_curves(curves, "val_accuracy", title=f"{data.name}: validation accuracy (first seed)",
+                         path=Path(out) / "learning_curves.png")
+    figures.append(("Validation accuracy per epoch, first seed of each model", "learning_curves.png"))
+    if not records.get("gat"):
+        return figures
+    first = records["gat"][0]
+    model = first.model
+    if model is None:  # finished by an earlier invocation: the kept weights are in best.pt
+        model = build_model(configs["gat"], data.num_features, data.num_classes)
+        model.load_state_dict(load_checkpoint(first.run_dir / "best.pt")["model"])
+    model = model.cpu().eval()
+    data = data.to("cpu")
+    node = pick_node(data)
+    class_names = CORA_CLASSES if data.name == "Cora" else None
+
+    x, graph = model.inputs(data)
+    with torch.no_grad():
+        hidden = torch.nn.functional.elu(model.conv1(x, graph))
+        _, weights = model.conv2(hidden, graph, return_weights=True)
+    if isinstance(graph, EdgeGraph):  # weights (E, H) over edges j -> i
+        incoming = graph.dst == node
+        neighbours, alpha = graph.src[incoming].tolist(), weights[incoming].mean(-1).tolist()
+    else:  # dense: (H, N, N), row = query
+        row = weights.mean(0)[node]
+        neighbours = row.nonzero().flatten().tolist()
+        alpha = row[neighbours].tolist()
+    plot_neighbourhood(node, neighbours, alpha, data.y, class_names=class_names,
+                       title=f"{data.name} node {node} (class {data.y[node].item()}): output-layer attention",
+                       path=Path(out) / "neighbourhood.png")
+    figures.append((f"Node {node} and its neighbours; edge width = the GAT output layer's attention weight",
+                    "neighbourhood.png"))
+
+    from torch_geometric.utils import subgraph
+
+    nodes = khop_nodes(data.edge_index, node, hops=2, limit=24)
+    sub_edges, _ = subgraph(torch.tensor(nodes), data.edge_index, relabel_nodes=True, num_nodes=data.num_nodes)
+    mask = adjacency_mask(sub_edges, len(nodes))
+    with torch.no_grad():
+        _, sub_weights = model.conv1(data.x[nodes], mask, return_weights=True)  # (H, n, n), dense path
+    plot_masked_attention(mask.dense(), sub_weights.mean(0), nodes,
+                          title=f"{data.name}: GAT layer 1 (head mean) on the subgraph around node {node}, dense path",
+                          path=Path(out) / "masked_attention.png")
+    figures.append(("The adjacency mask of a 2-hop subgraph and GAT's first-layer attention under it",
+                    "masked_attention.png"))
+    return figures

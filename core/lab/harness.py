@@ -361,6 +361,7 @@ def fit(
     grad_clip: float | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_epochs: int = 1,
     resume: bool = True,
     config: Any = None,
     best_extra: dict | None = None,
@@ -419,6 +420,9 @@ def fit(
         checkpoint_dir (str | PathLike, optional): where ``last.pt`` / ``best.pt`` go. (default: ``None``)
         checkpoint_every (int, optional): also write ``last.pt`` every this many steps within an epoch.
             (default: ``None``, at epoch ends only)
+        checkpoint_epochs (int): write ``last.pt`` (and ``best.pt`` when the kept weights changed) after every
+            this many epochs and when training ends; more than 1 for epochs so short that writing costs more
+            than training (a full-batch graph). A killed run repeats at most this many epochs. (default: ``1``)
         resume (bool): continue from ``checkpoint_dir/last.pt`` when it exists. (default: ``True``)
         config (dict | dataclass, optional): the resolved configuration, saved with every checkpoint (as a
             plain dict, see :func:`to_plain`); resuming a checkpoint saved with a different config is an
@@ -442,6 +446,8 @@ def fit(
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if checkpoint_epochs < 1:
+        raise ValueError(f"checkpoint_epochs must be >= 1, got {checkpoint_epochs}")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every}")
     if stopper is not None and patience is not None:
@@ -456,10 +462,10 @@ def fit(
     bar_disabled = True if not (progress and is_main) else None  # None: tqdm hides itself off a tty
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
 
-    def save_best(epoch: int, metrics: dict) -> None:
-        if is_main and ckpt_dir is not None:
-            save_checkpoint(ckpt_dir / "best.pt", {"model": best_state, "config": config, "epoch": epoch,
-                                                   "metrics": metrics, **(best_extra or {})})
+    def save_best() -> None:
+        if is_main and ckpt_dir is not None and best_state is not None:
+            save_checkpoint(ckpt_dir / "best.pt", {"model": best_state, "config": config, "epoch": history.best_epoch,
+                                                   "metrics": history.best_metrics, **(best_extra or {})})
 
     def save_last(epoch_done: int, position: int, partial: dict | None) -> None:
         if is_main and ckpt_dir is not None:
@@ -471,7 +477,7 @@ def fit(
                 "config": config,
             })
 
-    history, best_state, start, resumed = History(), None, 1, None
+    history, best_state, start, resumed, best_unsaved = History(), None, 1, None, False
     if ckpt_dir is not None and resume and (ckpt_dir / "last.pt").exists():
         resumed = load_checkpoint(ckpt_dir / "last.pt")
         if resumed["config"] != config:
@@ -559,8 +565,7 @@ def fit(
             if stopper.update(metrics) and keep == "best":
                 history.best_epoch, history.best_metrics = epoch, metrics
                 history.best_value = metrics.get(stopper.monitor)
-                best_state = _cpu_copy(module)
-                save_best(epoch, metrics)
+                best_state, best_unsaved = _cpu_copy(module), True
             if plateau and not scheduler_per_batch:
                 scheduler.step(metrics[stopper.monitor])
         if scheduler is not None and not scheduler_per_batch and not plateau:
@@ -577,9 +582,12 @@ def fit(
         if keep == "last" and finished:
             history.best_epoch, history.best_metrics = epoch, metrics or {}
             history.best_value = (metrics or {}).get(stopper.monitor)
-            best_state = _cpu_copy(module)
-            save_best(epoch, metrics or {})
-        save_last(epoch, 0, None)
+            best_state, best_unsaved = _cpu_copy(module), True
+        if finished or epoch % checkpoint_epochs == 0:
+            if best_unsaved:
+                save_best()
+                best_unsaved = False
+            save_last(epoch, 0, None)
 
         shown = {"loss": f"{row['train_loss']:.4f}"}
         if stopper.monitor in row:

@@ -98,11 +98,14 @@ class MetricsContract:
         select (str): the validation metric that picks the kept weights (and early stopping's default
             monitor), e.g. ``"val_f1"``. Test never selects anything.
         mode (str): ``"max"`` or ``"min"``: whether a larger ``select`` is better. (default: ``"max"``)
+        rule (str): how the weights are chosen, in words, when more than ``select`` decides (e.g. GAT's rule
+            on validation accuracy and loss); shown in the report. (default: ``""``: the best ``select``)
     """
 
     headline: str
     select: str
     mode: str = "max"
+    rule: str = ""
 
     def __post_init__(self) -> None:
         if not self.headline.startswith("test_"):
@@ -200,6 +203,7 @@ class RunContext:
         resume (bool): continue from ``run_dir/last.pt`` when present.
         progress (bool): show progress bars.
         time_budget_s (float, optional): ``--time-budget`` in seconds per run, ``None`` when not given.
+        train (Any): this run's training configuration: ``spec.train``, else the experiment's ``config``.
     """
 
     spec: ModelSpec
@@ -212,6 +216,7 @@ class RunContext:
     resume: bool = True
     progress: bool = True
     time_budget_s: float | None = None
+    train: Any = None
 
     @property
     def is_main(self) -> bool:
@@ -415,7 +420,8 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
             seed_everything(seed)
             ctx = RunContext(spec=spec, seed=seed, run_dir=run_dir, device=info.device, dist=info,
                              contract=experiment.contract, identity=identity, resume=options.resume,
-                             progress=options.progress, time_budget_s=options.time_budget_s)
+                             progress=options.progress, time_budget_s=options.time_budget_s,
+                             train=spec.train if spec.train is not None else experiment.config)
             record = experiment.train_one(spec, seed, ctx)
             record.run_dir = run_dir
             if info.is_main:
@@ -438,7 +444,8 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
     figures = experiment.figures(records, out) if experiment.figures is not None else []
     contract = experiment.contract
     payload_extra = {
-        "contract": {"headline": contract.headline, "select": contract.select, "mode": contract.mode},
+        "contract": {"headline": contract.headline, "select": contract.select, "mode": contract.mode,
+                     "rule": contract.rule},
         "seeds": options.seeds, "wall_seconds": wall, "threads": torch.get_num_threads(),
         "world_size": info.world_size, "time_budget_s": options.time_budget_s,
         "data": experiment.data_identity, **experiment.extra,
@@ -449,9 +456,9 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
                          results=results, extra=payload_extra)
     loaded = sum(r.loaded for rs in records.values() for r in rs)
     notes = [
-        f"selection: the weights kept in every run are those with the best {contract.select} "
-        f"({contract.mode}) on the validation split; test is scored once on them and chooses nothing. "
-        f"Headline: {contract.headline}.",
+        "selection: the weights kept in every run are chosen on the validation split, "
+        + (contract.rule or f"by the best {contract.select} ({contract.mode})")
+        + f"; test is scored once on them and chooses nothing. Headline: {contract.headline}.",
         (f"time budget: --time-budget {options.time_budget_s / 60:g} min per run was used (an equal-time "
          "comparison: runs stop after the epoch that crosses it, so results depend on the machine's speed)"
          if options.time_budget_s else "schedules are counted in epochs and steps (no time budget): the same "

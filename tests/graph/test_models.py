@@ -1,4 +1,4 @@
-"""graph/models.py and graph/training.py: every model trains, the attention models switch paths cleanly,
+"""graph/models.py and graph/train.py: every model trains, the attention models switch paths cleanly,
 and GAT's stopping rule keeps the right epoch."""
 
 import pytest
@@ -8,7 +8,9 @@ import torch.nn.functional as F
 from core.sparse import EdgeGraph
 from graph.data import Planetoid, row_normalize
 from graph.models import MODELS, build_model, default_config
-from graph.training import PaperEarlyStopping, TrainConfig, train_node_classifier
+from core.lab.harness import GATEarlyStopping
+from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
+from graph.train import CONTRACT, TrainConfig, train_one
 
 
 def tiny_graph(N=40, D=30, K=3, seed=0) -> Planetoid:
@@ -56,27 +58,29 @@ def test_gat_has_the_paper_configuration():
         p.numel() for p in build_model(default_config("pyg_gat"), 1433, 7).parameters())
 
 
-def test_paper_early_stopping_keeps_the_last_epoch_best_in_both():
-    model = torch.nn.Linear(1, 1)
-    stopping = PaperEarlyStopping()
+def test_gat_stopping_rule_keeps_the_last_epoch_best_in_both():
+    stopping = GATEarlyStopping(patience=2)
     # (val_loss, val_accuracy) per epoch
-    history = [(1.0, 0.5), (0.9, 0.6), (0.8, 0.55), (0.95, 0.6), (0.7, 0.65), (0.75, 0.7), (0.8, 0.6)]
-    progress = []
-    for epoch, (loss, acc) in enumerate(history, 1):
-        with torch.no_grad():
-            model.weight.fill_(epoch)
-        progress.append(stopping.update(model, loss, acc))
-    assert progress == [1, 2, 3, 4, 5, 6, 6]  # grows while accuracy or loss improves (ties count)
-    assert stopping.best_epoch == 5  # epoch 5 is the last one best in both
-    stopping.restore(model)
-    assert model.weight.item() == 5
+    history = [(1.0, 0.5), (0.9, 0.6), (0.8, 0.55), (0.95, 0.6), (0.7, 0.65), (0.75, 0.7), (0.8, 0.6), (0.9, 0.6)]
+    best, stops = [], []
+    for loss, acc in history:
+        best.append(stopping.update({"val_loss": loss, "val_accuracy": acc}))
+        stops.append(stopping.should_stop)
+    # new best in both (ties count): epochs 1, 2, 4 (acc tie, loss not best -> no), 5
+    assert [e for e, b in enumerate(best, 1) if b] == [1, 2, 5]
+    assert stops == [False] * 7 + [True]  # epochs 7 and 8 improve neither
 
 
-def test_training_runs_and_reports_the_split_metrics():
-    result = train_node_classifier(default_config("gat", dense_max_nodes=0), tiny_graph(), seed=0,
-                                   train=TrainConfig(epochs=6, patience=3), progress=False)
-    m = result.metrics
-    assert set(m) == {"test_accuracy", "val_accuracy", "train_accuracy", "val_loss", "best_epoch", "epochs",
-                      "ms_per_epoch"}
-    assert 1 <= m["best_epoch"] <= m["epochs"] <= 6 and 0 <= m["test_accuracy"] <= 1
-    assert not result.model.training
+def test_training_runs_and_reports_the_split_metrics(tmp_path):
+    import functools
+
+    spec = ModelSpec("gat", "attention", default_config("gat", dense_max_nodes=0))
+    experiment = Experiment(domain="graph", dataset="tiny", title="t", contract=CONTRACT, specs=[spec],
+                            train_one=functools.partial(train_one, data=tiny_graph()),
+                            config=TrainConfig(epochs=6, patience=3), distributed=False)
+    result = run_experiment(experiment, RunnerOptions(out=tmp_path, seeds=[0], progress=False))
+    (record,) = result.records["gat"]
+    assert set(record.metrics) == {"test_accuracy", "val_accuracy", "train_accuracy", "val_loss"}
+    b = record.bookkeeping
+    assert 1 <= b["best_epoch"] <= b["epochs"] <= 6 and 0 <= record.metrics["test_accuracy"] <= 1
+    assert not record.model.training
