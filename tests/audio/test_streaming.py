@@ -11,10 +11,24 @@ SMALL = dict(dim=32, heads=2, layers=3, ffn_dim=64, stem_channels=4, dropout=0.0
 
 
 def truncated_model(task="frame", chunk=8, left_chunks=2):
+    """A small truncated-attention model whose biases, LayerNorms and relative position bias are all
+    random: freshly initialised they are zeros (or the identity), and a wrong query or key offset, or a
+    dropped projection bias, would then change nothing."""
     torch.manual_seed(0)
     config = AudioConfig(attention="truncated", task=task, num_classes=11 if task == "frame" else 10,
                          chunk=chunk, left_chunks=left_chunks, **SMALL)
-    return build_model(config).eval()
+    model = build_model(config).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=g)
+            if name == "position_bias.bias":
+                p.copy_(noise)
+            elif "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.3 * noise)
+            elif name.endswith("bias"):
+                p.copy_(0.5 * noise)
+    return model
 
 
 @pytest.mark.parametrize("T", [5, 37, 400])  # 400 frames take core's blocked local path offline

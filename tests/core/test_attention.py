@@ -115,3 +115,65 @@ def test_shape_errors_name_the_shapes():
         scaled_dot_product_attention(torch.randn(2, 3, 7, 5), torch.randn(2, 3, 7, 4), torch.randn(2, 3, 7, 4))
     with pytest.raises(ValueError, match="built for"):
         scaled_dot_product_attention(*_qkv(), causal_mask(6))
+
+
+def _bias_by_definition(rel: RelativePositionBias, T: int, S: int, q_offset: int, k_offset: int) -> torch.Tensor:
+    """`(H, T, S)`: the relative bias entry by entry from its definition (offset j - i, clipped)."""
+    M, table = rel.max_distance, rel.bias.detach()
+    bias = torch.empty(table.shape[1], T, S, dtype=table.dtype)
+    for i in range(T):
+        for j in range(S):
+            bias[:, i, j] = table[max(-M, min(M, (k_offset + j) - (q_offset + i))) + M]
+    return bias
+
+
+@pytest.mark.parametrize("return_weights", [True, False])
+@pytest.mark.parametrize("q_offset, k_offset", [(6, 2), (0, 5), (3, 0)])
+def test_unequal_position_offsets_against_the_bias_from_its_definition(return_weights, q_offset, k_offset):
+    """Queries at absolute positions q_offset.., keys at k_offset..: both offsets must reach the bias."""
+    q, k, v = _qkv(H=2, T=5, S=8)
+    rel = RelativePositionBias(2, max_distance=4).double()
+    with torch.no_grad():
+        rel.bias.copy_(torch.randn(rel.bias.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64))
+    bias = _bias_by_definition(rel, 5, 8, q_offset, k_offset)
+    mask = torch.rand(5, 8, generator=torch.Generator().manual_seed(8)) > 0.4
+    mask[:, 3] = True
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.masked_fill(~mask, float("-inf")))
+    result = scaled_dot_product_attention(
+        q, k, v, mask, position_bias=rel, q_offset=q_offset, k_offset=k_offset, return_weights=return_weights
+    )
+    out = result[0] if return_weights else result
+    assert (out - ref).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("return_weights", [True, False])
+def test_backward_equals_torch_sdpa_in_float64_with_bias_and_mask(return_weights):
+    """Gradients of q, k, v and of the relative bias table equal those through torch's attention."""
+    q, k, v = _qkv(H=2, T=6, S=9)
+    rel = RelativePositionBias(2, max_distance=3).double()
+    with torch.no_grad():
+        rel.bias.copy_(torch.randn(rel.bias.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64))
+    mask = torch.rand(2, 1, 6, 9, generator=torch.Generator().manual_seed(10)) > 0.4  # per batch element
+    mask[..., 0] = True
+    table = rel.bias.detach().clone().requires_grad_(True)
+    idx = (torch.arange(9)[None, :] + 1 - torch.arange(6)[:, None] - 4).clamp(-3, 3) + 3  # (T, S), offsets 4 and 1
+    additive = table[idx].permute(2, 0, 1).masked_fill(~mask, float("-inf"))  # (B, H, T, S)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=additive)
+    weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    ref_grads = torch.autograd.grad((ref * weight).sum(), (q, k, v, table))
+    result = scaled_dot_product_attention(q, k, v, mask, position_bias=rel, q_offset=4, k_offset=1,
+                                          return_weights=return_weights)
+    out = result[0] if return_weights else result
+    grads = torch.autograd.grad((out * weight).sum(), (q, k, v, rel.bias))
+    assert (out - ref).abs().max() < 1e-12
+    for g, r in zip(grads, ref_grads):
+        assert (g - r).abs().max() < 1e-10 and r.abs().sum() > 0
+
+
+def test_default_scale_is_one_over_sqrt_head_dim():
+    q, k, v = _qkv(D=16, S=9)
+    ref = F.scaled_dot_product_attention(q, k, v)  # torch's default scale is 1/sqrt(Dh)
+    assert (scaled_dot_product_attention(q, k, v) - ref).abs().max() < 1e-12
+    assert (scaled_dot_product_attention(q, k, v, return_weights=True)[0] - ref).abs().max() < 1e-12
+    halved = F.scaled_dot_product_attention(q, k, v, scale=0.5 / 4)
+    assert (scaled_dot_product_attention(q, k, v, scale=0.5 / 4) - halved).abs().max() < 1e-12

@@ -38,14 +38,37 @@ def test_local_equals_dense_forward_and_backward(name):
         assert (a - b).abs().max() < 1e-10
 
 
-def test_local_with_relative_bias_equals_dense():
+@pytest.mark.parametrize("q_offset, k_offset", [(0, 0), (40, 40), (11, 4), (3, 9)])
+@pytest.mark.parametrize("name", ["window", "chunked+padding"])
+def test_local_with_relative_bias_equals_dense_forward_and_backward(name, q_offset, k_offset):
+    """A random relative bias at (unequal) offsets: outputs and the gradients of q, k, v and the table."""
     q, k, v = _qkv()
     bias = RelativePositionBias(2, max_distance=8).double()
     with torch.no_grad():
-        bias.bias.normal_()
-    mask = sliding_window_mask(T, 6, 6)
-    dense = scaled_dot_product_attention(q, k, v, mask.dense(), position_bias=bias)
-    assert (local_attention(q, k, v, mask, position_bias=bias) - dense).abs().max() < 1e-10
+        bias.bias.copy_(torch.randn(bias.bias.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64))
+    mask = MASKS[name]()
+    kw = dict(position_bias=bias, q_offset=q_offset, k_offset=k_offset)
+    dense = scaled_dot_product_attention(q, k, v, mask.dense(), **kw)
+    local = local_attention(q, k, v, mask, **kw)
+    assert (local - dense).abs().max() < 1e-10
+    w = torch.randn(dense.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    g_dense = torch.autograd.grad((dense * w).sum(), (q, k, v, bias.bias))
+    g_local = torch.autograd.grad((local * w).sum(), (q, k, v, bias.bias))
+    for a, b in zip(g_dense, g_local):
+        assert (a - b).abs().max() < 1e-10
+    assert g_dense[-1].abs().sum() > 0
+
+
+def test_local_validates_its_inputs():
+    q, k, v = _qkv()
+    with pytest.raises(TypeError, match="needs a core.masks.Mask"):
+        local_attention(q, k, v, sliding_window_mask(T, 2, 2).dense())
+    with pytest.raises(ValueError, match="batch of 3 but attention has a batch of 2"):
+        local_attention(q, k, v, sliding_window_mask(T, 2, 2) & padding_mask(torch.tensor([T, 5, 9])))
+    with pytest.raises(ValueError, match="one length and batch"):
+        local_attention(q, k[:1], v[:1], sliding_window_mask(T, 2, 2))
+    with pytest.raises(ValueError, match="block >= 1"):
+        local_attention(q, k, v, sliding_window_mask(T, 2, 2), span=(0, 2, 2))
 
 
 def test_local_path_is_chosen_automatically_for_long_windows(monkeypatch):

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from core.capture import capture_attention
-from core.masks import padding_mask, sliding_window_mask
+from core.masks import causal_mask, padding_mask, sliding_window_mask, to_key_padding_mask
 from core.positional import RelativePositionBias
 from core.transformer import TransformerEncoder, TransformerEncoderLayer
 
@@ -29,30 +29,77 @@ def test_padding_does_not_change_real_positions():
     assert torch.allclose(enc(padded, padding_mask(torch.tensor([5]), 9))[:, :5], enc(x), atol=1e-6)
 
 
-def test_matches_torch_encoder_layer_with_same_weights():
-    torch.manual_seed(0)
-    for norm_first in (True, False):
-        theirs = torch.nn.TransformerEncoderLayer(8, 2, 32, dropout=0.0, activation="gelu",
-                                                  batch_first=True, norm_first=norm_first).double().eval()
-        ours = TransformerEncoderLayer(8, 2, ffn_dim=32, dropout=0.0, norm_first=norm_first).double().eval()
-        ours.attn.load_state_dict(theirs.self_attn.state_dict())
-        ours.ffn[0].load_state_dict(theirs.linear1.state_dict())
-        ours.ffn[3].load_state_dict(theirs.linear2.state_dict())
-        ours.norm1.load_state_dict(theirs.norm1.state_dict())
-        ours.norm2.load_state_dict(theirs.norm2.state_dict())
-        x = torch.randn(2, 6, 8, dtype=torch.float64)
-        assert torch.allclose(ours(x), theirs(x), atol=1e-10)
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    """Every parameter random: fresh biases are zeros and fresh LayerNorms the identity, which hide
+    swapped or dropped biases and misplaced norms."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            noise = torch.randn(p.shape, generator=g, dtype=p.dtype)
+            p.copy_(1 + 0.3 * noise if "norm" in name and name.endswith("weight") else 0.4 * noise)
 
 
-def test_context_argument_reproduces_full_pass_for_a_query_block():
-    """Queries 4..7 against the whole sequence as context equal rows 4..7 of the full pass."""
-    torch.manual_seed(0)
-    layer = TransformerEncoderLayer(8, 2, dropout=0.0).eval()
-    rel = RelativePositionBias(2, 4)
-    x = torch.randn(1, 8, 8)
+# our parameter names -> nn.TransformerEncoderLayer's
+_TORCH_NAMES = {"attn.": "self_attn.", "ffn.0.": "linear1.", "ffn.3.": "linear2.", "norm1.": "norm1.", "norm2.": "norm2."}
+
+
+def _torch_name(name: str) -> str:
+    prefix = next(p for p in _TORCH_NAMES if name.startswith(p))
+    return _TORCH_NAMES[prefix] + name[len(prefix):]
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("masking", ["none", "padding", "causal+padding+bias"])
+def test_matches_torch_encoder_layer_forward_and_backward(norm_first, masking):
+    """All parameters random (LayerNorm too), float64; outputs and the gradients of input and parameters."""
+    B, T, D, H = 3, 6, 8, 2
+    theirs = torch.nn.TransformerEncoderLayer(D, H, 16, dropout=0.0, activation="gelu", batch_first=True,
+                                              norm_first=norm_first, dtype=torch.float64)
+    _randomize(theirs, seed=0)
+    ours = TransformerEncoderLayer(D, H, ffn_dim=16, dropout=0.0, norm_first=norm_first).double()
+    ours.load_state_dict({name: theirs.state_dict()[_torch_name(name)] for name in ours.state_dict()})
+    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 2, 4])
+    mask, position_bias, torch_kw = None, None, {}
+    if masking != "none":
+        mask = padding_mask(lengths, T)
+        torch_kw["src_key_padding_mask"] = to_key_padding_mask(lengths, T)
+    if masking == "causal+padding+bias":
+        mask = mask & causal_mask(T)
+        position_bias = RelativePositionBias(H, max_distance=3).double()
+        _randomize(position_bias, seed=1)
+        idx = torch.arange(T)
+        bias = position_bias(idx[:, None], idx[None, :]).detach()  # (H, T, T)
+        torch_kw["src_mask"] = bias.masked_fill(~causal_mask(T).dense(), float("-inf")).repeat(B, 1, 1)
+        padded = torch_kw["src_key_padding_mask"]  # torch wants both masks float when one is
+        torch_kw["src_key_padding_mask"] = torch.zeros(padded.shape, dtype=torch.float64).masked_fill(padded, float("-inf"))
+    ref = theirs(x, **torch_kw)
+    out = ours(x, mask, position_bias)
+    assert (out - ref).abs().max() < 1e-10
+    weight = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    names = [name for name, _ in ours.named_parameters()]
+    ref_grads = torch.autograd.grad((ref * weight).sum(), [x] + [theirs.get_parameter(_torch_name(n)) for n in names])
+    grads = torch.autograd.grad((out * weight).sum(), [x] + [ours.get_parameter(n) for n in names])
+    for name, g, r in zip(["x"] + names, grads, ref_grads):
+        assert (g - r).abs().max() < 1e-9, name
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_context_argument_reproduces_full_pass_for_a_query_block(norm_first):
+    """Queries 4..7 against the whole sequence as context (so q_offset=4, k_offset=0) equal rows 4..7 of
+    the full pass, with a random relative bias and random parameters."""
+    layer = TransformerEncoderLayer(8, 2, dropout=0.0, norm_first=norm_first).double().eval()
+    rel = RelativePositionBias(2, 4).double()
+    _randomize(layer, seed=3)
+    _randomize(rel, seed=4)
+    x = torch.randn(1, 8, 8, dtype=torch.float64)
     full = layer(x, position_bias=rel)
     part = layer(x[:, 4:], position_bias=rel, context=x, q_offset=4, k_offset=0)
-    assert torch.allclose(part, full[:, 4:], atol=1e-6)
+    assert (part - full[:, 4:]).abs().max() < 1e-12
+    window = layer(x[:, 4:], position_bias=rel, context=x[:, 2:], q_offset=4, k_offset=2,
+                   mask=sliding_window_mask(8, 2, 8).dense()[4:, 2:])  # keys 2.. only: rows see i-2..
+    ref = layer(x, sliding_window_mask(8, 2, 8), rel)[:, 4:]
+    assert (window - ref).abs().max() < 1e-12
 
 
 def test_capture_returns_one_map_per_layer():
