@@ -176,3 +176,19 @@ def test_bad_shapes_are_named():
         mha(torch.randn(2, 5, 7))
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((8, -2), {}, "num_heads must be an integer >= 1, got -2"),
+    ((8, 0), {}, "num_heads must be an integer >= 1, got 0"),
+    ((8, 2.0), {}, "num_heads must be an integer"),
+    ((0, 1), {}, "dim must be an integer >= 1"),
+    ((10, 3), {}, r"dim \(10\) must be divisible by num_heads \(3\)"),
+    ((8, 2), {"kdim": 0}, "kdim must be an integer >= 1, got 0"),
+    ((8, 2), {"vdim": -1}, "vdim must be"),
+    ((8, 2), {"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ((8, 2), {"dropout": -0.1}, "dropout must be"),
+])
+def test_constructor_arguments_are_validated(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MultiHeadAttention(*args, **kwargs)

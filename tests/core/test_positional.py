@@ -64,3 +64,20 @@ def test_relative_bias_2d_uses_grid_offsets():
         rel.bias.copy_(torch.arange(9.0).view(9, 1))  # (dy, dx) in {-1,0,1}² row-major
     q, k = torch.tensor(5), torch.tensor([1, 4, 6, 9, 10])  # (1,1) -> (0,1) (1,0) (1,2) (2,1) (2,2)
     assert rel(q, k)[0].tolist() == [1.0, 3.0, 5.0, 7.0, 8.0]
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: RelativePositionBias(0), "num_heads >= 1"),
+    (lambda: RelativePositionBias(2, max_distance=-1), "max_distance >= 0"),
+    (lambda: RelativePositionBias2d(2, 1, width=0), "width >= 1"),
+    (lambda: LearnedPositionalEncoding(4, max_len=0), "max_len >= 1"),
+    (lambda: sinusoidal_encoding(5, 0), "even dim >= 2"),
+    (lambda: sinusoidal_encoding(5, 7), "even dim"),
+    (lambda: sinusoidal_encoding(-1, 4), "length must be >= 0"),
+    (lambda: sinusoidal_encoding_2d(2, 2, 6), "divisible by 4"),
+    (lambda: SinusoidalPositionalEncoding(4)(torch.zeros(1, 3, 4), offset=-1), "offset"),
+    (lambda: LearnedPositionalEncoding(4, 8)(torch.zeros(1, 3, 4), offset=-2), "offset"),
+])
+def test_bad_arguments_are_refused(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()

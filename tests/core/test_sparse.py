@@ -44,6 +44,13 @@ def test_bad_edge_index_is_named(bad, message):
         EdgeGraph(bad, 5)
 
 
+@pytest.mark.parametrize("num_nodes", [-1, 2.5, True])
+def test_bad_num_nodes_is_named(num_nodes):
+    with pytest.raises(ValueError, match="num_nodes must be a non-negative integer"):
+        EdgeGraph(torch.zeros(2, 0, dtype=torch.long), num_nodes)
+    assert EdgeGraph(torch.zeros(2, 0, dtype=torch.long), 0).num_edges == 0
+
+
 def test_fused_equals_reference_forward_and_backward():
     N, H, D = 15, 3, 4
     graph = EdgeGraph(_graph(N, 50, isolated=(14,)), N, self_loops=False)  # node 14 attends nothing
