@@ -1,0 +1,282 @@
+"""Incremental decoding with the key/value cache, and greedy / beam search over step functions."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from core.decoding import DecoderState, beam_search, greedy_search, select_state
+from core.transformer import EncoderDecoder
+
+BOS, EOS, V = 1, 2, 5
+
+
+def _model(norm_first=True, seed=0, vocab=V):
+    """A tiny encoder–decoder in float64, every parameter random (biases and LayerNorms included)."""
+    torch.manual_seed(seed)
+    model = EncoderDecoder(7, vocab, dim=16, num_heads=4, encoder_layers=2, decoder_layers=2, ffn_dim=24,
+                           dropout=0.0, norm_first=norm_first, bos_id=BOS, eos_id=EOS).double().eval()
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.4)
+    return model
+
+
+def _sources():
+    g = torch.Generator().manual_seed(7)
+    src = torch.randint(3, 7, (3, 6), generator=g)
+    return src, torch.tensor([6, 2, 4])
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_cached_steps_equal_the_full_causal_pass(norm_first):
+    model = _model(norm_first)
+    src, src_lengths = _sources()
+    tgt_in = torch.randint(0, V, (3, 6), generator=torch.Generator().manual_seed(3))
+    memory = model.encode(src, src_lengths)
+    full = model.decode(tgt_in, memory, src_lengths)  # (B, T, V)
+    state = model.init_state(memory, src_lengths)
+    cross_k = state.layers[0].cross_k
+    for t in range(tgt_in.shape[1]):
+        logits, state = model.step(tgt_in[:, t], state)
+        assert (logits - full[:, t]).abs().max() < 1e-6
+        assert state.position == t + 1 and state.layers[1].self_k.shape == (3, 4, t + 1, 4)
+        assert state.layers[0].cross_k is cross_k  # projected once, not per step
+
+
+def test_a_chunk_of_new_tokens_is_causal_among_itself():
+    model = _model()
+    src, src_lengths = _sources()
+    tgt_in = torch.randint(0, V, (3, 7), generator=torch.Generator().manual_seed(4))
+    memory = model.encode(src, src_lengths)
+    full = model.decode(tgt_in, memory, src_lengths)
+    state = model.init_state(memory, src_lengths)
+    x = model._embed(model.tgt_embed, tgt_in[:, :4])
+    y, state = model.decoder.step(x, state)  # four tokens at once (a prompt)
+    assert (model.output(y) - full[:, :4]).abs().max() < 1e-6
+    for t in range(4, 7):
+        logits, state = model.step(tgt_in[:, t], state)
+        assert (logits - full[:, t]).abs().max() < 1e-6
+
+
+def test_each_step_projects_only_the_new_token(monkeypatch):
+    model = _model()
+    src, src_lengths = _sources()
+    state = model.init_state(model.encode(src, src_lengths), src_lengths)
+    rows: list[int] = []
+    linear = torch.nn.functional.linear
+
+    def counting_linear(x, *args, **kwargs):
+        rows.append(x.shape[:-1].numel())
+        return linear(x, *args, **kwargs)
+
+    tokens = torch.full((3,), BOS)
+    for t in range(5):
+        monkeypatch.setattr(torch.nn.functional, "linear", counting_linear)
+        logits, state = model.step(tokens, state)
+        monkeypatch.setattr(torch.nn.functional, "linear", linear)
+        tokens = logits.argmax(-1)
+        assert rows and set(rows) == {3}, f"step {t}: linear layers saw {sorted(set(rows))} rows, want B=3"
+        rows.clear()
+
+
+def _naive_greedy(model, src, src_lengths, max_len):
+    """Greedy decoding by recomputing the whole prefix each step: no cache, no search code."""
+    memory = model.encode(src, src_lengths)
+    tgt = torch.full((src.shape[0], 1), BOS)
+    for _ in range(max_len):
+        nxt = model.decode(tgt, memory, src_lengths)[:, -1].argmax(-1)
+        tgt = torch.cat((tgt, nxt.unsqueeze(1)), 1)
+    return tgt[:, 1:]
+
+
+def test_greedy_with_the_cache_equals_recomputing_the_prefix():
+    model = _model(seed=1)
+    src, src_lengths = _sources()
+    result = model.generate(src, src_lengths, max_len=6)
+    naive = _naive_greedy(model, src, src_lengths, 6)
+    for b in range(3):
+        n = int(result.lengths[b])
+        assert result.tokens[b, :n].tolist() == naive[b, :n].tolist()
+        assert bool(result.finished[b]) == (n < 6 and int(naive[b, n]) == EOS)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_of_one_is_greedy(seed):
+    model = _model(seed=seed)
+    src, src_lengths = _sources()
+    greedy = model.generate(src, src_lengths, max_len=5)
+    beam = model.generate(src, src_lengths, max_len=5, num_beams=1, length_penalty=0.0)
+    beam1 = beam_search(model.step, model.init_state(model.encode(src, src_lengths), src_lengths), 3,
+                        bos_id=BOS, eos_id=EOS, max_len=5, num_beams=1)
+    assert greedy.sequences() == beam1.sequences() == beam.sequences()
+    assert torch.allclose(greedy.log_probs.double(), beam1.log_probs)
+    assert torch.equal(greedy.finished, beam1.finished)
+
+
+def _all_outputs(max_len):
+    """Every output of at most `max_len` tokens: n non-EOS tokens then EOS (n < max_len), or max_len
+    non-EOS tokens (unfinished). Yields (tokens, finished)."""
+    others = [t for t in range(V) if t != EOS]
+    for n in range(max_len):
+        for seq in itertools.product(others, repeat=n):
+            yield list(seq) + [EOS], True
+    for seq in itertools.product(others, repeat=max_len):
+        yield list(seq), False
+
+
+def _brute_force_best(model, src, src_lengths, max_len, length_penalty):
+    """The best output per source, each candidate scored by one teacher-forced pass."""
+    outputs = list(_all_outputs(max_len))
+    best = []
+    for b in range(src.shape[0]):
+        n = len(outputs)
+        tgt_in = torch.full((n, max_len), BOS)
+        target = torch.full((n, max_len), EOS)
+        lengths = torch.tensor([len(seq) for seq, _ in outputs])
+        for i, (seq, _) in enumerate(outputs):
+            tgt_in[i, 1 : len(seq)] = torch.tensor(seq[:-1], dtype=torch.long)
+            target[i, : len(seq)] = torch.tensor(seq)
+        memory = model.encode(src[b : b + 1, : src_lengths[b]]).expand(n, -1, -1)
+        logp = torch.log_softmax(model.decode(tgt_in, memory), -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        logp = (logp * (torch.arange(max_len) < lengths.unsqueeze(1))).sum(1)  # (n,)
+        score = logp / lengths.double() ** length_penalty
+        i = int(score.argmax())
+        best.append((outputs[i][0], float(score[i])))
+    return best
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_search_finds_the_brute_force_best(length_penalty):
+    model = _model(seed=3)
+    src, src_lengths = _sources()
+    max_len = 4
+    wide = (V - 1) ** (max_len - 1)  # every prefix fits in the beam: the search is exhaustive
+    with torch.no_grad():
+        best = _brute_force_best(model, src, src_lengths, max_len, length_penalty)
+        result = model.generate(src, src_lengths, max_len=max_len, num_beams=wide, length_penalty=length_penalty)
+        narrow = model.generate(src, src_lengths, max_len=max_len, num_beams=3, length_penalty=length_penalty)
+    for b, (seq, score) in enumerate(best):
+        got = result.tokens[b, : len(seq)].tolist()
+        assert got == seq, (b, got, seq)
+        assert result.scores[b].item() == pytest.approx(score, abs=1e-9)
+        assert narrow.scores[b].item() <= score + 1e-9  # a narrow beam can only do as well
+
+
+def test_batched_padded_sources_search_as_if_alone():
+    model = _model(seed=4)
+    src, src_lengths = _sources()
+    together = model.generate(src, src_lengths, max_len=5, num_beams=3, length_penalty=0.6)
+    for b in range(3):
+        alone = model.generate(src[b : b + 1, : src_lengths[b]], None, max_len=5, num_beams=3, length_penalty=0.6)
+        assert alone.sequences() == [together.sequences()[b]]
+        assert alone.scores[0].item() == pytest.approx(together.scores[b].item(), abs=1e-9)
+
+
+# --- a scripted step function: the searches know nothing about Transformers --------------------
+
+A, Bt = 3, 4  # two ordinary tokens
+
+
+def _scripted_step(tokens, state):
+    """Next-token probabilities from (position, last token); state: (position (N,), last (N,)) tuple."""
+    position, _ = state
+    probs = torch.full((len(tokens), V), 1e-6, dtype=torch.float64)
+    for i, (pos, tok) in enumerate(zip(position.tolist(), tokens.tolist())):
+        if pos == 0:
+            probs[i, EOS], probs[i, A] = 0.5, 0.5  # stop now, or ...
+        elif tok == A:
+            probs[i, Bt], probs[i, EOS] = 0.9, 0.1  # ... go on: A B EOS has 0.5·0.9·0.9
+        else:
+            probs[i, EOS], probs[i, Bt] = 0.9, 0.1
+    return probs.log(), (position + 1, tokens)
+
+
+def test_length_normalisation_changes_the_winner_and_eos_is_handled():
+    state = (torch.zeros(1, dtype=torch.long), torch.full((1,), BOS))
+    raw = beam_search(_scripted_step, state, 1, bos_id=BOS, eos_id=EOS, max_len=6, num_beams=2)
+    assert raw.sequences() == [[]] and raw.finished.tolist() == [True]
+    assert raw.log_probs.item() == pytest.approx(math.log(0.5), abs=1e-5)
+    normed = beam_search(_scripted_step, state, 1, bos_id=BOS, eos_id=EOS, max_len=6, num_beams=2,
+                         length_penalty=1.0)
+    assert normed.sequences() == [[A, Bt]] and normed.tokens[0].tolist() == [A, Bt, EOS]
+    assert normed.scores.item() == pytest.approx(math.log(0.5 * 0.9 * 0.9) / 3, abs=1e-5)
+
+
+def test_greedy_stops_at_eos_per_source_and_at_max_len():
+    def step(tokens, state):
+        position, never_stop = state
+        logits = torch.zeros(len(tokens), V)
+        logits[:, A] = 1.0
+        logits[(position == 1) & ~never_stop, EOS] = 5.0  # source 0 ends after one token
+        return logits, (position + 1, never_stop)
+
+    state = (torch.zeros(2, dtype=torch.long), torch.tensor([False, True]))
+    result = greedy_search(step, state, 2, bos_id=BOS, eos_id=EOS, max_len=4)
+    assert result.tokens.tolist() == [[A, EOS, EOS, EOS], [A, A, A, A]]
+    assert result.lengths.tolist() == [1, 4] and result.finished.tolist() == [True, False]
+    assert result.sequences() == [[A], [A, A, A, A]]
+    step_logp = torch.log_softmax(torch.tensor([0.0, 0, 0, 1, 0]), -1)[A]
+    assert result.log_probs[1].item() == pytest.approx(4 * step_logp.item(), abs=1e-6)
+
+
+class _LSTMDecoder(nn.Module):
+    """An LSTM decoder with dot-product attention over encoder states: the protocol with a tuple state."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(5)
+        self.embed, self.cell, self.out = nn.Embedding(V, 8), nn.LSTMCell(8 + 8, 8), nn.Linear(16, V)
+
+    def step(self, tokens, state):
+        h, c, context, enc = state  # (N, 8), (N, 8), (N, 8), (N, S, 8)
+        h, c = self.cell(torch.cat((self.embed(tokens), context), -1), (h, c))
+        weights = torch.softmax((enc @ h.unsqueeze(-1)).squeeze(-1), -1)  # (N, S)
+        context = (weights.unsqueeze(-1) * enc).sum(1)  # (N, 8)
+        return self.out(torch.cat((h, context), -1)), (h, c, context, enc)
+
+
+def test_an_lstm_step_function_uses_the_same_searches():
+    dec = _LSTMDecoder().double().eval()
+    enc = torch.randn(2, 5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    zeros = torch.zeros(2, 8, dtype=torch.float64)
+    state = (zeros, zeros, zeros, enc)
+    with torch.no_grad():
+        greedy = greedy_search(dec.step, state, 2, bos_id=BOS, eos_id=EOS, max_len=4)
+        beam1 = beam_search(dec.step, state, 2, bos_id=BOS, eos_id=EOS, max_len=4, num_beams=1)
+        wide = beam_search(dec.step, state, 2, bos_id=BOS, eos_id=EOS, max_len=3, num_beams=(V - 1) ** 2)
+        assert greedy.sequences() == beam1.sequences()
+        for b in range(2):  # brute force, scoring every output by stepping the decoder alone
+            one = select_state(state, torch.tensor([b]))
+            best = None
+            for seq, _ in _all_outputs(3):
+                s, total, prev = one, 0.0, BOS
+                for tok in seq:
+                    logits, s = dec.step(torch.tensor([prev]), s)
+                    total += torch.log_softmax(logits, -1)[0, tok].item()
+                    prev = tok
+                best = max(best or (total, seq), (total, seq))
+            assert wide.tokens[b, : len(best[1])].tolist() == best[1]
+            assert wide.log_probs[b].item() == pytest.approx(best[0], abs=1e-9)
+
+
+def test_select_state_handles_nested_structures_and_refuses_others():
+    state = {"a": (torch.arange(3), [torch.arange(3) * 2, None]), "n": 7}
+    picked = select_state(state, torch.tensor([2, 0]))
+    assert picked["a"][0].tolist() == [2, 0] and picked["a"][1][0].tolist() == [4, 0] and picked["n"] == 7
+    assert isinstance(select_state(DecoderState([], torch.tensor([3, 4]), 2), torch.tensor([1])), DecoderState)
+    with pytest.raises(TypeError, match="index_select"):
+        select_state(object(), torch.tensor([0]))
+
+
+def test_bad_search_arguments_are_clear_errors():
+    state = (torch.zeros(1, dtype=torch.long), torch.full((1,), BOS))
+    with pytest.raises(ValueError, match="max_len"):
+        greedy_search(_scripted_step, state, 1, bos_id=BOS, eos_id=EOS, max_len=0)
+    with pytest.raises(ValueError, match="num_beams"):
+        beam_search(_scripted_step, state, 1, bos_id=BOS, eos_id=EOS, max_len=3, num_beams=0)
+    with pytest.raises(ValueError, match=r"scores \(N=2, V\)"):
+        greedy_search(lambda t, s: (torch.zeros(1, V), s), state, 2, bos_id=BOS, eos_id=EOS, max_len=3)
