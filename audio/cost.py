@@ -66,6 +66,14 @@ def _attention_pass(config: AudioConfig, T: int):
     return bias, run
 
 
+def make_pass(config: AudioConfig, T: int, *, scope: str = "model"):
+    """``(module, run)``: ``run()`` is one forward pass over ``T`` random frames (``scope`` as in
+    :func:`measure`), built once so that a benchmark can time several variants interleaved."""
+    if scope not in ("model", "attention"):
+        raise ValueError(f"scope must be 'model' or 'attention', got {scope!r}")
+    return (_model_pass if scope == "model" else _attention_pass)(config, T)
+
+
 def measure(config: AudioConfig, T: int, *, scope: str = "model", repeats: int = 3) -> dict[str, float]:
     """Median seconds and saved-for-backward MB of one forward + backward over ``T`` frames.
 
@@ -76,7 +84,7 @@ def measure(config: AudioConfig, T: int, *, scope: str = "model", repeats: int =
             attention call with the model's mask and position bias).
         repeats (int, default 3): timed passes after one warm-up pass.
     """
-    module, run = (_model_pass if scope == "model" else _attention_pass)(config, T)
+    module, run = make_pass(config, T, scope=scope)
     out, saved = saved_bytes(run)
     out.sum().backward()
     times = []

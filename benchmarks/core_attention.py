@@ -33,6 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.lab.bench import interleaved_rounds, paired_ratio  # noqa: E402
 from core.local import local_attention  # noqa: E402
 from core.masks import sliding_window_mask  # noqa: E402
 from core.multihead import MultiHeadAttention  # noqa: E402
@@ -44,29 +45,13 @@ WINDOW, HEADS, HEAD_DIM = 128, 4, 64
 
 
 def _fwd_bwd_seconds(fns: dict, repeats: int) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Median seconds of one forward+backward per contender, and the per-round times.
-
-    Each round runs every contender once, back to back, alternating the order, so a ratio taken within
-    a round compares runs that saw the same background load.
-    """
-    rounds: list[dict[str, float]] = []
-    for fn in fns.values():  # warm-up
-        fn()
-    names = list(fns)
-    for r in range(repeats):
-        times = {}
-        for name in names if r % 2 == 0 else names[::-1]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name] = time.perf_counter() - t0
-        rounds.append(times)
-    medians = {name: statistics.median(t[name] for t in rounds) for name in names}
-    return medians, rounds
+    """Median seconds of one forward+backward per contender, and the per-round times
+    (`core.lab.bench.interleaved_rounds`: each round runs every contender once, in alternating order)."""
+    rounds = interleaved_rounds(fns, repeats)
+    return {name: statistics.median(t[name] for t in rounds) for name in fns}, rounds
 
 
-def _paired_ratio(rounds: list[dict[str, float]], num: str, den: str) -> float:
-    """Median over rounds of time[num] / time[den]."""
-    return statistics.median(t[num] / t[den] for t in rounds)
+_paired_ratio = paired_ratio  # median over rounds of time[num] / time[den]
 
 
 def bench_multihead(repeats: int, configs) -> list[dict]:

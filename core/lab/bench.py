@@ -1,0 +1,74 @@
+"""Timing contenders fairly on a shared, noisy CPU: interleaved rounds, alternating order, paired ratios.
+
+Timing one contender after the other lets a change in background load (another process waking up,
+frequency scaling) land on one side only. Here every round runs each contender once, back to back, in
+an order that alternates between rounds, and a ratio is the median over rounds of the ratio *within* a
+round: both sides of each ratio saw the same load, and the median drops the rounds a burst disturbed.
+
+    rounds = interleaved_rounds({"ours": run_ours, "torch": run_torch}, rounds=15)
+    ratio = paired_ratio(rounds, "ours", "torch")          # median of ours/torch per round
+    summary = summarize(rounds)                           # median and quartiles, ms, per contender
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping
+
+__all__ = ["interleaved_rounds", "paired_ratio", "summarize", "load_average"]
+
+
+def interleaved_rounds(fns: Mapping[str, Callable[[], object]], rounds: int, *, warmup: int = 1) -> list[dict[str, float]]:
+    """Seconds of each contender in each round.
+
+    Args:
+        fns (Mapping[str, Callable]): contender name -> a call to time (its return value is ignored).
+        rounds (int): timed rounds; each runs every contender once. Even rounds run them in the given
+            order, odd rounds in reverse, so no contender always runs first (caches, turbo) or last.
+        warmup (int, optional): untimed calls of each contender first (lazy kernels, allocator). (default: 1)
+
+    Returns:
+        one ``{name: seconds}`` per round.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if not fns:
+        raise ValueError("no contenders to time")
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    out: list[dict[str, float]] = []
+    for r in range(rounds):
+        times = {}
+        for name in names if r % 2 == 0 else names[::-1]:
+            started = time.perf_counter()
+            fns[name]()
+            times[name] = time.perf_counter() - started
+        out.append(times)
+    return out
+
+
+def paired_ratio(rounds: list[dict[str, float]], num: str, den: str) -> float:
+    """Median over rounds of ``time[num] / time[den]`` (> 1: ``num`` is slower)."""
+    return statistics.median(r[num] / r[den] for r in rounds)
+
+
+def summarize(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per contender: ``median_ms``, quartiles ``q1_ms`` / ``q3_ms`` and the number of ``runs``."""
+    out = {}
+    for name in rounds[0]:
+        values = [1000.0 * r[name] for r in rounds]
+        q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+        out[name] = {"median_ms": statistics.median(values), "q1_ms": q1, "q3_ms": q3, "runs": len(values)}
+    return out
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (``os.getloadavg``), for the record: how busy the machine was."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # not available on this platform
+        return None
