@@ -1,74 +1,80 @@
-"""`python -m core`: scaled dot-product attention worked by hand, then by the library.
+"""`python -m core`: the lessons of the notes, each with its numbers, its figure and its check.
 
-Prints the textbook example step by step (q = (1, 2) against keys (1, 1) and (0, 1)) and writes two
-heatmaps: attention over a sentence driven by sinusoidal positions alone, and the encoding itself.
+Starts from the textbook example worked by hand (q = (1, 2) against keys (1, 1) and (0, 1)), then the
+matrix form, multi-head attention, the √d scaling, order and positions, the sinusoidal shift, LayerNorm
+vs BatchNorm, and an LSTM timed against attention on this machine. Figures and report.md go to --out.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import time
 from pathlib import Path
 
 import torch
 
-from core.attention import scaled_dot_product_attention
-from core.lab.plots import plot_attention, plot_positional_encoding
-from core.positional import sinusoidal_encoding
+from core.lab.harness import set_num_threads_from_env
+from core.lessons import LESSONS, run_lessons
+from core.lessons.rnn_vs_attention import FULL_LENGTHS, QUICK_LENGTHS
+from core.lessons.worked_example import worked_example
 
-SENTENCE = "the cat sat on the mat because it was tired".split()
+__all__ = ["main", "run", "worked_example"]
 
 
-def worked_example() -> dict[str, list[float]]:
-    """The textbook numbers, computed by hand and checked against the library."""
-    q = torch.tensor([[1.0, 2.0]], dtype=torch.float64)  # one query, d_k = 2
-    k = torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)  # two keys
-    v = torch.tensor([[1.0, 1.0], [0.0, 1.0]], dtype=torch.float64)  # values = keys, as in the textbook
-    d_k = q.shape[-1]
-
-    print("Scaled dot-product attention: softmax(q kᵀ / √d_k) v")
-    print(f"  q = {q[0].tolist()},  keys k1 = {k[0].tolist()}, k2 = {k[1].tolist()},  d_k = {d_k}")
-    raw = q @ k.T
-    print(f"1. dot products  q·k1 = {raw[0, 0]:.0f},  q·k2 = {raw[0, 1]:.0f}")
-    scores = raw / math.sqrt(d_k)
-    print(f"2. scale by 1/√{d_k}: {raw[0, 0]:.0f}/√2 = {scores[0, 0]:.4f},  {raw[0, 1]:.0f}/√2 = {scores[0, 1]:.4f}")
-    exp = scores.exp()
-    weights = exp / exp.sum(-1, keepdim=True)
-    print(f"3. softmax: e^{scores[0, 0]:.4f} = {exp[0, 0]:.4f}, e^{scores[0, 1]:.4f} = {exp[0, 1]:.4f}, "
-          f"sum {exp.sum():.4f} -> weights {weights[0, 0]:.4f}, {weights[0, 1]:.4f}")
-    out = weights @ v
-    print(f"4. weighted sum of values: {weights[0, 0]:.4f}·{v[0].tolist()} + {weights[0, 1]:.4f}·{v[1].tolist()} "
-          f"= [{out[0, 0]:.4f}, {out[0, 1]:.4f}]")
-
-    lib_out, lib_weights = scaled_dot_product_attention(q, k, v, return_weights=True)
-    fused = scaled_dot_product_attention(q, k, v)
-    assert torch.allclose(lib_weights, weights) and torch.allclose(lib_out, out) and torch.allclose(fused, out)
-    print("   core.scaled_dot_product_attention (explicit and fused paths) gives the same numbers.")
-    return {"scores": scores[0].tolist(), "weights": weights[0].tolist(), "output": out[0].tolist()}
+def _lengths(text: str) -> tuple[int, ...]:
+    try:
+        lengths = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lengths takes comma-separated integers like 16,64,256; got {text!r}")
+    if not lengths or min(lengths) < 1:
+        raise argparse.ArgumentTypeError(f"--lengths must be positive integers, got {text!r}")
+    return lengths
 
 
 def main(argv: list[str] | None = None) -> None:
+    lesson_list = "\n".join(f"  {name:<11} {summary}" for name, (_, summary) in LESSONS.items())
     parser = argparse.ArgumentParser(
         prog="python -m core",
-        description="Work the textbook attention example step by step and draw two heatmaps: "
-        "attention over a sentence driven by positions alone, and the sinusoidal encoding.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the lessons of the notes: each prints its numbers, checks them against core's "
+        "attention code, and draws a figure where one helps. All lessons take about a minute on 2 CPU "
+        "cores; --full times the LSTM against attention up to length 4096 (minutes).",
+        epilog=f"lessons (in order):\n{lesson_list}\n\n"
+        "examples:\n  python -m core\n  python -m core --lesson matrix --lesson multihead --no-plots\n"
+        "  python -m core --lesson rnn --lengths 16,256,4096",
     )
-    parser.add_argument("--out", default="runs/core", help="folder for the heatmaps (default: runs/core)")
-    parser.add_argument("--dim", type=int, default=64, help="encoding dim for the heatmaps (default: 64)")
+    parser.add_argument("--lesson", action="append", choices=list(LESSONS), metavar="NAME",
+                        help="run only this lesson (repeatable; default: all, in order)")
+    parser.add_argument("--out", default="runs/core", help="folder for figures and report.md (default: runs/core)")
+    parser.add_argument("--no-plots", action="store_true", help="print and write report.md, draw no figures")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", dest="full", action="store_false", default=False,
+                      help=f"time the LSTM vs attention at lengths {','.join(map(str, QUICK_LENGTHS))} (default)")
+    size.add_argument("--full", action="store_true",
+                      help=f"time at lengths {','.join(map(str, FULL_LENGTHS))} (several minutes on 2 cores)")
+    size.add_argument("--lengths", type=_lengths, metavar="T1,T2,...",
+                      help="time at these sequence lengths instead")
+    parser.add_argument("--device", default="cpu", help="device for the timing lesson, e.g. cuda (default: cpu)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: $ATTNLAB_THREADS, else torch's default)")
     run(parser.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> None:
-    worked_example()
-    out = Path(args.out)
-    pe = sinusoidal_encoding(len(SENTENCE), args.dim)
-    # With the positional encodings as queries and keys, attention can only use position: each word
-    # attends to itself and its neighbours, the band a Transformer starts from before it learns content.
-    _, weights = scaled_dot_product_attention(pe[None], pe[None], pe[None], return_weights=True)
-    plot_attention(weights[0], x_labels=SENTENCE, y_labels=SENTENCE, annotate=False,
-                   title="Attention from sinusoidal positions alone", path=out / "attention_positions.png")
-    plot_positional_encoding(sinusoidal_encoding(100, args.dim), path=out / "positional_encoding.png")
-    print(f"\nwrote {out / 'attention_positions.png'} and {out / 'positional_encoding.png'}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    else:
+        set_num_threads_from_env()
+    start = time.perf_counter()
+    results = run_lessons(
+        Path(args.out), quick=not args.full, names=args.lesson, plots=not args.no_plots, lengths=args.lengths,
+        device=args.device, echo=print,
+    )
+    print(f"\n{len(results)} lesson(s) in {time.perf_counter() - start:.0f} s; wrote {Path(args.out) / 'report.md'}")
+    for figure in (f for r in results for f in r.figures):
+        print(f"  {figure}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,192 @@
+"""Lesson 8: an RNN against attention, timed on this machine.
+
+The notes' claim: attention beats an RNN because it handles all positions at once. The *number of
+sequential steps* is indeed T for an LSTM (step t needs the state of step t-1) and 1 for an attention
+layer (every position is one batched matrix product). Whether that wins on the clock depends on the
+machine: attention does O(T²·D) work against the LSTM's O(T·D²), so on a CPU with two cores the LSTM
+can be faster at long lengths and large batches, while attention wins where the LSTM's T small steps
+leave the hardware idle (short sequences, batch 1, GPUs). This lesson measures rather than asserts.
+
+Timing: forward + backward of one layer of width D, interleaved (the two models alternate, the order
+flips every round), median over rounds, after one untimed warm-up pass each.
+
+Legend: B batch, T length, D width.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+from matplotlib.transforms import blended_transform_factory
+from torch import Tensor, nn
+
+from core.lab.plots import save_figure
+from core.lessons.base import LessonResult, Log, Table, fmt, header
+from core.multihead import MultiHeadAttention
+
+__all__ = ["LSTMLayer", "time_forward_backward", "lesson", "QUICK_LENGTHS", "FULL_LENGTHS", "BATCH_SIZES"]
+
+TITLE = "RNN vs attention: sequential steps and time on this machine"
+QUICK_LENGTHS = (16, 64, 256, 1024)
+FULL_LENGTHS = (16, 64, 256, 1024, 4096)
+BATCH_SIZES = (1, 32)
+DIM, HEADS = 64, 4
+#: a point whose warm-up pass took longer than this is timed once instead of `rounds` times
+SLOW_PASS_S = 5.0
+
+
+class LSTMLayer(nn.Module):
+    """One `nn.LSTM` layer, batch first, returning only its outputs `(B, T, D)`."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.lstm = nn.LSTM(dim, dim, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lstm(x)[0]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_forward_backward(models: dict[str, nn.Module], x: Tensor, rounds: int = 3) -> dict[str, float]:
+    """Median seconds of `model(x).sum().backward()` for each model, timed interleaved.
+
+    Each round runs every model once; the order is reversed on every other round so that neither model
+    always runs on a warmer (or more loaded) machine. One untimed warm-up pass each comes first; a point
+    whose warm-up took longer than `SLOW_PASS_S` is timed once.
+
+    Args:
+        models (dict[str, nn.Module]): `(B, T, D) -> (B, T, D)` layers, by name.
+        x (Tensor): `(B, T, D)` input.
+        rounds (int, optional): timed rounds. (default: 3)
+    """
+
+    def one_pass(model: nn.Module) -> float:
+        _sync(x.device)
+        start = time.perf_counter()
+        model(x).sum().backward()
+        _sync(x.device)
+        return time.perf_counter() - start
+
+    warm = max(one_pass(m) for m in models.values())
+    rounds = 1 if warm > SLOW_PASS_S else rounds
+    times: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else reversed(names):
+            times[name].append(one_pass(models[name]))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def lesson(
+    log: Log,
+    fig_dir: Path | None,
+    quick: bool = True,
+    *,
+    lengths: tuple[int, ...] | None = None,
+    batch_sizes: tuple[int, ...] = BATCH_SIZES,
+    dim: int = DIM,
+    num_heads: int = HEADS,
+    rounds: int = 3,
+    device: str = "cpu",
+) -> LessonResult:
+    header(log, TITLE)
+    lengths = tuple(lengths or (QUICK_LENGTHS if quick else FULL_LENGTHS))
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    models = {"LSTM": LSTMLayer(dim).to(dev), "attention": MultiHeadAttention(dim, num_heads).to(dev)}
+    params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    conditions = (f"{device}, {torch.get_num_threads()} threads, load average {load:.1f} at start, "
+                  f"float32, width D = {dim} (attention: {num_heads} heads), {rounds} interleaved rounds, median")
+    log(f"One nn.LSTM layer ({params['LSTM']:,} parameters) vs one core MultiHeadAttention self-attention "
+        f"layer ({params['attention']:,} parameters); forward + backward.")
+    log(f"Conditions: {conditions}.")
+    times: dict[tuple[int, int], dict[str, float]] = {}
+    rows = []
+    for B in batch_sizes:
+        for T in lengths:
+            x = torch.randn(B, T, dim, device=dev)
+            t = time_forward_backward(models, x, rounds)
+            times[(B, T)] = t
+            ratio = t["LSTM"] / t["attention"]
+            row = [str(B), str(T), f"{t['LSTM'] * 1e3:.1f}", f"{t['attention'] * 1e3:.1f}", f"{ratio:.2f}",
+                   "attention" if ratio > 1 else "LSTM", f"{T} vs 1"]
+            rows.append(row)
+            log(f"  B={B:<3} T={T:<5} LSTM {row[2]:>9} ms   attention {row[3]:>9} ms   "
+                f"LSTM/attention {row[4]:>6}   faster: {row[5]}")
+    table = Table(
+        f"Forward + backward time, one layer ({conditions})",
+        ["B", "T", "LSTM (ms)", "attention (ms)", "LSTM / attention", "faster", "sequential steps (LSTM vs attention)"],
+        rows,
+    )
+    def where(lstm_faster: bool) -> str:
+        parts = []
+        for B in batch_sizes:
+            ts = [str(T) for T in lengths if (times[(B, T)]["LSTM"] < times[(B, T)]["attention"]) == lstm_faster]
+            if ts:
+                parts.append(f"B = {B}: T = {', '.join(ts)}")
+        return "; ".join(parts) or "nowhere"
+
+    verdict = f"The LSTM was faster at {where(True)}. Attention was faster at {where(False)}."
+    log(verdict)
+    log("Sequential steps: the LSTM needs T (one per position, each waiting for the last); attention needs 1.")
+
+    figures = []
+    if fig_dir is not None:
+        figures.append(_plot(times, lengths, batch_sizes, conditions, fig_dir / "rnn_vs_attention_time.png"))
+    numbers = {f"{name}_ms_B{B}_T{T}": t[name] * 1e3 for (B, T), t in times.items() for name in t}
+    return LessonResult(
+        name="rnn",
+        title=TITLE,
+        text="An LSTM must run its T steps one after another; an attention layer computes all T positions in "
+        "one batched product, but pays T² scores for it. On the clock, on this machine: " + verdict + " "
+        "Fewer sequential steps is an advantage when the hardware has parallelism to spare (short "
+        "sequences, small batches, GPUs); on a small CPU with a large batch and long sequences the "
+        "quadratic work dominates and the RNN can be faster.",
+        numbers=numbers | {"lstm_params": params["LSTM"], "attention_params": params["attention"]},
+        tables=[table],
+        figures=figures,
+    )
+
+
+def _plot(times: dict, lengths: tuple[int, ...], batch_sizes: tuple[int, ...], conditions: str, path: Path) -> Path:
+    fig = Figure(figsize=(11, 4.4))
+    left, right = fig.subplots(1, 2)
+    styles = ["--", "-", ":", "-."]
+    for i, B in enumerate(batch_sizes):
+        ls = styles[i % len(styles)]
+        for name, color in (("LSTM", "tab:orange"), ("attention", "tab:blue")):
+            left.plot(lengths, [times[(B, T)][name] * 1e3 for T in lengths], ls=ls, marker="o", color=color,
+                      label=f"{name}, B = {B}")
+        right.plot(lengths, [times[(B, T)]["LSTM"] / times[(B, T)]["attention"] for T in lengths], ls=ls,
+                   marker="o", color="k", label=f"B = {B}")
+    right.axhline(1.0, color="grey", lw=1)
+    on_line = blended_transform_factory(right.transAxes, right.transData)  # x in axes, y in data
+    right.text(0.99, 1.0, "attention faster ↑ ", transform=on_line, ha="right", va="bottom", fontsize=8)
+    right.text(0.99, 1.0, "LSTM faster ↓ ", transform=on_line, ha="right", va="top", fontsize=8)
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(lengths, labels=[str(T) for T in lengths])
+        ax.minorticks_off()
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("sequence length T")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    left.set_ylabel("forward + backward (ms)")
+    left.set_title("one layer, median time", fontsize=9)
+    right.set_ylabel("LSTM time / attention time")
+    right.set_title("speed-up of attention over the LSTM", fontsize=9)
+    fig.suptitle(conditions, fontsize=8)
+    save_figure(fig, path)
+    return path
