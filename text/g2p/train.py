@@ -1,0 +1,152 @@
+"""How one grapheme-to-phoneme model is trained with one seed, and how any of them is decoded and scored.
+
+One protocol for all three models: the same split and batches (seeded by the run's seed), AdamW, a linear
+warm-up then cosine decay counted in optimiser steps (``core.lab.schedule``), teacher forcing with
+cross-entropy (optionally label-smoothed), gradient clipping, a budget in epochs, and selection of the kept
+weights on the validation WER (greedy decoding) after every epoch. Test is decoded once, with the kept
+weights (greedy, or beam search with ``TrainConfig.beam > 1``).
+
+:func:`make_train_one` returns the ``train_one(spec, seed, ctx) -> RunRecord`` function of
+``core.lab.runner``, which owns seeds, run folders, checkpoints and reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.decoding import beam_search, greedy_search
+from core.lab.runner import ModelSpec, RunContext, RunRecord
+from core.lab.schedule import warmup_cosine_scheduler
+from text.g2p.data import (BOS, EOS, PAD, Batch, BucketBatches, Entry, Lexicon, ParseReport, Splits, Vocab,
+                           entries, eval_batches)
+from text.g2p.metrics import error_rates_by_length, score
+from text.g2p.models import build_model
+
+__all__ = ["TrainConfig", "G2PData", "LENGTH_BINS", "prepare", "pronounce_words", "evaluate_lexicon",
+           "make_train_one", "max_output_length"]
+
+#: word-length bins of the WER-against-length figure: 1–4, 5–6, 7–8, 9–10, 11–12, 13+ letters
+LENGTH_BINS = [1, 5, 7, 9, 11, 13]
+
+
+@dataclass
+class TrainConfig:
+    """How every model of one ``compare`` is trained (the same for all three)."""
+
+    epochs: int = 8
+    batch_size: int = 256  # pronunciations per batch (batches group words of similar length)
+    lr: float = 2e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.01
+    warmup_steps: int = 400  # linear warm-up, then cosine decay to 0 at the last step
+    label_smoothing: float = 0.1
+    grad_clip: float = 1.0
+    beam: int = 1  # test decoding: 1 = greedy (validation is always greedy)
+    eval_batch_size: int = 512  # words per decoding batch
+
+
+@dataclass
+class G2PData:
+    """The split, the vocabulary and the examples every run of one ``compare`` shares."""
+
+    splits: Splits
+    vocab: Vocab
+    report: ParseReport
+    train: list[Entry] = field(init=False)
+    val: Lexicon = field(init=False)  # word -> references in the vocabulary's stress convention
+    test: Lexicon = field(init=False)
+
+    def __post_init__(self):
+        self.train = entries(self.splits.train, self.vocab)
+        convert = lambda lex: {w: list(dict.fromkeys(self.vocab.convert(p) for p in ps)) for w, ps in lex.items()}  # noqa: E731
+        self.val, self.test = convert(self.splits.val), convert(self.splits.test)
+
+
+def prepare(splits: Splits, report: ParseReport, stress: bool) -> G2PData:
+    """The data of one ``compare`` (phonemes with stress digits when ``stress``)."""
+    return G2PData(splits, Vocab.build(stress), report)
+
+
+def max_output_length(letters: int) -> int:
+    """Most phonemes decoded for a word of ``letters`` letters, EOS included. CMUdict's largest excess
+    of phonemes over letters is 12 (``fyi``: F AO R Y AO R IH N F ER M EY SH AH N)."""
+    return letters + 16
+
+
+@torch.no_grad()
+def pronounce_words(model: nn.Module, words: list[str], vocab: Vocab, device: torch.device, *, beam: int = 1,
+                    batch_size: int = 512) -> dict[str, tuple[str, ...]]:
+    """Decode ``words`` (already checked, see ``data.check_word``): word -> phonemes.
+
+    Greedy for ``beam == 1``, else beam search of that width (total log-probability), both from
+    ``core.decoding`` over the model's ``step`` function.
+    """
+    model.eval()
+    out: dict[str, tuple[str, ...]] = {}
+    for chunk, letters, lengths in eval_batches(words, vocab, batch_size):
+        letters, lengths = letters.to(device), lengths.to(device)
+        state = model.start(letters, lengths)
+        options = dict(bos_id=BOS, eos_id=EOS, max_len=max_output_length(letters.shape[1]), device=device)
+        if beam == 1:
+            result = greedy_search(model.step, state, len(chunk), **options)
+        else:
+            result = beam_search(model.step, state, len(chunk), num_beams=beam, **options)
+        for word, ids in zip(chunk, result.sequences()):
+            out[word] = vocab.decode_phonemes(ids)
+    return out
+
+
+def evaluate_lexicon(model: nn.Module, lexicon: Lexicon, vocab: Vocab, device: torch.device, *, beam: int = 1,
+                     batch_size: int = 512) -> tuple[dict[str, float], dict[str, tuple[str, ...]]]:
+    """``({"wer", "per"}, predictions)`` of ``model`` on ``lexicon`` (references in ``vocab``'s convention)."""
+    predictions = pronounce_words(model, list(lexicon), vocab, device, beam=beam, batch_size=batch_size)
+    s = score(predictions, lexicon)
+    return {"wer": s.wer, "per": s.per}, predictions
+
+
+def _loss(model: nn.Module, batch: Batch, device: torch.device, label_smoothing: float) -> torch.Tensor:
+    batch = batch.to(device)
+    logits = model(batch.letters, batch.lengths, batch.target_in)  # (B, T, V)
+    return F.cross_entropy(logits.flatten(0, 1), batch.target_out.flatten(), ignore_index=PAD,
+                           label_smoothing=label_smoothing)
+
+
+def make_train_one(data: G2PData, config: TrainConfig) -> Callable[[ModelSpec, int, RunContext], RunRecord]:
+    """The runner's ``train_one`` for ``data`` under ``config``."""
+
+    def train_one(spec: ModelSpec, seed: int, ctx: RunContext) -> RunRecord:
+        model = build_model(spec.name, spec.config, len(data.vocab.letters), len(data.vocab.phonemes))
+        model = ctx.wrap(model)
+        batches = BucketBatches(data.train, data.vocab, config.batch_size, seed=seed)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        total = config.epochs * len(batches)
+        scheduler = warmup_cosine_scheduler(optimizer, total, min(config.warmup_steps, total // 2))
+
+        def evaluate(module: nn.Module) -> dict[str, float]:
+            rates, _ = evaluate_lexicon(module, data.val, data.vocab, ctx.device, batch_size=config.eval_batch_size)
+            return {"val_wer": rates["wer"], "val_per": rates["per"]}
+
+        history = ctx.fit(
+            model, optimizer, train_data=batches,
+            train_step=lambda m, b: _loss(m, b, ctx.device, config.label_smoothing),
+            evaluate=evaluate, epochs=config.epochs, scheduler=scheduler, scheduler_per_batch=True,
+            grad_clip=config.grad_clip, best_extra={"vocab": data.vocab.to_dict(), "model_name": spec.name},
+        )
+        module = model.module if hasattr(model, "module") else model
+        if not ctx.is_main:
+            return RunRecord(metrics={}, history=history.epochs)
+        test, predictions = evaluate_lexicon(module, data.test, data.vocab, ctx.device, beam=config.beam,
+                                             batch_size=config.eval_batch_size)
+        metrics = {**history.best_metrics, "test_wer": test["wer"], "test_per": test["per"]}
+        by_length = error_rates_by_length(predictions, data.test, LENGTH_BINS)
+        shown = sorted(data.test)[:: max(1, len(data.test) // 12)][:12]
+        examples = [{"word": w, "predicted": " ".join(predictions[w]),
+                     "references": [" ".join(r) for r in data.test[w]]} for w in shown]
+        return RunRecord(metrics=metrics, bookkeeping=ctx.bookkeeping(history, module), history=history.epochs,
+                         model=module, extra={"by_length": by_length, "examples": examples})
+
+    return train_one
