@@ -573,4 +573,8 @@ def main(argv: Sequence[str] | None = None):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["g2p"]:  # grapheme-to-phoneme has its own command line (text/g2p/__main__.py)
+        from text.g2p.__main__ import main as g2p_main
+
+        sys.exit(g2p_main(sys.argv[2:]))
     main()

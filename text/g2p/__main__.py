@@ -216,10 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None):
-    return cli_main(build_parser(), argv, lambda args: args.run(args), errors=(G2PDataError,))
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; returns the exit status (``pronounce``: 1 when a word could not be pronounced)."""
+    result = cli_main(build_parser(), argv, lambda args: args.run(args), errors=(G2PDataError,))
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
-    result = main()
-    sys.exit(result if isinstance(result, int) else 0)
+    sys.exit(main())
