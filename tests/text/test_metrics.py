@@ -74,3 +74,55 @@ def test_token_accuracy_and_length_checks():
     assert token_accuracy([["NN", "VB"], ["DT"]], [["NN", "NN"], ["DT"]]) == pytest.approx(200 / 3)
     with pytest.raises(ValueError):
         conlleval([["O"]], [["O", "O"]])
+
+
+def _random_corpus(rng, scheme, sentences):
+    """Gold in IOB1 or IOB2 (with stray I- tags, "." tags, O and empty sentences), and a corrupted guess."""
+    types = ["NP", "VP", "PP"]
+    gold = []
+    for _ in range(sentences):
+        sentence, previous = [], "O"
+        for _ in range(rng.randint(0, 8)):
+            roll = rng.random()
+            if roll < 0.3:
+                label = rng.choice(["O", "O", "O", "."])
+            elif roll < 0.6 and previous not in ("O", "."):
+                label = "I-" + previous[2:]  # continue the chunk
+            elif scheme == "IOB2" or rng.random() < 0.3:
+                label = "B-" + rng.choice(types)  # IOB1 uses B- mainly between chunks of one type
+            else:
+                label = "I-" + rng.choice(types)  # IOB1 start, or a stray I- in IOB2
+            sentence.append(label)
+            previous = label
+        gold.append(sentence)
+    labels = ["O", "."] + [f"{t}-{k}" for t in "BI" for k in types]
+    guess = [[rng.choice(labels) if rng.random() < 0.25 else label for label in sentence] for sentence in gold]
+    return gold, guess
+
+
+def test_conlleval_port_agrees_with_seqeval_on_random_iob1_and_iob2():
+    """seqeval's default mode is conlleval-compatible: same span counts, precision, recall, F1 per type."""
+    import warnings
+
+    from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    rng = random.Random(11)
+    sentences = 0
+    for trial in range(100):
+        gold, guess = _random_corpus(rng, "IOB2" if trial % 2 else "IOB1", sentences=rng.randint(8, 13))
+        sentences += len(gold)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "." and all-O corpora: seqeval warns, scores stay defined
+            theirs_gold, theirs_guess = set(get_entities(gold)), set(get_entities(guess))
+            p, r, f = (score(gold, guess, zero_division=0) for score in (precision_score, recall_score, f1_score))
+            report = classification_report(gold, guess, output_dict=True, zero_division=0)
+        ours = conlleval(gold, guess)
+        assert (ours.gold_chunks, ours.guessed_chunks, ours.correct_chunks) == (
+            len(theirs_gold), len(theirs_guess), len(theirs_gold & theirs_guess)), (gold, guess)
+        assert (ours.precision, ours.recall, ours.f1) == pytest.approx((100 * p, 100 * r, 100 * f)), (gold, guess)
+        for kind, (n_gold, _, _) in ours.per_type.items():
+            if n_gold:
+                assert ours.type_f1(kind) == pytest.approx(100 * report[kind]["f1-score"]), (kind, gold, guess)
+                assert n_gold == report[kind]["support"]
+    assert sentences >= 1000
