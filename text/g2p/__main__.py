@@ -31,9 +31,10 @@ from text.g2p.train import TrainConfig, make_train_one, prepare, pronounce_words
 
 DEFAULT_OUT = "runs/text/g2p"
 CONTRACT = MetricsContract(headline="test_wer", select="val_wer", mode="min")
-# --quick: the tour's profile. A few thousand words, small models, two epochs: it shows the machinery
+# --quick: the tour's profile. A few thousand words, small models, three epochs: it shows the machinery
 # end to end in under two minutes, not what the models can do.
-QUICK = {"limit_words": 3000, "epochs": 2, "dim": 64, "layers": 2, "ffn_dim": 256, "hidden": 128}
+QUICK = {"limit_words": 3000, "epochs": 3, "batch_size": 64, "warmup_steps": 40, "dim": 64, "layers": 2,
+         "ffn_dim": 256, "hidden": 128}
 
 
 def model_list(text: str) -> list[str]:

@@ -43,7 +43,7 @@ class LSTMConfig:
 
     attention: bool = True  # False: the decoder sees only one fixed vector of the word
     embed_dim: int = 64  # letter and phoneme embeddings
-    hidden: int = 256  # encoder output (both directions together) and decoder state
+    hidden: int = 192  # encoder output (both directions together) and decoder state
     encoder_layers: int = 2  # stacked bidirectional layers
     attention_dim: int = 128  # width of the additive scorer's tanh layer
     dropout: float = 0.2  # between encoder layers, on the decoder output

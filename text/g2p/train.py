@@ -38,7 +38,7 @@ LENGTH_BINS = [1, 5, 7, 9, 11, 13]
 class TrainConfig:
     """How every model of one ``compare`` is trained (the same for all three)."""
 
-    epochs: int = 8
+    epochs: int = 5
     batch_size: int = 256  # pronunciations per batch (batches group words of similar length)
     lr: float = 2e-3  # peak learning rate (AdamW)
     weight_decay: float = 0.01
