@@ -1,6 +1,7 @@
 """What is committed under docs/results and benchmarks/results stays a record, not a store: reports, JSON and
 the figures the reports show; never a checkpoint, a cache or an array dump, and nothing large."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,16 @@ MAX_BYTES = 2 * 2**20
 
 
 def stored_files(stores=STORES):
-    return sorted(p for store in stores for p in store.rglob("*") if p.is_file())
+    """The committed files under ``stores`` (git's index; every file when not in a git checkout, or for a
+    temp folder): what a run is writing there right now is not yet a record."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--", *map(str, stores)], cwd=ROOT, capture_output=True,
+                                check=True).stdout.decode().split("\0")
+        tracked = {ROOT / name for name in listed if name}
+    except (OSError, subprocess.CalledProcessError):
+        tracked = None
+    files = sorted(p for store in stores for p in store.rglob("*") if p.is_file())
+    return files if tracked is None or not tracked else [p for p in files if p in tracked]
 
 
 def problems(stores=STORES, max_bytes=MAX_BYTES) -> list[str]:
