@@ -18,7 +18,7 @@ from core.lessons import LESSONS, run_lessons
 from core.lessons.rnn_vs_attention import FULL_LENGTHS, QUICK_LENGTHS
 from core.lessons.worked_example import worked_example
 
-__all__ = ["main", "run", "worked_example"]
+__all__ = ["build_parser", "main", "run", "worked_example"]
 
 
 def _lengths(text: str) -> tuple[int, ...]:
@@ -31,7 +31,7 @@ def _lengths(text: str) -> tuple[int, ...]:
     return lengths
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     lesson_list = "\n".join(f"  {name:<11} {summary}" for name, (_, summary) in LESSONS.items())
     parser = argparse.ArgumentParser(
         prog="python -m core",
@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="device for the timing lesson, e.g. cuda (default: cpu)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: $ATTNLAB_THREADS, else torch's default)")
-    run(parser.parse_args(argv))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    run(build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> None:

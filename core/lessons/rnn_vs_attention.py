@@ -15,8 +15,6 @@ Legend: B batch, T length, D width.
 
 from __future__ import annotations
 
-import os
-import statistics
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 from torch import Tensor, nn
 
+from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize
 from core.lab.plots import save_figure
 from core.lessons.base import LessonResult, Log, Table, fmt, header
 from core.multihead import MultiHeadAttention
@@ -52,39 +51,32 @@ class LSTMLayer(nn.Module):
         return self.lstm(x)[0]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_forward_backward(models: dict[str, nn.Module], x: Tensor, rounds: int = 3) -> dict[str, float]:
-    """Median seconds of `model(x).sum().backward()` for each model, timed interleaved.
-
-    Each round runs every model once; the order is reversed on every other round so that neither model
-    always runs on a warmer (or more loaded) machine. One untimed warm-up pass each comes first; a point
-    whose warm-up took longer than `SLOW_PASS_S` is timed once.
+def time_forward_backward(models: dict[str, nn.Module], x: Tensor, rounds: int = 3) -> list[dict[str, float]]:
+    """Seconds of `model(x).sum().backward()` per model and round, timed interleaved
+    (`core.lab.bench.interleaved_rounds`: each round runs every model once, in an order that flips every
+    round). One untimed warm-up pass each comes first; a point whose warm-up took longer than
+    `SLOW_PASS_S` is timed in one round.
 
     Args:
         models (dict[str, nn.Module]): `(B, T, D) -> (B, T, D)` layers, by name.
         x (Tensor): `(B, T, D)` input.
         rounds (int, optional): timed rounds. (default: 3)
+
+    Returns:
+        one `{name: seconds}` per round.
     """
 
-    def one_pass(model: nn.Module) -> float:
-        _sync(x.device)
-        start = time.perf_counter()
+    def one_pass(model: nn.Module) -> None:
         model(x).sum().backward()
-        _sync(x.device)
-        return time.perf_counter() - start
+        if x.device.type == "cuda":  # the clock must wait for the kernels
+            torch.cuda.synchronize(x.device)
 
-    warm = max(one_pass(m) for m in models.values())
-    rounds = 1 if warm > SLOW_PASS_S else rounds
-    times: dict[str, list[float]] = {name: [] for name in models}
-    names = list(models)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else reversed(names):
-            times[name].append(one_pass(models[name]))
-    return {name: statistics.median(t) for name, t in times.items()}
+    start = time.perf_counter()
+    for model in models.values():
+        one_pass(model)
+    slow = time.perf_counter() - start > SLOW_PASS_S * len(models)
+    fns = {name: (lambda m=model: one_pass(m)) for name, model in models.items()}
+    return interleaved_rounds(fns, 1 if slow else rounds, warmup=0)
 
 
 def lesson(
@@ -105,20 +97,23 @@ def lesson(
     torch.manual_seed(0)
     models = {"LSTM": LSTMLayer(dim).to(dev), "attention": MultiHeadAttention(dim, num_heads).to(dev)}
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = (load_average() or [float("nan")])[0]
     conditions = (f"{device}, {torch.get_num_threads()} threads, load average {load:.1f} at start, "
-                  f"float32, width D = {dim} (attention: {num_heads} heads), {rounds} interleaved rounds, median")
+                  f"float32, width D = {dim} (attention: {num_heads} heads), {rounds} interleaved rounds "
+                  f"(1 where a pass takes > {SLOW_PASS_S:g} s), median")
     log(f"One nn.LSTM layer ({params['LSTM']:,} parameters) vs one core MultiHeadAttention self-attention "
         f"layer ({params['attention']:,} parameters); forward + backward.")
     log(f"Conditions: {conditions}.")
-    times: dict[tuple[int, int], dict[str, float]] = {}
+    times: dict[tuple[int, int], dict[str, float]] = {}  # (B, T) -> median seconds per model
+    ratios: dict[tuple[int, int], float] = {}  # (B, T) -> median over rounds of LSTM time / attention time
     rows = []
     for B in batch_sizes:
         for T in lengths:
             x = torch.randn(B, T, dim, device=dev)
-            t = time_forward_backward(models, x, rounds)
+            per_round = time_forward_backward(models, x, rounds)
+            t = {name: stats["median_ms"] / 1e3 for name, stats in summarize(per_round).items()}
             times[(B, T)] = t
-            ratio = t["LSTM"] / t["attention"]
+            ratio = ratios[(B, T)] = paired_ratio(per_round, "LSTM", "attention")  # both sides saw the same load
             row = [str(B), str(T), f"{t['LSTM'] * 1e3:.1f}", f"{t['attention'] * 1e3:.1f}", f"{ratio:.2f}",
                    "attention" if ratio > 1 else "LSTM", f"{T} vs 1"]
             rows.append(row)
@@ -129,21 +124,23 @@ def lesson(
         ["B", "T", "LSTM (ms)", "attention (ms)", "LSTM / attention", "faster", "sequential steps (LSTM vs attention)"],
         rows,
     )
+
     def where(lstm_faster: bool) -> str:
         parts = []
         for B in batch_sizes:
-            ts = [str(T) for T in lengths if (times[(B, T)]["LSTM"] < times[(B, T)]["attention"]) == lstm_faster]
+            ts = [str(T) for T in lengths if (ratios[(B, T)] < 1) == lstm_faster]
             if ts:
                 parts.append(f"B = {B}: T = {', '.join(ts)}")
-        return "; ".join(parts) or "nowhere"
+        return "; ".join(parts)
 
-    verdict = f"The LSTM was faster at {where(True)}. Attention was faster at {where(False)}."
+    verdict = " ".join(f"{who} was faster at {w}." if w else f"{who} was faster at no measured point."
+                       for who, w in (("The LSTM", where(True)), ("Attention", where(False))))
     log(verdict)
     log("Sequential steps: the LSTM needs T (one per position, each waiting for the last); attention needs 1.")
 
     figures = []
     if fig_dir is not None:
-        figures.append(_plot(times, lengths, batch_sizes, conditions, fig_dir / "rnn_vs_attention_time.png"))
+        figures.append(_plot(times, ratios, lengths, batch_sizes, conditions, fig_dir / "rnn_vs_attention_time.png"))
     numbers = {f"{name}_ms_B{B}_T{T}": t[name] * 1e3 for (B, T), t in times.items() for name in t}
     return LessonResult(
         name="rnn",
@@ -153,13 +150,15 @@ def lesson(
         "Fewer sequential steps is an advantage when the hardware has parallelism to spare (short "
         "sequences, small batches, GPUs); on a small CPU with a large batch and long sequences the "
         "quadratic work dominates and the RNN can be faster.",
-        numbers=numbers | {"lstm_params": params["LSTM"], "attention_params": params["attention"]},
+        numbers=numbers | {f"ratio_B{B}_T{T}": r for (B, T), r in ratios.items()}
+        | {"lstm_params": params["LSTM"], "attention_params": params["attention"]},
         tables=[table],
         figures=figures,
     )
 
 
-def _plot(times: dict, lengths: tuple[int, ...], batch_sizes: tuple[int, ...], conditions: str, path: Path) -> Path:
+def _plot(times: dict, ratios: dict, lengths: tuple[int, ...], batch_sizes: tuple[int, ...], conditions: str,
+          path: Path) -> Path:
     fig = Figure(figsize=(11, 4.4))
     left, right = fig.subplots(1, 2)
     styles = ["--", "-", ":", "-."]
@@ -168,8 +167,7 @@ def _plot(times: dict, lengths: tuple[int, ...], batch_sizes: tuple[int, ...], c
         for name, color in (("LSTM", "tab:orange"), ("attention", "tab:blue")):
             left.plot(lengths, [times[(B, T)][name] * 1e3 for T in lengths], ls=ls, marker="o", color=color,
                       label=f"{name}, B = {B}")
-        right.plot(lengths, [times[(B, T)]["LSTM"] / times[(B, T)]["attention"] for T in lengths], ls=ls,
-                   marker="o", color="k", label=f"B = {B}")
+        right.plot(lengths, [ratios[(B, T)] for T in lengths], ls=ls, marker="o", color="k", label=f"B = {B}")
     right.axhline(1.0, color="grey", lw=1)
     on_line = blended_transform_factory(right.transAxes, right.transData)  # x in axes, y in data
     right.text(0.99, 1.0, "attention faster ↑ ", transform=on_line, ha="right", va="bottom", fontsize=8)
