@@ -206,6 +206,20 @@ def test_length_normalisation_changes_the_winner_and_eos_is_handled():
     assert normed.scores.item() == pytest.approx(math.log(0.5 * 0.9 * 0.9) / 3, abs=1e-5)
 
 
+def test_a_beam_stays_full_when_its_best_extension_ends():
+    """K=1: EOS is the best first token, yet one live hypothesis must go on; it wins once normalised."""
+
+    def step(tokens, state):
+        logits, state = _scripted_step(tokens, state)
+        first = state[0] == 1
+        logits[first, EOS], logits[first, A] = math.log(0.6), math.log(0.4)
+        return logits, state
+
+    state = (torch.zeros(1, dtype=torch.long), torch.full((1,), BOS))
+    result = beam_search(step, state, 1, bos_id=BOS, eos_id=EOS, max_len=6, num_beams=1, length_penalty=1.0)
+    assert result.sequences() == [[A, Bt]]
+
+
 def test_greedy_stops_at_eos_per_source_and_at_max_len():
     def step(tokens, state):
         position, never_stop = state
