@@ -1,0 +1,197 @@
+"""Greedy decoding throughput with and without the key/value cache, and time per step against output length.
+
+    python benchmarks/decoding.py --threads 1 --out benchmarks/results/decoding.json
+
+A g2p-sized `core.transformer.EncoderDecoder` (D=256, 3 encoder + 3 decoder layers, 4 heads, 28 letters in,
+42 phonemes out, freshly initialised: speed does not depend on the weights) decodes a batch of `--words`
+words (random letters, lengths drawn from 4..12 as dictionary words mostly are) greedily for `--steps`
+output tokens. Two contenders, same model, same words:
+
+- `cache`: `EncoderDecoder.generate` — each step embeds and projects only the new token, appends its keys
+  and values to the cache, and reuses the memory's cross-attention keys and values;
+- `recompute`: the same `core.decoding.greedy_search`, whose step function runs the full causal decoder
+  over the whole prefix and keeps the last position (the memory is still encoded once, but with no cache
+  its cross-attention keys and values are projected again at every step).
+
+Both include encoding the words (timed alone too, as `encode_only`). EOS is masked out of both step functions so every word decodes exactly
+`--steps` tokens (an untrained model would otherwise stop at random), and the outputs are asserted equal.
+Rounds are interleaved with alternating order (`core.lab.bench`); words/s comes from the median round and the
+speed-up is the median of the per-round ratios. The per-step profile decodes `--profile-steps` tokens and
+times every call of the step function (median over `--profile-rounds` rounds): flat with the cache, growing
+with the prefix without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.decoding import greedy_search  # noqa: E402
+from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize  # noqa: E402
+from core.lab.experiment import count_parameters  # noqa: E402
+from core.lab.harness import atomic_open, seed_everything  # noqa: E402
+from core.transformer import EncoderDecoder  # noqa: E402
+
+LETTERS, PHONEMES = 28, 42  # 26 letters + pad + unknown; 39 phonemes + pad, BOS, EOS
+BOS, EOS = 1, 2
+
+
+def make_words(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` random words: letter ids `(n, S)` padded with 0, and their lengths `(n,)` in 4..12."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(4, 13, (n,), generator=g)
+    src = torch.randint(2, LETTERS, (n, int(lengths.max())), generator=g)
+    src[torch.arange(src.shape[1]) >= lengths.unsqueeze(1)] = 0
+    return src, lengths
+
+
+def no_eos(step):
+    """The step function with EOS forbidden, so every word decodes the full number of steps."""
+
+    def wrapped(tokens, state):
+        logits, state = step(tokens, state)
+        logits[:, EOS] = float("-inf")
+        return logits, state
+
+    return wrapped
+
+
+def cached_step(model: EncoderDecoder):
+    return no_eos(model.step)
+
+
+def recompute_step(model: EncoderDecoder):
+    """A step function without a cache: the state is the prefix so far; the whole prefix is decoded again."""
+
+    def step(tokens, state):
+        prefix, memory, memory_lengths = state
+        prefix = torch.cat((prefix, tokens.unsqueeze(1)), dim=1)  # (B, t)
+        logits = model.decode(prefix, memory, memory_lengths)[:, -1]  # (B, V)
+        return logits, (prefix, memory, memory_lengths)
+
+    return no_eos(step)
+
+
+def decode(model: EncoderDecoder, src, lengths, steps: int, cache: bool, step_times: list[float] | None = None):
+    with torch.inference_mode():
+        memory = model.encode(src, lengths)
+        if cache:
+            step, state = cached_step(model), model.init_state(memory, lengths)
+        else:
+            step, state = recompute_step(model), (src.new_zeros(src.shape[0], 0), memory, lengths)
+        if step_times is not None:
+            inner = step
+
+            def step(tokens, state):  # noqa: F811 (the timed version of the same step)
+                started = time.perf_counter()
+                out = inner(tokens, state)
+                step_times.append(time.perf_counter() - started)
+                return out
+
+        return greedy_search(step, state, src.shape[0], bos_id=BOS, eos_id=EOS, max_len=steps).tokens
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--words", type=int, default=256, help="words decoded together, one batch (default: 256)")
+    parser.add_argument("--steps", type=int, default=10, help="output tokens per word (default: 10)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved timed rounds, after a warm-up (default: 7)")
+    parser.add_argument("--profile-steps", type=int, default=24,
+                        help="output length of the per-step profile (default: 24)")
+    parser.add_argument("--profile-rounds", type=int, default=3, help="rounds of the per-step profile (default: 3)")
+    parser.add_argument("--dim", type=int, default=256, help="model dim D (default: 256)")
+    parser.add_argument("--layers", type=int, default=3, help="encoder and decoder layers each (default: 3)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (default: 4)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--out", default="runs/decoding.json", help="JSON output (default: runs/decoding.json)")
+    args = parser.parse_args(argv)
+    for flag in ("words", "steps", "rounds", "profile_steps", "profile_rounds", "threads"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    torch.set_num_threads(args.threads)
+    seed_everything(0)
+    model = EncoderDecoder(LETTERS, PHONEMES, dim=args.dim, num_heads=args.heads, encoder_layers=args.layers,
+                           decoder_layers=args.layers, bos_id=BOS, eos_id=EOS).eval()
+    src, lengths = make_words(args.words, seed=1)
+
+    with_cache = decode(model, src, lengths, args.steps, cache=True)
+    without = decode(model, src, lengths, args.steps, cache=False)
+    if not torch.equal(with_cache, without):
+        differ = (with_cache != without).any(1).sum().item()
+        raise AssertionError(f"cached and recomputed greedy decoding disagree on {differ} of {args.words} words")
+    assert with_cache.shape == (args.words, args.steps)
+
+    load_start = load_average()
+    def encode_only() -> None:
+        with torch.inference_mode():
+            model.encode(src, lengths)
+
+    rounds = interleaved_rounds({
+        "cache": lambda: decode(model, src, lengths, args.steps, cache=True),
+        "recompute": lambda: decode(model, src, lengths, args.steps, cache=False),
+        "encode_only": encode_only,
+    }, args.rounds)
+    timing = summarize(rounds)
+    speedup = paired_ratio(rounds, "recompute", "cache")
+    words_per_s = {name: args.words / (timing[name]["median_ms"] / 1000) for name in ("cache", "recompute")}
+    for name in words_per_s:
+        print(f"{name:9s}: {words_per_s[name]:8.0f} words/s ({timing[name]['median_ms']:.0f} ms per batch of "
+              f"{args.words} words, {args.steps} steps)", file=sys.stderr)
+    print(f"speed-up of the cache (median of per-round ratios): {speedup:.2f}x", file=sys.stderr)
+
+    profile = {"cache": [], "recompute": []}
+    for r in range(args.profile_rounds):
+        for name in (("cache", "recompute") if r % 2 == 0 else ("recompute", "cache")):
+            times: list[float] = []
+            decode(model, src, lengths, args.profile_steps, cache=name == "cache", step_times=times)
+            profile[name].append(times)
+    per_step = [
+        {"step": t + 1, "prefix_tokens": t + 1,
+         **{f"{name}_ms": 1000 * statistics.median(run[t] for run in profile[name]) for name in profile}}
+        for t in range(args.profile_steps)
+    ]
+    for row in per_step[:: max(1, args.profile_steps // 8)]:
+        print(f"step {row['step']:3d}: cache {row['cache_ms']:7.2f} ms, recompute {row['recompute_ms']:7.2f} ms",
+              file=sys.stderr)
+
+    result = {
+        "benchmark": "greedy decoding throughput with and without the key/value cache (core.decoding)",
+        "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "platform": platform.platform(), "processor": platform.processor(), "command": sys.argv,
+        "timing": "interleaved rounds, alternating order; words/s from the median round; speed-up: median of "
+                  "per-round ratios time(recompute) / time(cache) (core.lab.bench); both include encoding",
+        "load_average_start": load_start, "load_average_end": load_average(),
+        "model": {"dim": args.dim, "heads": args.heads, "encoder_layers": args.layers, "decoder_layers": args.layers,
+                  "ffn_dim": 4 * args.dim, "src_vocab": LETTERS, "tgt_vocab": PHONEMES,
+                  "params": count_parameters(model), "weights": "fresh (speed does not depend on them)"},
+        "words": args.words, "source_letters_mean": float(lengths.float().mean()),
+        "source_letters_max": int(lengths.max()), "steps": args.steps,
+        "same_outputs": True,
+        "timing_ms": timing,
+        "timing_note": "encode_only: encoding the words alone, part of both decoders' time",
+        "words_per_s": words_per_s,
+        "cache_speedup": speedup,
+        "per_round_speedups": [r["recompute"] / r["cache"] for r in rounds],
+        "per_step": per_step,
+        "per_step_note": f"median over {args.profile_rounds} rounds of the time of each step-function call, "
+                         f"{args.words} words, decoding {args.profile_steps} tokens",
+    }
+    out = Path(args.out)
+    with atomic_open(out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return result
+
+
+if __name__ == "__main__":
+    main()
