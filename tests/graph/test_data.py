@@ -113,7 +113,7 @@ def test_row_normalize_keeps_empty_rows_zero():
     assert row_normalize(x).tolist() == [[0.25, 0.75], [0.0, 0.0]]
 
 
-def test_cora_equals_pyg_planetoid(tmp_path, recwarn):
+def test_cora_equals_pyg_planetoid(tmp_path):
     """Our reader (own unpickler, own split assembly) gives PyG's Planetoid('Cora') exactly, up to the
     row normalisation we add."""
     from torch_geometric.datasets import Planetoid as PyGPlanetoid
