@@ -289,6 +289,8 @@ def load_planetoid(
     Raises:
         core.lab.datasets.DatasetNotFoundError: the raw files are missing (and could not be downloaded); the
             message lists the files expected and the download address.
+        UnsafePickleError: a raw file asks to build anything but numpy arrays, scipy CSR matrices and plain
+            containers (nothing from it is run); a `ValueError`.
         ValueError: the files exist but cannot be read as Planetoid data.
     """
     canonical = canonical_name(name)
