@@ -154,7 +154,8 @@ def test_a_pickled_payload_is_refused_and_never_runs(tmp_path):
 def test_only_array_types_may_be_named(tmp_path, call):
     module, name = call.split(".")
     path = tmp_path / "ind.cora.x"
-    path.write_bytes(b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"X\x04\x00\x00\x00trueK\x00\x85R.")
+    # protocol 2: GLOBAL module.name, the string "true", a 1-tuple, REDUCE -> module.name("true")
+    path.write_bytes(b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"X\x04\x00\x00\x00true\x85R.")
     with pytest.raises(UnsafePickleError, match=call.replace(".", r"\.")):
         read_raw_pickle(path)
 
