@@ -36,8 +36,10 @@ QUICK_LENGTHS = (16, 64, 256, 1024)
 FULL_LENGTHS = (16, 64, 256, 1024, 4096)
 BATCH_SIZES = (1, 32)
 DIM, HEADS = 64, 4
-#: a point whose warm-up pass took longer than this is timed once instead of `rounds` times
+#: a point whose warm-up pass took longer than this (per model) is timed in one round
 SLOW_PASS_S = 5.0
+#: cheaper points get more rounds, up to MAX_ROUNDS or about ROUND_BUDGET_S of timing
+MAX_ROUNDS, ROUND_BUDGET_S = 15, 1.0
 
 
 class LSTMLayer(nn.Module):
@@ -51,16 +53,19 @@ class LSTMLayer(nn.Module):
         return self.lstm(x)[0]
 
 
-def time_forward_backward(models: dict[str, nn.Module], x: Tensor, rounds: int = 3) -> list[dict[str, float]]:
+def time_forward_backward(
+    models: dict[str, nn.Module], x: Tensor, rounds: int = 3, budget_s: float = ROUND_BUDGET_S
+) -> list[dict[str, float]]:
     """Seconds of `model(x).sum().backward()` per model and round, timed interleaved
     (`core.lab.bench.interleaved_rounds`: each round runs every model once, in an order that flips every
     round). One untimed warm-up pass each comes first; a point whose warm-up took longer than
-    `SLOW_PASS_S` is timed in one round.
+    `SLOW_PASS_S` per model is timed in one round, a cheap one in up to `MAX_ROUNDS` (about `budget_s`).
 
     Args:
         models (dict[str, nn.Module]): `(B, T, D) -> (B, T, D)` layers, by name.
         x (Tensor): `(B, T, D)` input.
-        rounds (int, optional): timed rounds. (default: 3)
+        rounds (int, optional): timed rounds, at least (but see above). (default: 3)
+        budget_s (float, optional): seconds of timing that earn a point more rounds. (default: 1.0)
 
     Returns:
         one `{name: seconds}` per round.
@@ -74,9 +79,13 @@ def time_forward_backward(models: dict[str, nn.Module], x: Tensor, rounds: int =
     start = time.perf_counter()
     for model in models.values():
         one_pass(model)
-    slow = time.perf_counter() - start > SLOW_PASS_S * len(models)
+    warm = time.perf_counter() - start  # one pass of every model
+    if warm > SLOW_PASS_S * len(models):
+        rounds = 1
+    else:  # cheap points get more rounds (up to MAX_ROUNDS, about ROUND_BUDGET_S in all): steadier medians
+        rounds = max(rounds, min(MAX_ROUNDS, int(budget_s / max(warm, 1e-9))))
     fns = {name: (lambda m=model: one_pass(m)) for name, model in models.items()}
-    return interleaved_rounds(fns, 1 if slow else rounds, warmup=0)
+    return interleaved_rounds(fns, rounds, warmup=0)
 
 
 def lesson(
@@ -89,8 +98,23 @@ def lesson(
     dim: int = DIM,
     num_heads: int = HEADS,
     rounds: int = 3,
+    budget_s: float = ROUND_BUDGET_S,
     device: str = "cpu",
 ) -> LessonResult:
+    """Time an LSTM layer against an attention layer of the same width, forward + backward.
+
+    Args:
+        log (Log): where the lesson prints.
+        fig_dir (Path, optional): folder for `rnn_vs_attention_time.png`; None draws nothing.
+        quick (bool, optional): `QUICK_LENGTHS` rather than `FULL_LENGTHS`. (default: True)
+        lengths (tuple[int], optional): sequence lengths, overriding `quick`. (default: None)
+        batch_sizes (tuple[int], optional): batch sizes B. (default: (1, 32))
+        dim (int, optional): width D of both layers (the LSTM's hidden size). (default: 64)
+        num_heads (int, optional): attention heads. (default: 4)
+        rounds (int, optional): timed rounds per point, at least. (default: 3)
+        budget_s (float, optional): timing seconds that earn a cheap point more rounds. (default: 1.0)
+        device (str, optional): "cpu" or a CUDA device. (default: "cpu")
+    """
     header(log, TITLE)
     lengths = tuple(lengths or (QUICK_LENGTHS if quick else FULL_LENGTHS))
     dev = torch.device(device)
@@ -99,7 +123,7 @@ def lesson(
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     load = (load_average() or [float("nan")])[0]
     conditions = (f"{device}, {torch.get_num_threads()} threads, load average {load:.1f} at start, "
-                  f"float32, width D = {dim} (attention: {num_heads} heads), {rounds} interleaved rounds "
+                  f"float32, width D = {dim} (attention: {num_heads} heads), {rounds}–{MAX_ROUNDS} interleaved rounds "
                   f"(1 where a pass takes > {SLOW_PASS_S:g} s), median")
     log(f"One nn.LSTM layer ({params['LSTM']:,} parameters) vs one core MultiHeadAttention self-attention "
         f"layer ({params['attention']:,} parameters); forward + backward.")
@@ -110,18 +134,19 @@ def lesson(
     for B in batch_sizes:
         for T in lengths:
             x = torch.randn(B, T, dim, device=dev)
-            per_round = time_forward_backward(models, x, rounds)
+            per_round = time_forward_backward(models, x, rounds, budget_s)
             t = {name: stats["median_ms"] / 1e3 for name, stats in summarize(per_round).items()}
             times[(B, T)] = t
             ratio = ratios[(B, T)] = paired_ratio(per_round, "LSTM", "attention")  # both sides saw the same load
             row = [str(B), str(T), f"{t['LSTM'] * 1e3:.1f}", f"{t['attention'] * 1e3:.1f}", f"{ratio:.2f}",
-                   "attention" if ratio > 1 else "LSTM", f"{T} vs 1"]
+                   "attention" if ratio > 1 else "LSTM", f"{T} vs 1", str(len(per_round))]
             rows.append(row)
             log(f"  B={B:<3} T={T:<5} LSTM {row[2]:>9} ms   attention {row[3]:>9} ms   "
-                f"LSTM/attention {row[4]:>6}   faster: {row[5]}")
+                f"LSTM/attention {row[4]:>6}   faster: {row[5]:<9} ({row[7]} rounds)")
     table = Table(
         f"Forward + backward time, one layer ({conditions})",
-        ["B", "T", "LSTM (ms)", "attention (ms)", "LSTM / attention", "faster", "sequential steps (LSTM vs attention)"],
+        ["B", "T", "LSTM (ms)", "attention (ms)", "LSTM / attention", "faster", "sequential steps (LSTM vs attention)",
+         "rounds"],
         rows,
     )
 
