@@ -16,6 +16,7 @@ t tokens decoded so far.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -143,9 +144,15 @@ class TransformerEncoder(nn.Module):
         )
         self.norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
 
-    def forward(self, x: Tensor, mask: Mask | Tensor | None = None, position_bias: PositionBias | None = None) -> Tensor:
-        for layer in self.layers:
-            x = layer(x, mask, position_bias)
+    def forward(self, x: Tensor, mask: Mask | Tensor | None = None,
+                position_bias: PositionBias | Sequence[PositionBias] | None = None) -> Tensor:
+        """`position_bias`: one module shared by every layer, or a sequence (e.g. `nn.ModuleList`) with one
+        per layer."""
+        per_layer = isinstance(position_bias, (list, tuple, nn.ModuleList))
+        if per_layer and len(position_bias) != len(self.layers):
+            raise ValueError(f"got {len(position_bias)} position biases for {len(self.layers)} layers")
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, position_bias[i] if per_layer else position_bias)
         return self.norm(x)
 
 

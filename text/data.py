@@ -441,19 +441,36 @@ class TaggingDataset(torch.utils.data.Dataset):
 class BucketBatchSampler(torch.utils.data.Sampler):
     """Batches of sentences of similar length (little padding), in a seeded random order per epoch.
 
+    Under ``torchrun`` every rank builds the same global batches and takes its own share of each
+    (``batch[rank::world_size]``), so ``world_size`` processes together train on the same global batches as
+    one process does, and the ranks' shards are disjoint.
+
     Args:
         lengths (Sequence[int]): the sentence lengths.
-        batch_size (int): sentences per batch.
+        batch_size (int): sentences per global batch.
         shuffle (bool, optional): shuffle within length buckets and the batch order. (default: ``True``)
         seed (int, optional): base seed; epoch ``e`` uses ``seed + e``. (default: ``0``)
+        rank (int, optional): this process's rank. (default: ``0``)
+        world_size (int, optional): number of processes. (default: ``1``)
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool = True, seed: int = 0):
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if batch_size < world_size:
+            raise ValueError(f"a global batch of {batch_size} cannot be shared by {world_size} processes")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration draw epoch ``epoch``'s order (``fit`` calls this, so a resumed run draws
+        the order an uninterrupted one would)."""
+        self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = random.Random(self.seed + self.epoch)
@@ -468,12 +485,129 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
+        if self.world_size > 1:
+            # a last batch smaller than the world repeats its sentences, so every rank gets at least one
+            batches = [(b * self.world_size)[: max(len(b), self.world_size)][self.rank :: self.world_size]
+                       for b in batches]
         return iter(batches)
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
 
-def make_loader(dataset: TaggingDataset, batch_size: int, *, shuffle: bool, seed: int = 0) -> torch.utils.data.DataLoader:
-    sampler = BucketBatchSampler([len(e.words) for e in dataset.encoded], batch_size, shuffle=shuffle, seed=seed)
+def make_loader(dataset: TaggingDataset, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
+                world_size: int = 1) -> torch.utils.data.DataLoader:
+    """A loader of :class:`Batch` es from a :class:`BucketBatchSampler` (``rank``/``world_size``: this
+    process's share of every global batch of ``batch_size`` sentences)."""
+    sampler = BucketBatchSampler([len(e.words) for e in dataset.encoded], batch_size, shuffle=shuffle, seed=seed,
+                                 rank=rank, world_size=world_size)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+
+
+# ----------------------------------------------------------------------------------------------
+# A task: the three splits named on the command line
+
+
+CONLL2000_URL = "https://www.clips.uantwerpen.be/conll2000/chunking/ (also in the NLTK data collection)"
+# CoNLL-2000 columns: word POS chunk. The POS tags come from the Brill tagger (not hand-corrected),
+# in train and test alike, so using them as input for chunking is what the shared task intended.
+CONLL2000_TASKS = {"chunk": {"label_column": 2, "feature_columns": [1]}, "pos": {"label_column": 1, "feature_columns": []}}
+
+
+@dataclass
+class TaskData:
+    """The three splits and what they mean.
+
+    Attributes:
+        name (str): e.g. ``"conll2000-chunk"``.
+        train, val, test (list[Sentence]): the splits (``val`` from ``--dev`` or split off the training file).
+        metric (str): ``"f1"`` (chunk labels: span F1) or ``"accuracy"`` (token accuracy).
+        columns (dict): word/label/feature columns or the CoNLL-U tag, saved with the checkpoint.
+        val_note (str): where the validation split came from, for the report.
+        identity (dict): the files (name, size, SHA-256) and the split's fraction and seed, for resume checks.
+    """
+
+    name: str
+    train: list[Sentence]
+    val: list[Sentence]
+    test: list[Sentence]
+    metric: str
+    columns: dict
+    val_note: str
+    identity: dict
+
+
+def looks_like_chunks(sentences: Sequence[Sentence]) -> bool:
+    """True when the labels are BIO/IOB1 chunk tags (``B-X``, ``I-X``, ``O``), so span F1 applies."""
+    labels = {label for s in sentences for label in s.labels}
+    prefixed = {label for label in labels if label[:2] in ("B-", "I-", "E-", "S-")}
+    return bool(prefixed) and labels <= prefixed | {"O"}
+
+
+def file_identity(path: str | Path) -> dict:
+    """``{"name", "bytes", "sha256"}`` of a data file: what a run was trained on."""
+    import hashlib
+
+    data = Path(path).read_bytes()
+    return {"name": Path(path).name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def load_task(*, dataset: str | None, task: str = "chunk", data_dir: str | None = None, train: str | None = None,
+              dev: str | None = None, test: str | None = None, format: str = "conll", label_column: str | None = None,
+              feature_columns: list[int] | None = None, dev_fraction: float = 0.1, seed: int = 0,
+              metric: str = "auto") -> TaskData:
+    """Read the splits named on the command line: ``dataset="conll2000"`` (with ``task``) or ``train``/``dev``/
+    ``test`` files. Without a dev file a seeded ``dev_fraction`` of the training file becomes the validation split.
+
+    Raises:
+        ValueError: a contradictory or incomplete choice of files and columns (naming the flags).
+        TaggingDataError: a malformed file (naming file and line).
+        core.lab.datasets.DatasetNotFoundError: CoNLL-2000 is not under the data root.
+    """
+    from core.lab.datasets import require_dataset, resolve_data_root
+
+    if dataset is not None:
+        if train or dev or test:
+            raise ValueError("give either --dataset or --train/--dev/--test, not both")
+        root = require_dataset(
+            resolve_data_root(data_dir), name="CoNLL-2000 chunking", subdir="conll2000",
+            expected=["train.txt", "test.txt"],
+            layout="train.txt, test.txt: one token per line 'word POS chunk', blank line between sentences",
+            url=CONLL2000_URL,
+        )
+        spec = CONLL2000_TASKS[task]
+        features = spec["feature_columns"] if feature_columns is None else feature_columns
+        columns = {"format": "conll", "word_column": 0, "label_column": spec["label_column"], "feature_columns": features}
+        read = lambda path: read_conll(path, label_column=spec["label_column"], feature_columns=features)  # noqa: E731
+        name, train_path, dev_path, test_path = f"conll2000-{task}", root / "train.txt", None, root / "test.txt"
+    else:
+        if not (train and test):
+            raise ValueError("give --dataset conll2000, or --train and --test (and optionally --dev)")
+        if format == "conllu":
+            if feature_columns:
+                raise ValueError("--feature-columns applies to --format conll only")
+            tag = label_column or "upos"
+            columns = {"format": "conllu", "tag": tag}
+            read = lambda path: read_conllu(path, tag=tag)  # noqa: E731
+        else:
+            try:
+                label = int(label_column) if label_column is not None else -1
+            except ValueError:
+                raise ValueError(f"--label-column for --format conll is a column number, got {label_column!r}") from None
+            features = feature_columns or []
+            columns = {"format": "conll", "word_column": 0, "label_column": label, "feature_columns": features}
+            read = lambda path: read_conll(path, label_column=label, feature_columns=features)  # noqa: E731
+        name, train_path, dev_path, test_path = Path(train).stem, Path(train), dev, Path(test)
+    train_sentences, test_sentences = read(train_path), read(test_path)
+    identity = {"train": file_identity(train_path), "test": file_identity(test_path), "columns": columns}
+    if dev_path is not None:
+        val = read(dev_path)
+        identity["val"] = file_identity(dev_path)
+        val_note = f"validation split: {dev_path}"
+    else:
+        train_sentences, val = split_off_dev(train_sentences, dev_fraction, seed=seed)
+        identity["val"] = {"split_off": dev_fraction, "seed": seed}
+        val_note = (f"no development file: {dev_fraction:.0%} of {Path(train_path).name} ({len(val)} sentences, seed "
+                    f"{seed}) held out as the validation split; the models train on the other {len(train_sentences)}")
+    metric = metric if metric != "auto" else ("f1" if looks_like_chunks(train_sentences) else "accuracy")
+    return TaskData(name, train_sentences, val, test_sentences, metric, columns, val_note, identity)

@@ -6,7 +6,7 @@ extra feature columns) and differ only in how a word learns about its neighbours
 
 - :class:`AttentionTagger`: self-attention layers from :mod:`core`; every word sees the whole sentence in
   one parallel step. Order comes from a learned, direction-aware relative position bias per layer
-  (``positions="relative"``), or from absolute sinusoids for the ablation.
+  (``positions="relative"``), or from absolute positions added to the input (``"sinusoidal"``, ``"learned"``).
 - :class:`BiLSTMTagger`: walks the sentence word by word, in both directions.
 - :class:`CNNTagger`: stacked 1-D convolutions; each layer widens the window by ``kernel - 1`` words.
 
@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.masks import padding_mask
-from core.positional import RelativePositionBias, SinusoidalPositionalEncoding
-from core.transformer import TransformerEncoderLayer
+from core.positional import LearnedPositionalEncoding, RelativePositionBias, SinusoidalPositionalEncoding
+from core.transformer import TransformerEncoder
 from text.crf import LinearChainCRF
 from text.data import IGNORE_INDEX, SHAPES, Batch
 
 MODELS = ("attention", "bilstm", "cnn")
-POSITIONS = ("relative", "sinusoidal", "both", "none")
+POSITIONS = ("relative", "sinusoidal", "learned", "both", "none")
 
 
 @dataclass
@@ -63,6 +63,7 @@ class TaggerConfig:
     layer_dropout: float = 0.0  # inside each Transformer layer and on each CNN block
     positions: str = "relative"  # one of POSITIONS
     max_distance: int = 16  # relative offsets beyond ±max_distance share a bias
+    max_len: int = 512  # positions="learned": the longest sentence it has position vectors for
     local_init: bool = True  # start the relative bias at -slope_h * |offset| (ALiBi's slopes) instead of 0
     # BiLSTM tagger
     hidden: int = 128  # per direction
@@ -173,6 +174,10 @@ class Tagger(nn.Module):
         """(B, T, in_dim) word vectors -> (B, T, encoded_dim) words in context."""
         raise NotImplementedError
 
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """The training loss (:meth:`loss`): ``forward`` so that ``DistributedDataParallel`` sees the call."""
+        return self.loss(batch)
+
     def emissions(self, batch: Batch) -> torch.Tensor:
         x = self.represent(batch)
         return self.classifier(self.dropout(self.encode(x, batch.lengths)))  # (B, T, K)
@@ -194,7 +199,7 @@ class Tagger(nn.Module):
 
 
 class AttentionTagger(Tagger):
-    """Self-attention tagger: a stack of :class:`core.transformer.TransformerEncoderLayer` (pre-norm).
+    """Self-attention tagger: a :class:`core.transformer.TransformerEncoder` (pre-norm layers, final LayerNorm).
 
     Every layer gets its own :class:`core.positional.RelativePositionBias` (one learned scalar per
     head and clipped signed offset), so a head can learn "the word two to my left" as distinct from
@@ -203,7 +208,7 @@ class AttentionTagger(Tagger):
 
     Args:
         config (TaggerConfig): uses ``dim``, ``heads``, ``layers``, ``ffn_dim``, ``layer_dropout``,
-            ``attn_dropout``, ``positions``, ``max_distance``.
+            ``attn_dropout``, ``positions``, ``max_distance``, ``max_len`` (learned positions).
 
     Shapes:
         - encode: x (B, T, in_dim), lengths (B,) -> (B, T, D)
@@ -212,19 +217,14 @@ class AttentionTagger(Tagger):
     def __init__(self, config: TaggerConfig):
         super().__init__(config, config.dim)
         self.project = nn.Linear(self.represent.out_dim, config.dim)
-        self.absolute = (
-            SinusoidalPositionalEncoding(config.dim) if config.positions in ("sinusoidal", "both") else None
-        )
-        self.layers = nn.ModuleList(
-            TransformerEncoderLayer(
-                config.dim,
-                config.heads,
-                ffn_dim=config.ffn_dim,
-                dropout=config.layer_dropout,
-                attn_dropout=config.attn_dropout,
-                norm_first=True,
-            )
-            for _ in range(config.layers)
+        self.absolute: nn.Module | None = None
+        if config.positions in ("sinusoidal", "both"):
+            self.absolute = SinusoidalPositionalEncoding(config.dim)
+        elif config.positions == "learned":
+            self.absolute = LearnedPositionalEncoding(config.dim, config.max_len)
+        self.encoder = TransformerEncoder(
+            config.dim, config.heads, config.layers, ffn_dim=config.ffn_dim, dropout=config.layer_dropout,
+            attn_dropout=config.attn_dropout, norm_first=True,
         )
         self.relative = (
             nn.ModuleList(RelativePositionBias(config.heads, config.max_distance) for _ in range(config.layers))
@@ -234,17 +234,13 @@ class AttentionTagger(Tagger):
         if self.relative is not None and config.local_init:
             for bias in self.relative:
                 local_bias_init(bias)
-        self.norm = nn.LayerNorm(config.dim)  # pre-norm layers leave the last residual sum unnormalised
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         h = self.project(x)  # (B, T, D)
         if self.absolute is not None:
             h = self.absolute(h)
         mask = padding_mask(lengths, h.shape[1])  # keys past a sentence's end are hidden
-        for i, layer in enumerate(self.layers):
-            bias = self.relative[i] if self.relative is not None else None
-            h = layer(h, mask=mask, position_bias=bias)
-        return self.norm(h)
+        return self.encoder(h, mask, self.relative)  # one relative bias per layer (or none)
 
 
 def local_bias_init(bias: RelativePositionBias) -> None:

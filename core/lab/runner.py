@@ -62,7 +62,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from core.lab.distributed import DistInfo, init_distributed, wrap_ddp
+from core.lab.distributed import DistInfo, cleanup, init_distributed, wrap_ddp
 from core.lab.experiment import (ROLES, ModelResult, count_parameters, slug, summarize_runs, write_metrics,
                                  write_report)
 from core.lab.harness import History, atomic_open, fit, seed_everything, to_plain
@@ -253,6 +253,7 @@ class RunContext:
 
 
 FigureFn = Callable[[dict[str, list[RunRecord]], Path], list[tuple[str, str]]]
+SummaryFn = Callable[[dict[str, list[RunRecord]], list[ModelResult]], tuple[list[str], dict]]
 
 
 @dataclass
@@ -282,6 +283,9 @@ class Experiment:
             figures from the records (rank 0 only) and returns ``(caption, file)`` pairs for the report.
             (default: ``None``)
         extra (dict): more top-level keys for metrics.json. (default: ``{}``)
+        summary (Callable[[dict[str, list[RunRecord]], list[ModelResult]], tuple[list[str], dict]], optional):
+            conclusions drawn once every run is done (rank 0 only), e.g. which variant is best on validation:
+            returns report notes (after ``notes``) and more top-level keys for metrics.json. (default: ``None``)
     """
 
     domain: str
@@ -299,6 +303,7 @@ class Experiment:
     distributed: bool = True
     figures: FigureFn | None = None
     extra: dict = field(default_factory=dict)
+    summary: SummaryFn | None = None
 
 
 @dataclass
@@ -372,6 +377,7 @@ def run_experiment(experiment: Experiment, options: RunnerOptions) -> Experiment
     names = [spec.name for spec in experiment.specs]
     if len(set(map(slug, names))) != len(names):
         raise ValueError(f"model names must differ after slugging: {names}")
+    joined_here = not (dist.is_available() and dist.is_initialized())
     info = init_distributed(options.device)
     out = Path(options.out)
     plan = [(spec, seed) for spec in experiment.specs for seed in options.seeds[: spec.seeds or None]]
@@ -400,14 +406,17 @@ def run_experiment(experiment: Experiment, options: RunnerOptions) -> Experiment
     finally:
         if lock is not None:
             _release_lock(lock)
+        if joined_here:
+            cleanup()
 
 
 def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Path, plan: list,
          identities: dict) -> ExperimentResult:
     started = time.perf_counter()
-    logger.info("%s on %s: %d model(s), seeds %s, %d run(s) on %s, %d thread(s), %d process(es); output in %s",
-                experiment.domain, experiment.dataset, len(experiment.specs), options.seeds, len(plan), info.device,
-                torch.get_num_threads(), info.world_size, out)
+    if info.is_main:
+        logger.info("%s on %s: %d model(s), seeds %s, %d run(s) on %s, %d thread(s), %d process(es); output in %s",
+                    experiment.domain, experiment.dataset, len(experiment.specs), options.seeds, len(plan), info.device,
+                    torch.get_num_threads(), info.world_size, out)
     records: dict[str, list[RunRecord]] = {spec.name: [] for spec in experiment.specs}
     bar = tqdm(plan, desc="runs", unit="run", disable=True if not (options.progress and info.is_main) else None)
     for spec, seed in bar:
@@ -442,13 +451,14 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
     for r in results:
         logger.info("%s: %s over %d seed(s)", r.model, _show(r.metrics, experiment.contract, r.std), len(r.runs))
     figures = experiment.figures(records, out) if experiment.figures is not None else []
+    summary_notes, summary_extra = experiment.summary(records, results) if experiment.summary is not None else ([], {})
     contract = experiment.contract
     payload_extra = {
         "contract": {"headline": contract.headline, "select": contract.select, "mode": contract.mode,
                      "rule": contract.rule},
         "seeds": options.seeds, "wall_seconds": wall, "threads": torch.get_num_threads(),
         "world_size": info.world_size, "time_budget_s": options.time_budget_s,
-        "data": experiment.data_identity, **experiment.extra,
+        "data": experiment.data_identity, **experiment.extra, **summary_extra,
     }
     path = write_metrics(out, domain=experiment.domain, dataset=experiment.dataset, device=info.device,
                          config={"train": experiment.config, "models": {s.name: s.config for s in experiment.specs},
@@ -467,6 +477,7 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
         f"{info.world_size} process(es)" + (f"; {loaded} run(s) finished by an earlier invocation were loaded"
                                             if loaded else ""),
         *experiment.notes,
+        *summary_notes,
     ]
     columns = list(dict.fromkeys([contract.headline, contract.select, *experiment.table]))
     write_report(out, title=experiment.title, results=results, metric_names=columns,

@@ -17,6 +17,7 @@ VARIANTS = [
     dict(model="attention"),
     dict(model="attention", crf=False, positions="sinusoidal"),
     dict(model="attention", positions="both", char_channels=0),
+    dict(model="attention", positions="learned"),
     dict(model="bilstm"),
     dict(model="bilstm", crf=False, lstm_layers=2),
     dict(model="cnn"),
