@@ -92,9 +92,10 @@ def softmax_attention(
         )
     T, S = scores.shape[-2], scores.shape[-1]
     mask = as_mask(mask)
+    # A mask's batch must be the scores' B; (B, T, S) scores have no head dim, a Mask's dense form does.
+    check_mask(mask, (scores.shape[0], 1, T, S) if scores.dim() == 3 and isinstance(mask, Mask) else scores.shape)
     allowed = None
     if isinstance(mask, Mask):
-        mask.check_size(T, S)
         allowed = mask.dense(scores.device)
         if allowed.dim() == 4 and scores.dim() == 3:
             allowed = allowed.squeeze(1)  # (B, 1, T, S) -> (B, T, S): no head dim in these scores

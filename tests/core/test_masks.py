@@ -190,3 +190,22 @@ def test_masks_of_different_batch_sizes_do_not_combine():
 def test_mask_constructors_validate_their_arguments(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_softmax_attention_refuses_what_scaled_dot_product_attention_refuses():
+    from core.attention import softmax_attention
+
+    scores, v = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 5, 6)  # (B, H, T, S), (B, H, S, Dv)
+    with pytest.raises(TypeError, match="torch.int64"):
+        softmax_attention(scores, v, torch.ones(4, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="batch of 1 but attention has a batch of 2"):
+        softmax_attention(scores, v, padding_mask(torch.tensor([3]), 5))
+    with pytest.raises(ValueError, match=r"dim -4 \(batch\) is 1, must be 2"):
+        softmax_attention(scores, v, torch.zeros(1, 3, 4, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        softmax_attention(scores, v, torch.full((4, 5), float("nan")))
+    # (B, T, S) scores (additive attention, no heads) take a padding mask of their batch, and no other
+    scores3, v3 = torch.randn(2, 4, 5), torch.randn(2, 5, 6)
+    assert softmax_attention(scores3, v3, padding_mask(torch.tensor([3, 5]), 5)).shape == (2, 4, 6)
+    with pytest.raises(ValueError, match="batch of 3 but attention has a batch of 2"):
+        softmax_attention(scores3, v3, padding_mask(torch.tensor([3, 5, 1]), 5))
