@@ -177,11 +177,13 @@ def greedy_search(
 ) -> SearchResult:
     """Emit the most probable next token until EOS or `max_len` tokens, for a batch of sources at once.
 
-    A source that has emitted EOS keeps being stepped with EOS (its state is not reordered), but its
-    tokens and score no longer change. The loop stops when every source has finished.
+    Finished sources leave the batch: once at least an eighth of the running rows have emitted EOS, the
+    state is cut down to the others with `select_state` (until then the finished rows are stepped with EOS
+    and ignored), so a batch costs what its words need, not what its longest word needs. The loop stops
+    when every source has finished.
 
     Args:
-        step (callable): `step(tokens (B,), state) -> (scores (B, V), state)`; see the module docstring.
+        step (callable): `step(tokens (N,), state) -> (scores (N, V), state)`; see the module docstring.
         state: the decoder state for the B sources (e.g. `EncoderDecoder.init_state`).
         batch_size (int): B.
         bos_id (int): the start token fed at the first step.
@@ -194,25 +196,34 @@ def greedy_search(
     """
     _check_search_args(batch_size, max_len, bos_id, eos_id)
     B = batch_size
-    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    total = None
-    out: list[Tensor] = []
-    for _ in range(max_len):
+    out = torch.full((B, max_len), eos_id, dtype=torch.long, device=device)  # (B, max_len)
+    total: Tensor | None = None
+    rows = torch.arange(B, device=device)  # (N,): the source of each row still in the batch
+    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)  # (N,)
+    done = torch.zeros(B, dtype=torch.bool, device=device)  # (N,): rows that have emitted EOS
+    steps = 0
+    for t in range(max_len):
         scores, state = step(tokens, state)
-        logp = _log_probs(scores, B)  # (B, V)
-        best, tokens = logp.max(dim=-1)  # (B,), (B,)
+        best, tokens = _log_probs(scores, len(rows)).max(dim=-1)  # (N,), (N,)
         tokens = tokens.masked_fill(done, eos_id)
-        gained = best.masked_fill(done, 0.0)
-        total = gained if total is None else total + gained
-        out.append(tokens)
+        if total is None:
+            total = torch.zeros(B, dtype=best.dtype, device=device)
+        total.index_add_(0, rows, best.masked_fill(done, 0.0))
+        out[rows, t] = tokens
+        steps = t + 1
         done = done | (tokens == eos_id)
-        if bool(done.all()):
+        finished = int(done.sum())
+        if finished == len(rows):
             break
-    seq = torch.stack(out, dim=1)  # (B, L)
+        if finished and finished * 8 >= len(rows):  # drop the finished rows from the batch
+            keep = (~done).nonzero().squeeze(1)  # (N',)
+            state = select_state(state, keep)
+            rows, tokens, done = rows[keep], tokens[keep], done[keep]
+    seq = out[:, :steps]  # (B, L)
     is_eos = seq == eos_id
-    lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(done, seq.shape[1], dtype=torch.long))
-    return SearchResult(seq, lengths.long(), total, total.clone(), done)
+    ended = is_eos.any(1)
+    lengths = torch.where(ended, is_eos.int().argmax(1), torch.full((B,), steps, device=device)).long()
+    return SearchResult(seq, lengths, total, total.clone(), ended)
 
 
 @torch.no_grad()
@@ -336,8 +347,9 @@ def beam_search(
 
 
 def _collect(finished: list[list[tuple[float, float, list[int], bool]]], eos_id: int, device) -> SearchResult:
-    best = [max(hyps, key=lambda h: h[0]) for hyps in finished]
-    L = max(len(h[2]) for h in best)
+    # A source whose every continuation scored -inf has nothing: an empty, unfinished output.
+    best = [max(hyps, key=lambda h: h[0]) if hyps else (float("-inf"), float("-inf"), [], False) for hyps in finished]
+    L = max(1, max(len(h[2]) for h in best))
     tokens = torch.full((len(best), L), eos_id, dtype=torch.long, device=device)
     for i, (_, _, seq, _) in enumerate(best):
         tokens[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)

@@ -94,14 +94,18 @@ def _naive_greedy(model, src, src_lengths, max_len):
 
 
 def test_greedy_with_the_cache_equals_recomputing_the_prefix():
-    model = _model(seed=1)
-    src, src_lengths = _sources()
-    result = model.generate(src, src_lengths, max_len=6)
-    naive = _naive_greedy(model, src, src_lengths, 6)
-    for b in range(3):
+    model = _model(seed=0)
+    with torch.no_grad():
+        model.output.bias[EOS] += 0.7  # words end at different steps, so finished ones leave the batch
+    g = torch.Generator().manual_seed(11)
+    src, src_lengths = torch.randint(3, 7, (8, 6), generator=g), torch.randint(1, 7, (8,), generator=g)
+    result = model.generate(src, src_lengths, max_len=8)
+    naive = _naive_greedy(model, src, src_lengths, 8)
+    assert result.finished.any() and len(set(result.lengths.tolist())) > 2
+    for b in range(8):
         n = int(result.lengths[b])
         assert result.tokens[b, :n].tolist() == naive[b, :n].tolist()
-        assert bool(result.finished[b]) == (n < 6 and int(naive[b, n]) == EOS)
+        assert bool(result.finished[b]) == (n < 8 and int(naive[b, n]) == EOS)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -221,8 +225,11 @@ def test_a_beam_stays_full_when_its_best_extension_ends():
 
 
 def test_greedy_stops_at_eos_per_source_and_at_max_len():
+    batch_sizes = []
+
     def step(tokens, state):
         position, never_stop = state
+        batch_sizes.append(len(tokens))
         logits = torch.zeros(len(tokens), V)
         logits[:, A] = 1.0
         logits[(position == 1) & ~never_stop, EOS] = 5.0  # source 0 ends after one token
@@ -233,6 +240,7 @@ def test_greedy_stops_at_eos_per_source_and_at_max_len():
     assert result.tokens.tolist() == [[A, EOS, EOS, EOS], [A, A, A, A]]
     assert result.lengths.tolist() == [1, 4] and result.finished.tolist() == [True, False]
     assert result.sequences() == [[A], [A, A, A, A]]
+    assert batch_sizes == [2, 2, 1, 1]  # the finished source left the batch
     step_logp = torch.log_softmax(torch.tensor([0.0, 0, 0, 1, 0]), -1)[A]
     assert result.log_probs[1].item() == pytest.approx(4 * step_logp.item(), abs=1e-6)
 
