@@ -87,7 +87,8 @@ def run_lessons(
         kwargs = {"lengths": lengths, "device": device} if module is rnn_vs_attention else {}
         log, start = Log(echo), time.perf_counter()
         result = module.lesson(log, fig_dir, quick, **kwargs)
-        result.log, result.seconds = log.text().strip("\n"), time.perf_counter() - start
+        lines = log.lines[2:] if log.lines[:1] == [""] and log.lines[1].startswith("== ") else log.lines
+        result.log, result.seconds = "\n".join(lines).strip("\n"), time.perf_counter() - start  # title is separate
         results.append(result)
         if progress:
             print(f"[{i}/{len(names)}] {result.title} ({result.seconds:.1f} s)", file=sys.stderr, flush=True)
@@ -108,7 +109,6 @@ def write_report(results: list[LessonResult], path: str | Path) -> Path:
         for fig in r.figures:
             rel = fig.relative_to(path.parent) if fig.is_relative_to(path.parent) else fig
             parts += [f"![{fig.stem}]({rel.as_posix()})", ""]
-        parts += ["<details><summary>printed output</summary>", "", "```text", r.log, "```", "", "</details>", "",
-                  f"*{r.seconds:.1f} s*", ""]
+        parts += ["Printed:", "", "```text", r.log, "```", "", f"*{r.seconds:.1f} s*", ""]
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

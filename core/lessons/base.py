@@ -104,7 +104,9 @@ def print_options(precision: int = 3) -> Iterator[None]:
 
 def fmt(x: float, digits: int = 3) -> str:
     """A number for a table cell: fixed digits, or scientific when tiny but non-zero."""
-    if x != 0 and abs(x) < 10 ** -digits:
+    if x == 0:
+        return "0"
+    if abs(x) < 10 ** -digits:
         return f"{x:.1e}"
     return f"{x:.{digits}f}"
 

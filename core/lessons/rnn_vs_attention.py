@@ -131,6 +131,7 @@ def lesson(
     times: dict[tuple[int, int], dict[str, float]] = {}  # (B, T) -> median seconds per model
     ratios: dict[tuple[int, int], float] = {}  # (B, T) -> median over rounds of LSTM time / attention time
     rows = []
+    time_forward_backward(models, torch.randn(1, 8, dim, device=dev), rounds=1, budget_s=0.0)  # first-call setup
     for B in batch_sizes:
         for T in lengths:
             x = torch.randn(B, T, dim, device=dev)
