@@ -26,11 +26,11 @@ TITLE = "Order: without positions, attention is permutation-equivariant"
 
 def random_attention(dim: int = 8, num_heads: int = 2, seed: int = 0) -> MultiHeadAttention:
     """A float64 `MultiHeadAttention` with every weight and bias random (biases too: zeros hide bugs)."""
-    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
     mha = MultiHeadAttention(dim, num_heads).double().eval()
     with torch.no_grad():
         for p in mha.parameters():
-            nn.init.normal_(p, std=0.5)
+            p.normal_(0.0, 0.5, generator=g)
     return mha
 
 

@@ -118,8 +118,10 @@ def lesson(
     header(log, TITLE)
     lengths = tuple(lengths or (QUICK_LENGTHS if quick else FULL_LENGTHS))
     dev = torch.device(device)
-    torch.manual_seed(0)
-    models = {"LSTM": LSTMLayer(dim).to(dev), "attention": MultiHeadAttention(dim, num_heads).to(dev)}
+    with torch.random.fork_rng(devices=[]):  # fixed weights without reseeding the caller's generator
+        torch.manual_seed(0)
+        models = {"LSTM": LSTMLayer(dim).to(dev), "attention": MultiHeadAttention(dim, num_heads).to(dev)}
+    g = torch.Generator(device=dev).manual_seed(0)
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     load = (load_average() or [float("nan")])[0]
     conditions = (f"{device}, {torch.get_num_threads()} threads, load average {load:.1f} at start, "
@@ -134,7 +136,7 @@ def lesson(
     time_forward_backward(models, torch.randn(1, 8, dim, device=dev), rounds=1, budget_s=0.0)  # first-call setup
     for B in batch_sizes:
         for T in lengths:
-            x = torch.randn(B, T, dim, device=dev)
+            x = torch.randn(B, T, dim, device=dev, generator=g)
             per_round = time_forward_backward(models, x, rounds, budget_s)
             t = {name: stats["median_ms"] / 1e3 for name, stats in summarize(per_round).items()}
             times[(B, T)] = t
