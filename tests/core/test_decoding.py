@@ -87,10 +87,13 @@ def _naive_greedy(model, src, src_lengths, max_len):
     """Greedy decoding by recomputing the whole prefix each step: no cache, no search code."""
     memory = model.encode(src, src_lengths)
     tgt = torch.full((src.shape[0], 1), BOS)
+    total, ended = torch.zeros(src.shape[0], dtype=torch.float64), torch.zeros(src.shape[0], dtype=torch.bool)
     for _ in range(max_len):
-        nxt = model.decode(tgt, memory, src_lengths)[:, -1].argmax(-1)
+        best, nxt = torch.log_softmax(model.decode(tgt, memory, src_lengths)[:, -1], -1).max(-1)
+        total += best * ~ended
+        ended |= nxt == EOS
         tgt = torch.cat((tgt, nxt.unsqueeze(1)), 1)
-    return tgt[:, 1:]
+    return tgt[:, 1:], total
 
 
 def test_greedy_with_the_cache_equals_recomputing_the_prefix():
@@ -98,11 +101,12 @@ def test_greedy_with_the_cache_equals_recomputing_the_prefix():
     with torch.no_grad():
         model.output.bias[EOS] += 0.7  # words end at different steps, so finished ones leave the batch
     g = torch.Generator().manual_seed(11)
-    src, src_lengths = torch.randint(3, 7, (8, 6), generator=g), torch.randint(1, 7, (8,), generator=g)
+    src, src_lengths = torch.randint(3, 7, (20, 6), generator=g), torch.randint(1, 7, (20,), generator=g)
     result = model.generate(src, src_lengths, max_len=8)
-    naive = _naive_greedy(model, src, src_lengths, 8)
+    naive, naive_log_probs = _naive_greedy(model, src, src_lengths, 8)
     assert result.finished.any() and len(set(result.lengths.tolist())) > 2
-    for b in range(8):
+    assert torch.allclose(result.log_probs, naive_log_probs, atol=1e-9)
+    for b in range(20):
         n = int(result.lengths[b])
         assert result.tokens[b, :n].tolist() == naive[b, :n].tolist()
         assert bool(result.finished[b]) == (n < 8 and int(naive[b, n]) == EOS)
