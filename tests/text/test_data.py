@@ -145,3 +145,24 @@ def test_conll2000_as_shipped():
     # the test set has two I-LST words (a list marker spanning two tokens); training has no I-LST
     with pytest.warns(UserWarning, match=r"I-LST.*test\.txt:\d+"):
         assert count_unseen_labels(test, Vocabularies.build(train).labels, "test") == 2
+
+
+def test_bucket_sampler_set_epoch_replays_an_epoch_and_ranks_split_each_global_batch():
+    from text.data import BucketBatchSampler
+
+    lengths = [3, 7, 5, 9, 2, 4, 8, 6, 1, 10, 5, 3, 7]
+    fresh = BucketBatchSampler(lengths, 4, seed=3)
+    fresh.set_epoch(1)
+    epochs = [list(fresh), list(fresh), list(fresh)]  # epochs 1, 2, 3
+    assert epochs[0] != epochs[1]
+    resumed = BucketBatchSampler(lengths, 4, seed=3)
+    resumed.set_epoch(3)  # what fit does on resuming before epoch 3
+    assert list(resumed) == epochs[2]
+    shards = []
+    for rank in (0, 1):
+        sampler = BucketBatchSampler(lengths, 4, seed=3, rank=rank, world_size=2)
+        sampler.set_epoch(1)
+        shards.append(list(sampler))
+    for whole, part0, part1 in zip(epochs[0], *shards):
+        assert sorted(part0 + part1) == sorted(whole) and not set(part0) & set(part1) or len(whole) < 2
+    assert len(shards[0]) == len(shards[1]) == len(epochs[0])  # equal step counts: DDP never waits forever

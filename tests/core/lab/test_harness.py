@@ -1,6 +1,10 @@
 import os
 import pickle
 import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.lab.harness import (History, fit, load_checkpoint, save_checkpoint, seed_everything, select_device,
+from core.lab.harness import (EarlyStopping, History, fit, load_checkpoint, save_checkpoint, seed_everything, select_device,
                           set_num_threads_from_env)
 
 
@@ -217,3 +221,123 @@ def test_atomic_open_gives_concurrent_writers_their_own_temp_files(tmp_path):
     finally:
         os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o644  # the usual mode, not mkstemp's private 0600
+
+
+# --- exact resume after SIGKILL mid-epoch, stoppers, keep -------------------------------------------
+
+KILLABLE_RUN = '''
+import os, signal, sys
+import torch, torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from core.lab.harness import EarlyStopping, fit, seed_everything
+from core.lab.schedule import warmup_cosine_scheduler
+
+def run(ckpt_dir, kill_at=None, seed=0):
+    """Dropout, a loader shuffled by the global RNG, Adam, a per-batch schedule, a stopper: everything an exact
+    resume has to restore; checkpoints every 2 steps."""
+    seed_everything(seed)
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(123))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    scheduler = warmup_cosine_scheduler(optimizer, total_steps=3 * 4, warmup_steps=3)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    steps = []
+
+    def train_step(m, batch):
+        steps.append(1)
+        if kill_at is not None and len(steps) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return F.cross_entropy(m(batch[0]), batch[1])
+
+    history = fit(model, optimizer, train_data=loader, train_step=train_step, epochs=3, scheduler=scheduler,
+                  scheduler_per_batch=True, stopper=EarlyStopping(5, "val_loss", "min"),
+                  evaluate=lambda m: {"val_loss": F.cross_entropy(m(x), y).item()},
+                  checkpoint_dir=ckpt_dir, checkpoint_every=2, progress=False)
+    return model, history, len(steps)
+
+if __name__ == "__main__":
+    run(sys.argv[1], kill_at=int(sys.argv[2]))
+'''
+
+
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path):
+    namespace = {}
+    exec(compile(KILLABLE_RUN, "killable_run", "exec"), namespace)
+    full_model, full_history, _ = namespace["run"](tmp_path / "full")
+
+    script = tmp_path / "killable_run.py"
+    script.write_text(KILLABLE_RUN)
+    # step 7 = the 3rd batch of epoch 2; the last checkpoint was written after step 6 (2 batches into epoch 2)
+    killed = subprocess.run([sys.executable, str(script), str(tmp_path / "killed"), "7"], capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).resolve().parents[3])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    state = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert (state["epoch"], state["position"]) == (1, 2)
+
+    torch.manual_seed(999)  # this process's RNG is elsewhere; only last.pt carries the state
+    resumed_model, resumed_history, steps = namespace["run"](tmp_path / "killed", seed=5)
+    assert steps == 2 + 4  # the rest of epoch 2 and epoch 3
+    assert without_seconds(resumed_history) == without_seconds(full_history)
+    assert resumed_history.steps == full_history.steps == 12
+    for key, value in full_model.state_dict().items():
+        assert torch.equal(resumed_model.state_dict()[key], value), key
+
+
+def test_gat_stopper_state_survives_a_resume(tmp_path):
+    from core.lab.harness import GATEarlyStopping
+
+    losses_accs = [(1.0, 0.5), (0.8, 0.6), (0.9, 0.55), (0.95, 0.5), (0.85, 0.58), (0.9, 0.5), (0.7, 0.7)]
+
+    def run(epochs, kill_after=None, done=0):
+        seed_everything(0)
+        model = nn.Linear(4, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        calls = [1] * done  # evaluations of the earlier process: the scripted values go on from there
+
+        def evaluate(m):
+            calls.append(1)
+            if kill_after is not None and len(calls) > kill_after:
+                raise KeyboardInterrupt
+            loss, acc = losses_accs[len(calls) - 1]
+            return {"val_loss": loss, "val_accuracy": acc}
+
+        history = fit(model, optimizer, train_data=[(X, Y)], train_step=lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+                      evaluate=evaluate, epochs=epochs, stopper=GATEarlyStopping(patience=3), checkpoint_dir=tmp_path,
+                      progress=False)
+        return model, history
+
+    with pytest.raises(KeyboardInterrupt):
+        run(7, kill_after=3)  # epochs 1-3 done: the stopper has seen 1 bad evaluation (epoch 3)
+    assert load_checkpoint(tmp_path / "last.pt")["stopper"]["bad_evals"] == 1
+    model, history = run(7, done=3)
+    # epochs 4 and 5 improve neither (0.95 > 0.8, 0.58 < 0.6): the 3rd bad one is epoch 5; epoch 2 is the best
+    assert history.stopped_early and len(history.epochs) == 5 and history.best_epoch == 2
+
+
+def test_keep_last_keeps_the_final_weights_and_best_pt_holds_them(tmp_path):
+    seed_everything(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    scores = iter([0.9, 0.1, 0.2])
+    history = fit(model, optimizer, train_data=[(X, Y)], train_step=lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+                  evaluate=lambda m: {"val_accuracy": next(scores)}, epochs=3, keep="last", checkpoint_dir=tmp_path,
+                  progress=False)
+    assert history.best_epoch == 3
+    on_disk = load_checkpoint(tmp_path / "best.pt")
+    assert on_disk["epoch"] == 3 and torch.equal(on_disk["model"]["weight"], model.weight.detach())
+    with pytest.raises(ValueError, match="keep='best' needs an evaluate"):
+        fit(model, optimizer, train_data=[(X, Y)], train_step=lambda m, b: m(b[0]).sum(), evaluate=None, epochs=1)
+    with pytest.raises(ValueError, match="either a stopper or a patience"):
+        fit(model, optimizer, train_data=[(X, Y)], train_step=lambda m, b: m(b[0]).sum(), evaluate=lambda m: {},
+            epochs=1, patience=2, stopper=EarlyStopping(2))
+
+
+def test_warmup_cosine_is_counted_in_steps():
+    from core.lab.schedule import warmup_cosine
+
+    factor = warmup_cosine(total_steps=100, warmup_steps=10)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    assert factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0) and factor(150) == 0.0
+    assert warmup_cosine(10, 0)(0) == pytest.approx(1.0)

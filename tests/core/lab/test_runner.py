@@ -1,0 +1,196 @@
+"""core.lab.runner with a tiny synthetic domain: run folders, mean ± std, the contract, resume, refusals, lock."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.lab.cli import UsageError, check_common_args, cli_main
+from core.lab.runner import (Experiment, MetricsContract, ModelSpec, RunnerError, RunnerOptions, RunRecord,
+                             check_metrics_payload, identity_differences, run_experiment)
+
+X = torch.randn(48, 3, generator=torch.Generator().manual_seed(0))
+Y = (X[:, 0] - X[:, 2] > 0).long()
+CONTRACT = MetricsContract(headline="test_accuracy", select="val_accuracy")
+
+
+def accuracy(model, rows):
+    return (model(X[rows]).argmax(-1) == Y[rows]).float().mean().item()
+
+
+def make_experiment(calls, lr=0.1, bad_metrics=None, **options):
+    def train_one(spec, seed, ctx):
+        calls.append((spec.name, seed))
+        model = ctx.wrap(nn.Sequential(nn.Linear(3, spec.config["hidden"]), nn.Tanh(), nn.Linear(spec.config["hidden"], 2)))
+        optimizer = torch.optim.SGD(model.parameters(), lr=ctx.train["lr"])
+        history = ctx.fit(model, optimizer, train_data=[(X[:32], Y[:32])], epochs=ctx.train["epochs"],
+                          train_step=lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+                          evaluate=lambda m: {"val_accuracy": accuracy(m, slice(32, 40))})
+        metrics = bad_metrics or {"val_accuracy": accuracy(model, slice(32, 40)), "test_accuracy": accuracy(model, slice(40, 48))}
+        return RunRecord(metrics=metrics, bookkeeping=ctx.bookkeeping(history, model), history=history.epochs, model=model)
+
+    specs = [ModelSpec("attn net", "attention", {"hidden": 8}), ModelSpec("base", "baseline", {"hidden": 4}, seeds=1)]
+    return Experiment(domain="toy", dataset="xor-ish", title="toy", contract=CONTRACT, specs=specs, train_one=train_one,
+                      config={"epochs": 3, "lr": lr}, data_identity={"rows": 48}, **options)
+
+
+def options(out, **kw):
+    return RunnerOptions(out=out, seeds=[0, 1], progress=False, **kw)
+
+
+def test_runner_writes_folders_metrics_and_report_and_keeps_bookkeeping_apart(tmp_path):
+    calls = []
+    result = run_experiment(make_experiment(calls), options(tmp_path))
+    assert calls == [("attn net", 0), ("attn net", 1), ("base", 0)]  # seeds=1 trains the first seed only
+    for run in ("attn-net/seed0", "attn-net/seed1", "base/seed0"):
+        assert {p.name for p in (tmp_path / run).iterdir()} == {"best.pt", "last.pt", "identity.json", "record.json"}
+    payload = json.loads((tmp_path / "metrics.json").read_text())
+    assert check_metrics_payload(payload) == []
+    attn = payload["results"][0]
+    runs = [r["test_accuracy"] for r in attn["runs"]]
+    assert attn["metrics"]["test_accuracy"] == pytest.approx(sum(runs) / 2)
+    assert attn["std"]["test_accuracy"] == pytest.approx(abs(runs[0] - runs[1]) / 2 ** 0.5)
+    assert set(attn["metrics"]) == {"val_accuracy", "test_accuracy"}
+    assert attn["bookkeeping"]["epochs"] == 3 and attn["bookkeeping"]["steps"] == 3 and attn["params"] == 3 * 8 + 8 + 8 * 2 + 2
+    assert payload["contract"]["select"] == "val_accuracy" and payload["seeds"] == [0, 1]
+    report = (tmp_path / "report.md").read_text()
+    assert "by the best val_accuracy (max)" in report and "no time budget" in report
+    assert "| attn net | attention |" in report and "epochs (mean)" in report
+    assert result.records["attn net"][0].model is not None
+
+
+def test_the_report_says_when_a_time_budget_was_used(tmp_path):
+    run_experiment(make_experiment([]), options(tmp_path, time_budget_s=600.0))
+    assert "--time-budget 10 min per run was used" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "metrics.json").read_text())["time_budget_s"] == 600.0
+
+
+def test_resume_loads_finished_runs_and_refuses_another_identity_before_writing(tmp_path):
+    run_experiment(make_experiment([]), options(tmp_path))
+    first = (tmp_path / "metrics.json").read_bytes()
+    calls = []
+    again = run_experiment(make_experiment(calls), options(tmp_path))
+    assert calls == [] and all(r.loaded for rs in again.records.values() for r in rs)
+    assert json.loads(first)["results"][0]["runs"] == json.loads((tmp_path / "metrics.json").read_text())["results"][0]["runs"]
+
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    with pytest.raises(RunnerError, match=r"attn-net/seed0 holds a different run \(saved -> now: train.lr: 0.1 -> 0.2\)"):
+        run_experiment(make_experiment(calls, lr=0.2), options(tmp_path))
+    assert calls == [] and {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing written
+
+    run_experiment(make_experiment(calls, lr=0.2), options(tmp_path, resume=False))  # --no-resume retrains
+    assert len(calls) == 3
+
+
+def test_an_interrupted_run_continues_from_last_pt(tmp_path):
+    run_experiment(make_experiment([]), options(tmp_path / "full"))
+    calls = []
+    run_experiment(make_experiment(calls), options(tmp_path / "cut"))
+    for run in ("attn-net/seed0", "attn-net/seed1", "base/seed0"):  # as if killed after training, before recording
+        (tmp_path / "cut" / run / "record.json").unlink()
+    run_experiment(make_experiment(calls), options(tmp_path / "cut"))
+    assert len(calls) == 6  # train_one ran again, but fit found every run finished in last.pt
+    full, cut = (json.loads((tmp_path / d / "metrics.json").read_text())["results"] for d in ("full", "cut"))
+    assert [r["runs"] for r in full] == [r["runs"] for r in cut]
+
+
+def test_orphaned_temp_files_are_removed(tmp_path):
+    orphan = tmp_path / "attn-net" / "seed0" / ".last.pt.x1y2z3.tmp"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"half a checkpoint")
+    run_experiment(make_experiment([]), options(tmp_path))
+    assert not orphan.exists() and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_second_run_on_the_same_out_refuses(tmp_path):
+    tmp_path.mkdir(exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a+'); f.write('4242'); f.flush(); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+         str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunnerError, match=r"--out .* is in use by another run \(pid 4242"):
+            run_experiment(make_experiment([]), options(tmp_path))
+        assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "attn-net").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run_experiment(make_experiment([]), options(tmp_path))  # free again once the holder is gone
+    assert (tmp_path / "metrics.json").exists()
+
+
+def test_records_that_break_the_contract_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="'best_epoch' is bookkeeping"):
+        run_experiment(make_experiment([], bad_metrics={"val_accuracy": 1.0, "test_accuracy": 1.0, "best_epoch": 3.0}),
+                       options(tmp_path / "a"))
+    with pytest.raises(ValueError, match="'accuracy' does not start with a split"):
+        run_experiment(make_experiment([], bad_metrics={"val_accuracy": 1.0, "test_accuracy": 1.0, "accuracy": 1.0}),
+                       options(tmp_path / "b"))
+    with pytest.raises(ValueError, match="headline metric 'test_accuracy' is missing"):
+        run_experiment(make_experiment([], bad_metrics={"val_accuracy": 1.0}), options(tmp_path / "c"))
+    with pytest.raises(ValueError, match="selection happens on validation"):
+        MetricsContract(headline="test_accuracy", select="test_accuracy")
+
+
+def test_check_metrics_payload_names_each_breach():
+    payload = {"contract": {"headline": "test_f1", "select": "val_f1", "mode": "max"},
+               "results": [{"model": "m", "metrics": {"test_f1": 0.9, "dev_f1": 0.8, "test_seconds": 2.0}}]}
+    problems = check_metrics_payload(payload)
+    assert "m: no 'bookkeeping' field" in problems
+    assert any("'dev_f1' does not start with a split" in p for p in problems)
+    assert any("'test_seconds' is bookkeeping" in p for p in problems)
+    assert any("selection metric 'val_f1' is missing" in p for p in problems)
+    assert check_metrics_payload({"results": []}) == ["no 'contract' (headline, select, mode) at the top level"]
+
+
+def test_single_process_experiments_refuse_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RunnerError, match="toy trains full-batch in one process; run `python -m toy` without torchrun"):
+        run_experiment(make_experiment([], distributed=False), options(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_identity_differences_name_the_paths():
+    saved = {"config": {"hidden": 8, "lr": 0.1}, "seed": 0, "data": {"files": "a"}}
+    now = {"config": {"hidden": 16, "lr": 0.1}, "seed": 0, "data": {"files": "b", "extra": 1}}
+    assert identity_differences(saved, now) == ["config.hidden: 8 -> 16", "data.extra: (absent) -> 1",
+                                                "data.files: 'a' -> 'b'"]
+
+
+def test_out_that_is_a_file_is_refused_at_the_door(tmp_path):
+    import argparse
+
+    a_file = tmp_path / "f"
+    a_file.write_text("")
+    args = argparse.Namespace(out=str(a_file), seeds=1, threads=None, epochs=3, time_budget=None)
+    with pytest.raises(UsageError, match="--out .*f is a file"):
+        check_common_args(args)
+    with pytest.raises(UsageError, match="--out .*: .*f is a file, not a folder"):
+        check_common_args(args, a_file / "sub")
+    args.out, args.epochs = str(tmp_path / "new"), 0
+    with pytest.raises(UsageError, match="--epochs must be >= 1"):
+        check_common_args(args)
+
+
+def test_cli_main_turns_user_errors_into_one_line(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--x", type=int, default=1)
+
+    def run(args):
+        raise UsageError("--x must be\nsmall")
+
+    with pytest.raises(SystemExit, match=r"^error: --x must be small$"):
+        cli_main(parser, [], run)
+
+    def crash(args):
+        raise KeyError("a bug, not the user's")
+
+    with pytest.raises(KeyError):  # programming errors keep their traceback
+        cli_main(parser, [], crash)
