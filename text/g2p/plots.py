@@ -63,7 +63,7 @@ def alignment(model: nn.Module, word: str, phonemes: tuple[str, ...], vocab: Voc
 
 
 def _heatmap(ax, w: np.ndarray, word: str, rows: list[str], title: str, *, show_rows: bool, show_cols: bool):
-    ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    return ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(word)), labels=list(word) if show_cols else [""] * len(word))
     ax.set_yticks(range(len(rows)), labels=rows if show_rows else [""] * len(rows), fontsize=8)
     ax.tick_params(length=0)
@@ -75,41 +75,45 @@ def plot_cross_attention(maps: list[tuple[str, np.ndarray]], word: str, phonemes
     """Layers × heads grid of ``(T, S)`` cross-attention maps for one word."""
     rows = [*phonemes, "</s>"]
     L, H = len(maps), maps[0][1].shape[0]
-    fig = Figure(figsize=(1.0 + 1.9 * H, 0.6 + 0.22 * len(rows) * L + 0.5 * L))
+    fig = Figure(figsize=(1.6 + 1.9 * H, 1.0 + (0.7 + 0.2 * len(rows)) * L), layout="constrained")
     axes = fig.subplots(L, H, squeeze=False)
     for i, (_, w) in enumerate(maps):
         for h in range(H):
-            _heatmap(axes[i, h], w[h], word, rows, f"layer {i + 1}, head {h + 1}", show_rows=h == 0,
-                     show_cols=True)
+            image = _heatmap(axes[i, h], w[h], word, rows, f"layer {i + 1}, head {h + 1}", show_rows=h == 0,
+                             show_cols=True)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
     fig.suptitle(f"Transformer cross-attention for '{word}' → {' '.join(phonemes)}\n"
-                 "(rows: emitted phonemes, columns: letters; weights 0 to 1)", fontsize=10)
-    fig.tight_layout()
+                 "(rows: the phoneme emitted at that step; columns: letters)", fontsize=10)
     return save_figure(fig, path)
 
 
 def plot_lstm_attention(items: list[tuple[str, tuple[str, ...], np.ndarray]], path: str | Path | None = None) -> Figure:
     """One ``(T, S)`` additive-attention map per word, side by side."""
-    fig = Figure(figsize=(1.0 + 2.6 * len(items), 0.8 + 0.25 * max(len(p) + 1 for _, p, _ in items)))
+    fig = Figure(figsize=(1.6 + 2.8 * len(items), 1.6 + 0.22 * max(len(p) + 1 for _, p, _ in items)),
+                 layout="constrained")
     axes = fig.subplots(1, len(items), squeeze=False)[0]
     for ax, (word, phonemes, w) in zip(axes, items):
-        _heatmap(ax, w, word, [*phonemes, "</s>"], f"'{word}'", show_rows=True, show_cols=True)
-    fig.suptitle("LSTM additive (Bahdanau) attention: query = decoder state before the step\n"
-                 "(rows: emitted phonemes, columns: letters)", fontsize=10)
-    fig.tight_layout()
+        image = _heatmap(ax, w, word, [*phonemes, "</s>"], f"'{word}' → {' '.join(phonemes)}", show_rows=True,
+                         show_cols=True)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    fig.suptitle("LSTM additive (Bahdanau) attention; the query is the decoder state before the step\n"
+                 "(rows: the phoneme emitted at that step; columns: letters)", fontsize=10)
     return save_figure(fig, path)
 
 
 def plot_wer_by_length(rows_by_model: dict[str, list[dict]], path: str | Path | None = None) -> Figure:
     """Test WER (%) per word-length bin, one line per model; bins labelled with their word counts."""
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     first = next(iter(rows_by_model.values()))
     labels = [f"{r['lo']}–{r['hi'] - 1}" if r["hi"] is not None and r["hi"] - 1 > r["lo"]
               else (f"{r['lo']}" if r["hi"] is not None else f"{r['lo']}+") for r in first]
     labels = [f"{lab}\n({r['words']})" for lab, r in zip(labels, first)]
     x = np.arange(len(labels))
-    for name, rows in rows_by_model.items():
-        ax.plot(x, [100 * r["wer"] for r in rows], marker="o", label=name)
+    styles = [("o", "-"), ("s", "--"), ("^", ":")]
+    for k, (name, rows) in enumerate(rows_by_model.items()):
+        marker, line = styles[k % len(styles)]
+        ax.plot(x, [100 * r["wer"] for r in rows], marker=marker, linestyle=line, label=name)
     ax.set_xticks(x, labels=labels)
     ax.set_xlabel("word length in letters (test words in the bin)")
     ax.set_ylabel("test WER (%)")
@@ -117,7 +121,6 @@ def plot_wer_by_length(rows_by_model: dict[str, list[dict]], path: str | Path | 
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("Test word error rate against word length")
-    fig.tight_layout()
     return save_figure(fig, path)
 
 

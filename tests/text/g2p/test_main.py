@@ -1,0 +1,75 @@
+"""End to end: a tiny compare on 300 CMUdict words learns, writes what the runner promises, and its
+checkpoints pronounce; bad words get a message, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.lab.runner import check_metrics_payload
+from text.g2p.__main__ import main
+
+TINY = ["--limit-words", "300", "--epochs", "3", "--batch-size", "16", "--dim", "32", "--heads", "2", "--layers", "1",
+        "--ffn-dim", "64", "--hidden", "32", "--lr", "5e-3", "--warmup-steps", "10", "--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("g2p")
+    assert main(["compare", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_compare_learns_and_writes_the_report(tiny_run):
+    payload = json.loads((tiny_run / "metrics.json").read_text())
+    assert check_metrics_payload(payload) == []
+    contract = payload["contract"]
+    assert (contract["headline"], contract["select"], contract["mode"]) == ("test_wer", "val_wer", "min")
+    assert payload["data"]["sizes"]["train"]["words"] == 270
+    results = {r["model"]: r for r in payload["results"]}
+    assert set(results) == {"transformer", "lstm-attention", "lstm"}
+    for name, result in results.items():
+        assert (tiny_run / name / "seed0" / "best.pt").is_file()
+        assert set(result["metrics"]) >= {"val_wer", "val_per", "test_wer", "test_per"}
+        record = json.loads((tiny_run / name / "seed0" / "record.json").read_text())
+        losses = [row["train_loss"] for row in record["history"]]
+        assert losses[-1] < losses[0] - 0.3, f"{name} did not learn: {losses}"
+        # an untrained decoder is wrong on about every phoneme (PER >= 1); these have learned some
+        # (300 words and 3 epochs get no word right yet: WER stays 1, so the kept epoch is the first)
+        val_per = [row["val_per"] for row in record["history"]]
+        assert min(val_per) < 0.92, f"{name}: {val_per}"
+    for figure in ("wer_by_length.png", "learning_curves.png", "lstm_attention.png"):
+        assert (tiny_run / figure).is_file()
+    assert list(tiny_run.glob("cross_attention_*.png"))
+    report = (tiny_run / "report.md").read_text()
+    assert "split by word" in report.lower() and "trailing comments stripped" in report
+
+
+def test_pronounce_good_and_bad_words(tiny_run, capsys):
+    checkpoint = str(tiny_run / "transformer" / "seed0" / "best.pt")
+    assert main(["pronounce", "--checkpoint", checkpoint, "Hello", "x-ray"]) == 0
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert [line.split("\t")[0] for line in lines] == ["Hello", "x-ray"]
+    status = main(["pronounce", "--checkpoint", checkpoint, "", "abc123", "#$%", "a" * 60, "cat"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out.startswith("cat\t")  # the good word is still pronounced
+    err = captured.err
+    assert "empty word" in err and "outside a-z" in err and "has 60 characters" in err
+    assert "Traceback" not in err
+
+
+def test_pronounce_beam_and_bad_checkpoints(tiny_run, tmp_path, capsys):
+    checkpoint = str(tiny_run / "lstm-attention" / "seed0" / "best.pt")
+    assert main(["pronounce", "--checkpoint", checkpoint, "--beam", "3", "cat"]) == 0
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["pronounce", "--checkpoint", str(tmp_path / "missing.pt"), "cat"])
+    with pytest.raises(SystemExit, match="--beam must be >= 1"):
+        main(["pronounce", "--checkpoint", checkpoint, "--beam", "0", "cat"])
+    not_ours = tmp_path / "other.pt"
+    import torch
+
+    torch.save({"model": {}}, not_ours)
+    with pytest.raises(SystemExit, match="is not a g2p best.pt"):
+        main(["pronounce", "--checkpoint", str(not_ours), "cat"])
