@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.lab.experiment import count_parameters, versions  # noqa: E402
 from core.lab.harness import select_device, set_num_threads_from_env, to_plain  # noqa: E402
 from vision.models import MODEL_NAMES, build_model, default_config, flops_per_image  # noqa: E402
-from vision.training import classification_step, make_optimizer, timed_steps, train_config_for  # noqa: E402
+from vision.train import classification_step, make_optimizer, timed_steps, train_config_for  # noqa: E402
 
 
 def images_per_second(name: str, batch_size: int, shape: tuple[int, int, int], steps: int, warmup: int,
@@ -30,7 +30,7 @@ def images_per_second(name: str, batch_size: int, shape: tuple[int, int, int], s
     torch.manual_seed(0)
     config = default_config(name, *shape, num_classes=10)
     model = build_model(name, to_plain(config)).to(device).train()
-    train_config = train_config_for(name, batch_size)
+    train_config = train_config_for(name, batch_size=batch_size)
     optimizer = make_optimizer(model, train_config)
     step = classification_step(device, train_config.label_smoothing)
     images = torch.randn(batch_size, *shape, device=device)

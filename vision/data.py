@@ -7,8 +7,12 @@ rather than 50 000 JPEG decodes.
 Sources:
     * ``cifar10``: the offline ImageFolder copy ``<data root>/cifar10-jpg`` when present, otherwise
       torchvision's ``CIFAR10`` (which downloads when online).
-    * ``imagefolder``: any tree ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*``; grayscale sets give
-      C = 1, and the image size is the dataset's own (or ``image_size`` when given).
+    * ``imagefolder``: any tree ``ROOT/train/<class>/*`` and ``ROOT/test/<class>/*`` (and ``ROOT/val/<class>/*``
+      when present: the validation split); grayscale sets give C = 1, and the image size is the dataset's
+      own (or ``image_size`` when given).
+
+Validation: a tree's own ``val/`` when it has one, otherwise ``holdout`` carves a seeded, stratified share
+out of the training images; the test images never choose anything.
 
 Symbol legend: N images, B batch, C channels, H height, W width.
 """
@@ -60,6 +64,14 @@ class ImageSplit:
         """(C, H, W) of every image."""
         return tuple(self.images.shape[1:])
 
+    def first_per_class(self, limit: int | None) -> "ImageSplit":
+        """The first ``limit`` images of every class, in stored order (all when ``limit`` is None)."""
+        if limit is None:
+            return self
+        keep = torch.cat([torch.nonzero(self.labels == c).flatten()[:limit] for c in range(len(self.classes))])
+        keep = keep.sort().values
+        return ImageSplit(self.images[keep], self.labels[keep], self.classes)
+
     def subset(self, fraction: float, seed: int = 0) -> "ImageSplit":
         """The same ``fraction`` of every class (at least one image each), chosen reproducibly by ``seed``."""
         if not 0.0 < fraction <= 1.0:
@@ -78,11 +90,13 @@ class ImageSplit:
 
 @dataclass
 class ImageDataset:
-    """Train and test splits that share classes, channels and image size."""
+    """Train and test splits (and the tree's own validation split, when it has one) that share classes,
+    channels and image size."""
 
     name: str
     train: ImageSplit
     test: ImageSplit
+    val: ImageSplit | None = None
 
     @property
     def num_classes(self) -> int:
@@ -194,9 +208,10 @@ def cache_key(root: Path, samples: list[tuple[Path, int]], image_size: int | Non
 
 def load_image_folder(
     root: str | os.PathLike, image_size: int | None = None, name: str = "imagefolder",
-    cache: bool = True, progress: bool = False,
+    cache: bool = True, progress: bool = False, per_class: dict[str, int] | None = None,
 ) -> ImageDataset:
-    """Read ``root/train`` and ``root/test`` (torchvision ``ImageFolder`` layout) into memory.
+    """Read ``root/train``, ``root/test`` and, when present, ``root/val`` (torchvision ``ImageFolder``
+    layout) into memory.
 
     The decoded tensors are cached under ``core.lab.datasets.cache_dir("vision")`` (never inside ``root``),
     keyed by the file list, sizes and modification times, so a changed tree is decoded again.
@@ -208,6 +223,8 @@ def load_image_folder(
         name (str): dataset name used in the cache file name and in reports.
         cache (bool): read and write the decoded-tensor cache.
         progress (bool): show a progress bar while decoding.
+        per_class (dict[str, int], optional): read only the first this many files (in name order) of each
+            class of a split, e.g. ``{"train": 1000, "test": 200}`` (a quick profile's subset). (default: all)
 
     Raises:
         ImageDataError: see ``list_image_folder``, ``check_same_classes`` and ``decode_images``.
@@ -218,10 +235,26 @@ def load_image_folder(
     train_classes, train_samples = list_image_folder(root / "train")
     test_classes, test_samples = list_image_folder(root / "test")
     check_same_classes(train_classes, test_classes, root)
+    val_samples: list[tuple[Path, int]] = []
+    if (root / "val").is_dir():
+        val_classes, val_samples = list_image_folder(root / "val")
+        check_same_classes(train_classes, val_classes, root)
+    if per_class:
+        def first(samples: list, limit: int | None) -> list:
+            counts: dict[int, int] = {}
+            kept = []
+            for path, label in samples:
+                counts[label] = counts.get(label, 0) + 1
+                if limit is None or counts[label] <= limit:
+                    kept.append((path, label))
+            return kept
+        train_samples, test_samples, val_samples = (first(samples, per_class.get(split)) for split, samples in
+                                                    (("train", train_samples), ("test", test_samples),
+                                                     ("val", val_samples)))
 
     cache_file = None
     if cache:
-        key = cache_key(root, train_samples + test_samples, image_size)
+        key = cache_key(root, train_samples + test_samples + val_samples, image_size)
         cache_file = core_datasets.cache_dir("vision", data_dir=root) / f"{name}-{key}.pt"
         if cache_file.exists():
             stored = torch.load(cache_file, weights_only=True)
@@ -229,24 +262,23 @@ def load_image_folder(
                 name,
                 ImageSplit(stored["train_images"], stored["train_labels"], train_classes),
                 ImageSplit(stored["test_images"], stored["test_labels"], test_classes),
+                ImageSplit(stored["val_images"], stored["val_labels"], train_classes) if "val_images" in stored
+                else None,
             )
 
-    images, labels = decode_images(train_samples + test_samples, image_size, progress)
-    num_train = len(train_samples)
+    images, labels = decode_images(train_samples + test_samples + val_samples, image_size, progress)
+    num_train, num_test = len(train_samples), len(test_samples)
+    parts = {"train": slice(0, num_train), "test": slice(num_train, num_train + num_test)}
+    if val_samples:
+        parts["val"] = slice(num_train + num_test, None)
     if cache_file is not None:
         # Atomic, with a temp name of its own: a killed run never leaves half a cache behind, and two
         # runs decoding the same dataset at once do not trip over each other's temp file.
         with atomic_open(cache_file) as f:
-            torch.save(
-                {"train_images": images[:num_train], "train_labels": labels[:num_train],
-                 "test_images": images[num_train:], "test_labels": labels[num_train:]},
-                f,
-            )
-    return ImageDataset(
-        name,
-        ImageSplit(images[:num_train], labels[:num_train], train_classes),
-        ImageSplit(images[num_train:], labels[num_train:], test_classes),
-    )
+            torch.save({f"{split}_{kind}": tensor[part] for split, part in parts.items()
+                        for kind, tensor in (("images", images), ("labels", labels))}, f)
+    splits = {split: ImageSplit(images[part], labels[part], train_classes) for split, part in parts.items()}
+    return ImageDataset(name, splits["train"], splits["test"], splits.get("val"))
 
 
 def load_torchvision_cifar10(root: Path) -> ImageDataset:
@@ -262,7 +294,8 @@ def load_torchvision_cifar10(root: Path) -> ImageDataset:
 
 
 def load_dataset(
-    dataset: str, data_dir: str | None = None, image_size: int | None = None, progress: bool = False
+    dataset: str, data_dir: str | None = None, image_size: int | None = None, progress: bool = False,
+    per_class: dict[str, int] | None = None,
 ) -> ImageDataset:
     """The dataset a command line names.
 
@@ -272,16 +305,20 @@ def load_dataset(
             ``cifar10`` the data root (default ``core.lab.datasets.resolve_data_root()``).
         image_size (int, optional): resize to this square size.
         progress (bool): progress bar while decoding.
+        per_class (dict[str, int], optional): the first this many images per class of each split (see
+            ``load_image_folder``); torchvision's copy keeps the first ones in its own order. (default: all)
     """
     if dataset == "imagefolder":
         if data_dir is None:
             raise ImageDataError("--dataset imagefolder needs --data-dir ROOT with ROOT/train and ROOT/test")
-        return load_image_folder(data_dir, image_size=image_size, name="imagefolder", progress=progress)
+        return load_image_folder(data_dir, image_size=image_size, name="imagefolder", progress=progress,
+                                 per_class=per_class)
     if dataset != "cifar10":
         raise ValueError(f"unknown dataset {dataset!r}; choose cifar10 or imagefolder")
     root = Path(core_datasets.resolve_data_root(data_dir))
     if (root / CIFAR10_FOLDER).is_dir():
-        return load_image_folder(root / CIFAR10_FOLDER, image_size=image_size, name="cifar10", progress=progress)
+        return load_image_folder(root / CIFAR10_FOLDER, image_size=image_size, name="cifar10", progress=progress,
+                                 per_class=per_class)
     try:
         data = load_torchvision_cifar10(root / "cifar10")
     except (RuntimeError, OSError) as error:
@@ -297,7 +334,34 @@ def load_dataset(
         ) from error
     if image_size is not None and image_size != data.shape[-1]:
         raise ImageDataError("--image-size is only applied to ImageFolder trees; CIFAR-10 is 32x32")
+    if per_class:
+        data.train, data.test = (split.first_per_class(per_class.get(name)) for name, split in
+                                 (("train", data.train), ("test", data.test)))
     return data
+
+
+def holdout(train: ImageSplit, fraction: float, seed: int = 0) -> tuple[ImageSplit, ImageSplit]:
+    """Split ``train`` into (train, validation): the same ``fraction`` of every class (at least one image)
+    goes to validation, chosen reproducibly by ``seed``; the two never share an image.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1), or a class too small to give an image to both.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    val = []
+    for c in range(len(train.classes)):
+        members = torch.nonzero(train.labels == c).flatten()
+        if len(members) < 2:
+            raise ValueError(f"class {train.classes[c]!r} has {len(members)} training image(s); a validation "
+                             "split needs at least 2 per class (or give the tree a val/ folder)")
+        count = min(len(members) - 1, max(1, round(fraction * len(members))))
+        val.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    in_val = torch.zeros(len(train), dtype=torch.bool)
+    in_val[torch.cat(val)] = True
+    return (ImageSplit(train.images[~in_val], train.labels[~in_val], train.classes),
+            ImageSplit(train.images[in_val], train.labels[in_val], train.classes))
 
 
 # --------------------------------------------------------------------------- batches and augmentation

@@ -23,7 +23,7 @@ n windows per image, P pixels per window.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -383,8 +383,10 @@ class ResNet(nn.Module):
 MODEL_NAMES = ("attention", "cnn", "resnet")
 
 
-def build_model(name: str, config: dict) -> nn.Module:
-    """Rebuild a model from its name and plain-dict config (as stored in checkpoints)."""
+def build_model(name: str, config) -> nn.Module:
+    """Build model ``name`` from its config dataclass, or rebuild it from the plain dict stored in checkpoints."""
+    if not isinstance(config, dict):
+        config = asdict(config)
     if name in ("attention", "cnn"):
         config = dict(config)
         for key in ("dims", "depths"):

@@ -1,9 +1,14 @@
+"""The command line end to end on tiny ImageFolder trees (mirrors vision/__main__.py), and the --quick
+profile on the shared CIFAR-10 copy (skipped when it is absent)."""
+
 import json
 
 import pytest
 import torch
 
-from vision.__main__ import build_parser, main
+from core.lab.datasets import resolve_data_root
+from core.lab.runner import check_metrics_payload
+from vision.__main__ import QUICK_FLOOR, build_parser, main
 
 
 @pytest.fixture
@@ -12,46 +17,60 @@ def tiny_gray_set(tmp_path, make_image_folder):
     return make_image_folder(tmp_path / "digits", classes=("a", "b", "c"), per_class=4, size=(18, 18), mode="L")
 
 
-def test_compare_writes_metrics_report_figure_and_checkpoints(tmp_path, tiny_gray_set, monkeypatch):
+def test_compare_writes_metrics_report_figures_and_checkpoints(tmp_path, tiny_gray_set, monkeypatch):
     monkeypatch.setenv("ATTNLAB_THREADS", "1")
     out = tmp_path / "compare"
-    main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--steps", "2",
-          "--rounds", "2", "--eval-images", "6", "--batch-size", "6", "--out", str(out), "--no-progress"])
+    main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--epochs", "2",
+          "--batch-size", "4", "--val-fraction", "0.25", "--out", str(out), "--no-progress"])
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["domain"] == "vision"
+    assert check_metrics_payload(metrics) == []
+    assert metrics["domain"] == "vision" and metrics["contract"]["select"] == "val_accuracy"
+    assert metrics["data"]["train"] == 9 and metrics["data"]["val"] == 3 and metrics["data"]["test"] == 12
     assert [r["model"] for r in metrics["results"]] == ["attention", "cnn", "resnet"]
     for result in metrics["results"]:
-        assert 0.0 <= result["metrics"]["test_accuracy"] <= 1.0
-        assert 0.0 <= result["metrics"]["test_accuracy_flip"] <= 1.0
-        assert result["metrics"]["mflops_per_image"] > 0
-        assert result["extra"]["steps"] == [2]
-        assert len(result["extra"]["curves"][0]) == 2
-    assert "attention" in (out / "report.md").read_text()
-    assert (out / "accuracy_vs_time.png").stat().st_size > 0
+        assert set(result["metrics"]) == {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
+                                          "test_accuracy_flip"}
+        assert result["bookkeeping"]["flops"] > 0 and result["bookkeeping"]["epochs"] == 2
+    report = (out / "report.md").read_text()
+    assert "validation" in report and "time budget" not in report.split("## Notes")[1].split("\n")[2]
+    for figure in ("accuracy_vs_time.png", "learning_curves.png"):
+        assert (out / figure).stat().st_size > 0
 
-    # The checkpoint rebuilds the model from plain data; attention-map draws one panel per layer.
+    # best.pt rebuilds the model from plain data; attention-map draws one panel per layer.
     image = tiny_gray_set / "test" / "b" / "0001.png"
     main(["attention-map", "--checkpoint", str(out / "attention" / "seed0" / "best.pt"), str(image),
           "--pixel", "17", "2", "--out", str(tmp_path / "map")])
     assert (tmp_path / "map" / "attention_map.png").stat().st_size > 0
-    with pytest.raises(SystemExit, match="no attention layers"):
+    with pytest.raises(SystemExit, match="^error: .*no attention layers"):
         main(["attention-map", "--checkpoint", str(out / "cnn" / "seed0" / "best.pt"), str(image)])
-    with pytest.raises(SystemExit, match="outside"):
+    with pytest.raises(SystemExit, match="^error: .*outside"):
         main(["attention-map", "--checkpoint", str(out / "attention" / "seed0" / "best.pt"), str(image),
               "--pixel", "18", "0"])
 
 
-def test_sweep_trains_every_fraction_with_the_same_steps(tmp_path, tiny_gray_set, monkeypatch):
+def test_a_val_folder_is_the_validation_split(tmp_path, make_image_folder, monkeypatch):
     monkeypatch.setenv("ATTNLAB_THREADS", "1")
+    root = make_image_folder(tmp_path / "tree", classes=("a", "b"), per_class=3, size=(8, 8),
+                             splits=("train", "val", "test"))
+    out = tmp_path / "out"
+    main(["compare", "--dataset", "imagefolder", "--data-dir", str(root), "--models", "cnn", "--epochs", "1",
+          "--batch-size", "6", "--dims", "8,8", "--depths", "1,1", "--out", str(out), "--no-progress"])
+    data = json.loads((out / "metrics.json").read_text())["data"]
+    assert (data["train"], data["val"], data["test"]) == (6, 6, 6) and "val/" in data["validation"]
+
+
+def test_sweep_trains_every_fraction_with_about_the_same_steps(tmp_path, make_image_folder, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_THREADS", "1")
+    root = make_image_folder(tmp_path / "tree", classes=("a", "b"), per_class=10, size=(8, 8))
     out = tmp_path / "sweep"
-    main(["sweep", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--fractions", "0.5,1.0",
-          "--models", "cnn,resnet", "--steps", "2", "--rounds", "1", "--batch-size", "4", "--out", str(out),
+    main(["sweep", "--dataset", "imagefolder", "--data-dir", str(root), "--fractions", "0.5,1.0",
+          "--models", "resnet", "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.2", "--out", str(out),
           "--no-progress"])
-    metrics = json.loads((out / "metrics.json").read_text())
-    rows = {r["model"]: r["metrics"] for r in metrics["results"]}
-    assert set(rows) == {"cnn @ 50%", "cnn @ 100%", "resnet @ 50%", "resnet @ 100%"}
-    assert rows["cnn @ 50%"]["train_images"] == 6 and rows["cnn @ 100%"]["train_images"] == 12
-    assert {row["steps"] for row in rows.values()} == {2}
+    rows = {r["model"]: r for r in json.loads((out / "metrics.json").read_text())["results"]}
+    assert set(rows) == {"resnet @ 50%", "resnet @ 100%"}
+    assert rows["resnet @ 50%"]["bookkeeping"]["train_images"] == 8
+    assert rows["resnet @ 100%"]["bookkeeping"]["train_images"] == 16
+    assert rows["resnet @ 50%"]["bookkeeping"]["steps"] == rows["resnet @ 100%"]["bookkeeping"]["steps"] == 4
     assert (out / "sweep.png").stat().st_size > 0
 
 
@@ -59,17 +78,18 @@ def test_dims_and_depths_resize_both_pixel_hierarchies(tmp_path, tiny_gray_set, 
     monkeypatch.setenv("ATTNLAB_THREADS", "1")
     out = tmp_path / "sized"
     main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--models", "attention,cnn",
-          "--dims", "8,24", "--depths", "2,1", "--steps", "1", "--rounds", "1", "--eval-images", "6",
-          "--batch-size", "6", "--out", str(out), "--no-progress"])
+          "--dims", "8,24", "--depths", "2,1", "--epochs", "1", "--batch-size", "6", "--out", str(out),
+          "--no-progress"])
     for name in ("attention", "cnn"):
         stored = torch.load(out / name / "seed0" / "best.pt", weights_only=True)
-        assert stored["config"]["model_config"]["dims"] == [8, 24]
-        assert stored["config"]["model_config"]["depths"] == [2, 1]
+        assert stored["config"]["config"]["dims"] == [8, 24] and stored["config"]["config"]["depths"] == [2, 1]
     for flags, message in ((["--dims", "8,x"], "whole numbers"), (["--dims", "8,0"], "positive"),
-                           (["--dims", "8,16", "--depths", "1,1,1"], "same length")):
-        with pytest.raises(SystemExit, match=message):
+                           (["--dims", "8,16", "--depths", "1,1,1"], "same length"),
+                           (["--models", "attention,vit"], "unknown"), (["--epochs", "0"], None)):
+        with pytest.raises(SystemExit, match=f"error: .*{message}" if message else None):
             main(["compare", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "absent"), *flags,
                   "--out", str(tmp_path / "bad")])
+        assert not (tmp_path / "bad").exists()
 
 
 def test_conv_check_reports_a_tiny_difference(tmp_path):
@@ -79,18 +99,23 @@ def test_conv_check_reports_a_tiny_difference(tmp_path):
     assert json.loads((tmp_path / "conv_check.json").read_text())["max_abs_error"] == error
 
 
-def test_bad_arguments_are_clear(tmp_path, tiny_gray_set):
-    with pytest.raises(SystemExit, match="unknown"):
-        main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--models", "vit",
-              "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="fractions"):
-        main(["sweep", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--fractions", "0,1",
-              "--out", str(tmp_path)])
+def test_quick_help_states_the_floor(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["compare", "--help"])
+    assert f"{QUICK_FLOOR:.0%}" in capsys.readouterr().out
 
 
-def test_help_explains_every_command(capsys):
-    parser = build_parser()
-    for command in ("compare", "sweep", "attention-map", "conv-check"):
-        with pytest.raises(SystemExit):
-            parser.parse_args([command, "--help"])
-        assert "--out" in capsys.readouterr().out
+CIFAR = resolve_data_root() / "cifar10-jpg"
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="the shared CIFAR-10 copy is absent")
+def test_quick_profile_learns_above_its_floor(tmp_path):
+    """`compare --quick` on the real images: attention and CNN both at or above the stated floor."""
+    out = tmp_path / "quick"
+    main(["compare", "--quick", "--threads", "2", "--out", str(out), "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(metrics) == []
+    accuracy = {r["model"]: r["metrics"]["test_accuracy"] for r in metrics["results"]}
+    assert set(accuracy) == {"attention", "cnn"}
+    assert min(accuracy.values()) >= QUICK_FLOOR, accuracy
+    assert {"accuracy_vs_time.png", "learning_curves.png"} <= {p.name for p in out.glob("*.png")}

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from vision.data import ImageBatches, ImageSplit
-from vision.training import accuracy
+from vision.train import accuracy
 
 
 class LeftHalf(nn.Module):

@@ -1,0 +1,259 @@
+"""How one image classifier is trained with one seed: epochs over the training images, a warm-up + cosine
+schedule counted in steps, the weights best on the validation split kept, test scored once at the end.
+
+``train_one`` is what the experiment runner (``core.lab.runner``) calls for every model and seed; the loop
+is ``core.lab.harness.fit``. Validation is a tree's own ``val/`` folder or a seeded, stratified share held
+out of the training images (``vision.data.holdout``); it picks the kept epoch (and, with ``patience``,
+stops early). The accuracy-against-time figure is drawn from the validation scores of every epoch.
+``--time-budget`` is an explicit equal-time option: each run stops after the epoch that crosses it (the
+schedule stays counted in epochs) and the report says so.
+
+Under torchrun every global batch is split across the processes (``images[rank::world_size]``), so a run
+with two processes trains on the batches a single process would; rank 0 alone evaluates and scores test.
+
+Legend: B batch, C channels, H/W image height/width.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.lab.harness import load_checkpoint
+from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
+from core.lab.schedule import warmup_cosine_scheduler
+from vision.data import ImageBatches, ImageSplit, channel_stats
+from vision.models import build_model, flops_per_image
+
+__all__ = ["CONTRACT", "TrainConfig", "train_config_for", "VisionData", "train_one", "accuracy", "make_optimizer",
+           "classification_step", "timed_steps", "load_model"]
+
+#: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).
+CONTRACT = MetricsContract(headline="test_accuracy", select="val_accuracy", mode="max")
+#: Also write last.pt every this many steps inside an epoch, so a killed run loses little.
+CHECKPOINT_STEPS = 100
+
+
+@dataclass
+class TrainConfig:
+    """How one model is trained; part of every run's identity.
+
+    Args:
+        optimizer (str): ``"adamw"`` (pixel hierarchies) or ``"sgd"`` (Nesterov, the ResNet recipe).
+        lr (float): peak learning rate of the warm-up + cosine schedule.
+        weight_decay (float): on weights (not norms, biases, position tables).
+        batch_size (int): images per optimizer step, over all processes.
+        label_smoothing (float): of the training cross-entropy.
+        warmup_fraction (float): share of the steps spent raising the learning rate.
+        grad_clip (float, optional): global gradient-norm clip.
+        channels_last (bool): convolution-only models run faster with channels-last tensors on CPU.
+        epochs (int): passes over the training images; the schedule ends at learning rate 0 after them.
+        patience (int, optional): stop after this many epochs without a better validation accuracy.
+        fraction (float): train on this stratified share of the training images (the data-size sweep).
+        eval_every (int): evaluate on validation every this many epochs (the sweep's small fractions).
+    """
+
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    batch_size: int = 128
+    label_smoothing: float = 0.1
+    warmup_fraction: float = 0.1
+    grad_clip: float | None = 1.0
+    channels_last: bool = False
+    epochs: int = 15
+    patience: int | None = None
+    fraction: float = 1.0
+    eval_every: int = 1
+
+
+def train_config_for(model_name: str, **changes) -> TrainConfig:
+    """The recipe of each model: AdamW for the pixel hierarchies (attention needs it), and for ``cnn`` too
+    so that only the operator differs; SGD with Nesterov momentum for the ResNet, its own recipe.
+    ``changes`` (not ``None``) override fields."""
+    if model_name == "resnet":
+        config = TrainConfig(optimizer="sgd", lr=0.2, weight_decay=5e-4, batch_size=256, grad_clip=None,
+                             channels_last=True)
+    elif model_name in ("attention", "cnn"):
+        config = TrainConfig()
+    else:
+        raise ValueError(f"unknown model {model_name!r}")
+    for key, value in changes.items():
+        if value is not None:
+            setattr(config, key, value)
+    return config
+
+
+@dataclass
+class VisionData:
+    """The three splits a comparison uses and the normalisation (training images' channel statistics)."""
+
+    name: str
+    train: ImageSplit
+    val: ImageSplit
+    test: ImageSplit
+
+    def __post_init__(self):
+        self.mean, self.std = channel_stats(self.train.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.train.shape
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+    def info(self) -> dict:
+        """Classes, image shape and normalisation, stored in ``best.pt`` (``attention-map`` reads them)."""
+        return {"name": self.name, "classes": list(self.train.classes), "shape": list(self.shape),
+                "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+class RankShare:
+    """This process's share of every batch of ``batches``: ``images[rank::world_size]``.
+
+    Every process draws the same global batches (same seed), so the union of the shares is the batch a
+    single process would train on. ``generator`` is the batches' own, which ``fit`` saves and restores.
+    """
+
+    def __init__(self, batches: ImageBatches, rank: int, world_size: int):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+        self.generator = batches.generator
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        for images, labels in self.batches:
+            yield images[self.rank::self.world_size], labels[self.rank::self.world_size]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or Nesterov SGD; norms, biases and position tables are not decayed."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (no_decay if parameter.dim() < 2 or "position_bias" in name else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99))
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adamw or sgd")
+
+
+def classification_step(device: torch.device, label_smoothing: float):
+    """``train_step`` for ``fit``: the cross-entropy of one batch."""
+    def train_step(model: nn.Module, batch) -> torch.Tensor:
+        images, labels = batch
+        logits = model(images.to(device, non_blocking=True))
+        return F.cross_entropy(logits, labels.to(device, non_blocking=True), label_smoothing=label_smoothing)
+    return train_step
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: Iterable, device: torch.device, flip: bool = False) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` over ``batches``.
+
+    With ``flip``, each image is scored as the mean of the logits of the image and of its mirror image
+    (horizontal-flip test-time augmentation, part of Page's ResNet-9 recipe); training is unchanged.
+    """
+    was_training = model.training
+    model.eval()
+    correct, loss, count = 0, 0.0, 0
+    for images, labels in batches:
+        images = images.to(device)
+        logits = model(images)
+        if flip:
+            logits = (logits + model(images.flip(-1))) / 2
+        labels = labels.to(device)
+        correct += int((logits.argmax(dim=-1) == labels).sum())
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        count += len(labels)
+    model.train(was_training)
+    return {"accuracy": correct / count, "loss": loss / count}
+
+
+def timed_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step, batches: Iterable, warmup: int,
+                device: torch.device) -> float:
+    """Run one training step per batch; return the seconds taken by the steps after the first ``warmup``
+    (``benchmarks/vision.py`` times the models with it)."""
+    started = None
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        step(model, batch).backward()
+        optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
+def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, data: VisionData, kind: str) -> RunRecord:
+    """Train ``spec.config`` on ``data.train`` (or its ``ctx.train.fraction``) with one seed.
+
+    Args:
+        spec (ModelSpec): the model; ``spec.config`` a ``PixelModelConfig`` or ``ResNetConfig``.
+        seed (int): seeds the data order, augmentation and the fraction drawn (the runner seeded the rest).
+        ctx (RunContext): run folder, device, processes; ``ctx.train`` is a ``TrainConfig``.
+        data (VisionData): the splits (bind with ``functools.partial``).
+        kind (str): ``"attention"``, ``"cnn"`` or ``"resnet"`` (how ``attention-map`` rebuilds the model).
+
+    Returns:
+        RunRecord: ``val_accuracy`` / ``val_loss`` of the kept weights, then ``test_accuracy``,
+        ``test_loss`` and ``test_accuracy_flip`` scored once on them; bookkeeping ``best_epoch``,
+        ``epochs``, ``steps``, ``seconds``, ``params``, ``flops`` (forward, per image) and ``train_images``.
+    """
+    config: TrainConfig = ctx.train
+    device = ctx.device
+    train = data.train.subset(config.fraction, seed=seed)
+    model = ctx.wrap(build_model(kind, spec.config))
+    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    batches = ImageBatches(train, config.batch_size, data.mean, data.std, train=True, seed=seed,
+                           channels_last=config.channels_last)
+    val_batches = ImageBatches(data.val, 500, data.mean, data.std, channels_last=config.channels_last)
+    optimizer = make_optimizer(model, config)
+    total_steps = config.epochs * len(batches)
+    scheduler = warmup_cosine_scheduler(optimizer, total_steps, max(1, round(config.warmup_fraction * total_steps)))
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        scores = accuracy(m, val_batches, device)
+        return {"val_accuracy": scores["accuracy"], "val_loss": scores["loss"]}
+
+    history = ctx.fit(model, optimizer, train_data=RankShare(batches, ctx.dist.rank, ctx.dist.world_size),
+                      train_step=classification_step(device, config.label_smoothing), evaluate=evaluate,
+                      epochs=config.epochs, keep="best", patience=config.patience, scheduler=scheduler,
+                      scheduler_per_batch=True, grad_clip=config.grad_clip, eval_every=config.eval_every,
+                      checkpoint_every=CHECKPOINT_STEPS, best_extra={"kind": kind, "dataset": data.info()})
+    if not ctx.is_main:
+        return RunRecord(metrics={}, history=history.epochs)
+    test_batches = ImageBatches(data.test, 500, data.mean, data.std, channels_last=config.channels_last)
+    final, flipped = accuracy(module, test_batches, device), accuracy(module, test_batches, device, flip=True)
+    metrics = {**history.best_metrics, "test_accuracy": final["accuracy"], "test_loss": final["loss"],
+               "test_accuracy_flip": flipped["accuracy"]}
+    bookkeeping = ctx.bookkeeping(history, module, flops=flops_per_image(module, data.shape),
+                                  train_images=len(train))
+    return RunRecord(metrics=metrics, bookkeeping=bookkeeping, history=history.epochs, model=module.cpu().eval(),
+                     extra={"kind": kind})
+
+
+def load_model(checkpoint_path) -> tuple[nn.Module, dict]:
+    """A model and its dataset info from a ``best.pt`` written by ``train_one``.
+
+    Raises:
+        ValueError: the file was not written by ``python -m vision`` (no model kind or dataset info).
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    if "kind" not in checkpoint or "dataset" not in checkpoint:
+        raise ValueError(f"{checkpoint_path}: not a best.pt written by `python -m vision compare` or `sweep`")
+    model = build_model(checkpoint["kind"], checkpoint["config"]["config"])
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint["dataset"]
