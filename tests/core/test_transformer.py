@@ -40,7 +40,9 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
 
 
 # our parameter names -> nn.TransformerEncoderLayer's
-_TORCH_NAMES = {"attn.": "self_attn.", "ffn.0.": "linear1.", "ffn.3.": "linear2.", "norm1.": "norm1.", "norm2.": "norm2."}
+_TORCH_NAMES = {
+    "attn.": "self_attn.", "ffn.0.": "linear1.", "ffn.3.": "linear2.", "norm1.": "norm1.", "norm2.": "norm2.",
+}
 
 
 def _torch_name(name: str) -> str:
@@ -72,7 +74,9 @@ def test_matches_torch_encoder_layer_forward_and_backward(norm_first, masking):
         bias = position_bias(idx[:, None], idx[None, :]).detach()  # (H, T, T)
         torch_kw["src_mask"] = bias.masked_fill(~causal_mask(T).dense(), float("-inf")).repeat(B, 1, 1)
         padded = torch_kw["src_key_padding_mask"]  # torch wants both masks float when one is
-        torch_kw["src_key_padding_mask"] = torch.zeros(padded.shape, dtype=torch.float64).masked_fill(padded, float("-inf"))
+        torch_kw["src_key_padding_mask"] = torch.zeros(padded.shape, dtype=torch.float64).masked_fill(
+            padded, float("-inf")
+        )
     ref = theirs(x, **torch_kw)
     out = ours(x, mask, position_bias)
     assert (out - ref).abs().max() < 1e-10
