@@ -63,11 +63,12 @@ def alignment(model: nn.Module, word: str, phonemes: tuple[str, ...], vocab: Voc
 
 
 def _heatmap(ax, w: np.ndarray, word: str, rows: list[str], title: str, *, show_rows: bool, show_cols: bool):
-    return ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
+    image = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
     ax.set_xticks(range(len(word)), labels=list(word) if show_cols else [""] * len(word))
     ax.set_yticks(range(len(rows)), labels=rows if show_rows else [""] * len(rows), fontsize=8)
     ax.tick_params(length=0)
     ax.set_title(title, fontsize=9)
+    return image
 
 
 def plot_cross_attention(maps: list[tuple[str, np.ndarray]], word: str, phonemes: tuple[str, ...],
