@@ -26,6 +26,7 @@ __all__ = [
     "DenseMask",
     "AndMask",
     "padding_mask",
+    "valid_positions",
     "causal_mask",
     "sliding_window_mask",
     "chunked_mask",
@@ -307,6 +308,20 @@ def padding_mask(lengths: Tensor, max_len: int | None = None) -> PaddingMask:
     Shapes: `dense()` is `(B, 1, 1, S)`.
     """
     return PaddingMask(lengths, max_len)
+
+
+def valid_positions(lengths: Tensor, max_len: int | None = None) -> Tensor:
+    """Which positions of a padded batch are real: the one converter from lengths to a per-position mask
+    (loss masks, CRF masks, zeroing padding before a convolution).
+
+    Args:
+        lengths (LongTensor): `(B,)` true lengths.
+        max_len (int, optional): padded length T; defaults to `lengths.max()`.
+
+    Shapes: `(B, T)` bool on `lengths`' device, True on real positions.
+    """
+    B = lengths.shape[0]
+    return padding_mask(lengths, max_len).dense(device=lengths.device).view(B, -1)  # (B, 1, 1, T) -> (B, T)
 
 
 def causal_mask(T: int) -> BandMask:

@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from core.masks import padding_mask
+from core.masks import valid_positions
 
 DOCSTART = "-DOCSTART-"
 PAD = "<pad>"
@@ -388,8 +388,8 @@ class Batch:
 
     @property
     def mask(self) -> torch.Tensor:
-        """(B, T) bool, True on real words, from :func:`core.masks.padding_mask`."""
-        return padding_mask(self.lengths, self.words.shape[1]).dense(device=self.words.device).view(len(self.index), -1)
+        """(B, T) bool, True on real words, from :func:`core.masks.valid_positions`."""
+        return valid_positions(self.lengths, self.words.shape[1]).to(self.words.device)
 
     def to(self, device: torch.device | str) -> "Batch":
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}

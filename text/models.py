@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.masks import padding_mask
+from core.masks import padding_mask, valid_positions
 from core.positional import LearnedPositionalEncoding, RelativePositionBias, SinusoidalPositionalEncoding
 from core.transformer import TransformerEncoder
 from text.crf import LinearChainCRF
@@ -304,7 +304,7 @@ class CNNTagger(Tagger):
         self.norm = nn.LayerNorm(config.channels)
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        real = padding_mask(lengths, x.shape[1]).dense(device=x.device).view(x.shape[0], 1, -1)  # (B, 1, T)
+        real = valid_positions(lengths, x.shape[1]).to(x.device).unsqueeze(1)  # (B, 1, T)
         h = self.project(x).transpose(1, 2)  # (B, C, T)
         for conv in self.convs:
             h = h + self.inner_dropout(F.relu(conv(h * real)))

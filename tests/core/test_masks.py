@@ -209,3 +209,13 @@ def test_softmax_attention_refuses_what_scaled_dot_product_attention_refuses():
     assert softmax_attention(scores3, v3, padding_mask(torch.tensor([3, 5]), 5)).shape == (2, 4, 6)
     with pytest.raises(ValueError, match="batch of 3 but attention has a batch of 2"):
         softmax_attention(scores3, v3, padding_mask(torch.tensor([3, 5, 1]), 5))
+
+
+def test_valid_positions_marks_real_positions_and_keeps_the_device():
+    from core.masks import valid_positions
+
+    lengths = torch.tensor([3, 1, 4])
+    got = valid_positions(lengths, 5)
+    expected = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.bool)
+    assert got.dtype == torch.bool and torch.equal(got, expected)
+    assert valid_positions(lengths).shape == (3, 4)  # default length: the longest
