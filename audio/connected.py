@@ -105,8 +105,9 @@ def frame_labels(spans: list[tuple[int, int]], digits: list[int], num_frames: in
 
 
 def make_connected_set(recordings: list[Recording], config: ConnectedConfig, logmel: LogMel,
-                       *, name: str = "connected") -> dict:
-    """Generate (or load from the cache) ``config.count`` utterances from ``recordings``.
+                       *, name: str = "connected", progress: bool = True) -> dict:
+    """Generate (or load from the cache) ``config.count`` utterances from ``recordings`` (``progress``: a
+    bar while generating).
 
     Returns:
         ``{"features": [(T, F)], "labels": [(T,)], "digits": [[int]], "seconds": [float]}``
@@ -120,7 +121,7 @@ def make_connected_set(recordings: list[Recording], config: ConnectedConfig, log
     rng = random.Random(config.seed)
     waveforms: dict = {}
     out = {"features": [], "labels": [], "digits": [], "seconds": []}
-    for _ in tqdm(range(config.count), desc=f"generating {name}", leave=False):
+    for _ in tqdm(range(config.count), desc=f"generating {name}", leave=False, disable=not progress):
         seconds = rng.uniform(config.min_seconds, config.max_seconds)
         utterance = synthesize(recordings, seconds, rng, config, waveforms)
         features = logmel(utterance.waveform)  # (T, F)

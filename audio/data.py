@@ -245,13 +245,14 @@ def length_batches(lengths: list[int], max_frames: int, *, shuffle: bool, seed: 
     return batches
 
 
-def clip_features(recordings: list[Recording], logmel: LogMel) -> list[Tensor]:
+def clip_features(recordings: list[Recording], logmel: LogMel, progress: bool = True) -> list[Tensor]:
     """Log-mel frames ``(T, F)`` of every recording, cached outside the data folder.
 
     Decoding 3000 clips takes several seconds on a small CPU; the cache makes later runs start at once.
     One cache file per feature setting; inside it each clip is keyed by ``core.lab.datasets.content_key``
     of its wav (resolved path, size, modification time), so a recording replaced under the same name, or
-    another data tree with the same file names, is decoded again rather than served stale.
+    another data tree with the same file names, is decoded again rather than served stale. ``progress``
+    shows a bar while decoding (``--no-progress`` hides it).
     """
     setting = {"version": FEATURE_CACHE_VERSION, "n_mels": logmel.mel.n_mels, "win": logmel.win, "hop": logmel.hop,
                "sample_rate": SAMPLE_RATE}
@@ -259,7 +260,7 @@ def clip_features(recordings: list[Recording], logmel: LogMel) -> list[Tensor]:
     cached: dict[str, Tensor] = torch.load(path, weights_only=True) if path.exists() else {}
     keys = [content_key([r.path]) for r in recordings]
     missing = [(key, r) for key, r in zip(keys, recordings) if key not in cached]
-    for key, recording in tqdm(missing, desc="log-mel features", leave=False, disable=not missing):
+    for key, recording in tqdm(missing, desc="log-mel features", leave=False, disable=not (missing and progress)):
         cached[key] = wav_features(recording.path, logmel)
     if missing:
         with atomic_open(path) as f:  # a temp file of its own: concurrent runs cannot collide

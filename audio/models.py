@@ -12,7 +12,9 @@ which frames a frame can see is the mask, built from ``core.masks``:
 - ``full``: every frame sees every frame, O(T²) time and memory;
 - ``window``: frame i sees frames ``i - w .. i + w`` (``sliding_window_mask``);
 - ``truncated``: chunks of c frames see their own chunk and L chunks of left context, plus r frames of
-  look-ahead (``chunked_mask``), which is what lets ``audio.streaming`` run while audio arrives.
+  look-ahead (``chunked_mask``), which is what lets the model run while audio arrives: with r = 0,
+  ``AttentionModel.infer(chunk, state) -> (output, state)`` takes one chunk at a time and equals the
+  whole-utterance pass (``audio.streaming`` feeds it from a waveform).
 
 On long inputs core runs the window and truncated masks through its blocked O(T·w) path.
 
@@ -22,7 +24,7 @@ Legend: B batch, T frames, F mel bins, D model dim, H heads, C channels, K class
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,7 @@ from torch import Tensor, nn
 
 from core.masks import Mask, chunked_mask, padding_mask, sliding_window_mask
 from core.positional import RelativePositionBias
-from core.transformer import TransformerEncoderLayer
+from core.transformer import TransformerEncoder
 
 MODELS = ("attention", "cnn", "gru")
 ATTENTIONS = ("full", "window", "truncated")
@@ -163,14 +165,19 @@ def _frame_mask(lengths: Tensor, T: int) -> Tensor:
 class Head(nn.Module):
     """Frame vectors to logits: per frame, or the mean over each clip's real frames.
 
+    Args:
+        dim (int): D. num_classes (int): K. task (str): ``"clip"`` or ``"frame"``. dropout (float): before
+            the output layer. norm (bool): a LayerNorm first (default: ``True``; ``False`` when the encoder
+            ends in one).
+
     Shapes:
         x: (B, T, D), lengths: (B,) -> (B, K) for ``clip``, (B, T, K) for ``frame``
     """
 
-    def __init__(self, dim: int, num_classes: int, task: str, dropout: float):
+    def __init__(self, dim: int, num_classes: int, task: str, dropout: float, norm: bool = True):
         super().__init__()
         self.task = task
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if norm else nn.Identity()  # the attention encoder ends in its own
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(dim, num_classes)
 
@@ -219,8 +226,28 @@ class CausalConvStem(nn.Module):
         return self.dropout(self.project(x))
 
 
+@dataclass
+class StreamState:
+    """What ``AttentionModel.infer`` carries from one chunk to the next.
+
+    Attributes:
+        stem (Tensor): ``(1, S0, F)`` the last normalised input frames the causal stem still needs.
+        layers (list[Tensor]): per encoder layer, ``(1, S, D)``: that layer's input over the last L * c
+            frames, the left context the next chunk's queries attend to.
+        position (int): frames consumed so far (the absolute position of the next chunk's first frame).
+        pooled (Tensor): ``(D,)`` clip task: the sum of the final frame vectors so far.
+        finished (bool): a chunk shorter than c has ended the stream.
+    """
+
+    stem: Tensor
+    layers: list[Tensor]
+    position: int = 0
+    pooled: Tensor = field(default_factory=lambda: torch.zeros(0))
+    finished: bool = False
+
+
 class AttentionModel(nn.Module):
-    """Frame-wise input projection, Transformer encoder layers from core under the chosen mask, head.
+    """Causal convolution stem, core's ``TransformerEncoder`` under the chosen mask, head.
 
     Args:
         config (AudioConfig): see its fields; ``attention``, ``window``, ``chunk``, ``left_chunks`` and
@@ -228,6 +255,7 @@ class AttentionModel(nn.Module):
 
     Shapes:
         features: (B, T, F), lengths: (B,) -> (B, K) or (B, T, K)
+        infer: chunk (n, F) with 1 <= n <= c -> (n, K) per frame, or (K,) the clip logits so far
     """
 
     def __init__(self, config: AudioConfig):
@@ -236,11 +264,9 @@ class AttentionModel(nn.Module):
         self.frontend = FrontEnd(config)
         self.input = CausalConvStem(config)
         self.position_bias = RelativePositionBias(config.heads, config.max_distance)
-        self.layers = nn.ModuleList(
-            TransformerEncoderLayer(config.dim, config.heads, ffn_dim=config.ffn_dim, dropout=config.dropout)
-            for _ in range(config.layers)
-        )
-        self.head = Head(config.dim, config.num_classes, config.task, config.dropout)
+        self.encoder = TransformerEncoder(config.dim, config.heads, config.layers, ffn_dim=config.ffn_dim,
+                                          dropout=config.dropout)
+        self.head = Head(config.dim, config.num_classes, config.task, config.dropout, norm=False)
 
     def attention_mask(self, T: int, lengths: Tensor) -> Mask:
         keys = padding_mask(lengths, T)
@@ -248,15 +274,84 @@ class AttentionModel(nn.Module):
         return keys if structure is None else structure & keys
 
     def encode(self, features: Tensor, lengths: Tensor) -> Tensor:
-        """Frame vectors after the last layer, ``(B, T, D)``."""
+        """Frame vectors after the encoder's final norm, ``(B, T, D)``."""
         x = self.input(self.frontend(features))  # (B, T, D)
-        mask = self.attention_mask(x.shape[1], lengths)
-        for layer in self.layers:
-            x = layer(x, mask=mask, position_bias=self.position_bias)
-        return x
+        return self.encoder(x, self.attention_mask(x.shape[1], lengths), self.position_bias)
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
         return self.head(self.encode(features, lengths), lengths)
+
+    # --- streaming ------------------------------------------------------------------------------
+
+    def check_streamable(self) -> None:
+        """Raise ``ValueError`` unless this model can stream: truncated attention without look-ahead.
+
+        With r frames of look-ahead in every layer a chunk's output would depend on frames of the next
+        chunk at every layer, so it could only be finalised ``layers * r`` frames later, with recomputation.
+        """
+        config = self.config
+        if config.attention != "truncated":
+            raise ValueError(f"streaming needs a truncated-attention model, got {config.describe()}")
+        if config.lookahead:
+            raise ValueError(
+                f"{config.describe()} has {config.lookahead} frames of look-ahead in every layer; streaming "
+                "supports r=0 only (with look-ahead a chunk could only be finalised layers*r frames later)")
+
+    def init_state(self) -> StreamState:
+        """The state before the first chunk (checks that the model can stream)."""
+        self.check_streamable()
+        D, device = self.config.dim, self.frontend.mean.device
+        return StreamState(stem=torch.zeros(1, 0, self.config.n_mels, device=device),
+                           layers=[torch.zeros(1, 0, D, device=device) for _ in self.encoder.layers],
+                           pooled=torch.zeros(D, device=device))
+
+    @torch.no_grad()
+    def infer(self, chunk: Tensor, state: StreamState | None = None) -> tuple[Tensor, StreamState]:
+        """Run one chunk of frames, with the left context kept in ``state``; equal to the offline pass.
+
+        Under ``chunked_mask(T, c, L, r=0)`` the frames of chunk n see exactly chunks ``n - L .. n``, so a
+        layer's output for chunk n needs only that layer's input for the chunk and the L chunks before it,
+        and those never change once computed. Each layer therefore keeps its last ``L * c`` input frames
+        and runs the chunk's queries against ``[cached; chunk]``: the block's mask comes from the same
+        ``chunked_mask`` at absolute positions and ``q_offset`` / ``k_offset`` give the relative position
+        bias the true offsets. The stem looks back ``self.input.context`` frames, so those are cached too.
+
+        Args:
+            chunk (Tensor): ``(n, F)`` log-mel frames, exactly c of them (fewer only for the last chunk).
+            state (StreamState, optional): from the previous call; ``None`` starts a stream.
+
+        Returns:
+            ``(output, state)``: ``(n, K)`` logits of the chunk's frames (frame task), or ``(K,)`` the clip
+            logits over every frame so far (clip task; after the last chunk they equal the offline ones).
+        """
+        if self.training:
+            raise ValueError("infer runs the model as in evaluation (no dropout, no SpecAugment): call .eval() first")
+        state = self.init_state() if state is None else state
+        c, n = self.config.chunk, chunk.shape[0]
+        if state.finished:
+            raise ValueError("a chunk shorter than the chunk size ends the stream; start another with state=None")
+        if not 0 < n <= c:
+            raise ValueError(f"infer takes 1 to {c} frames (one chunk), got {n}")
+        frames = torch.cat([state.stem, self.frontend(chunk.unsqueeze(0))], dim=1)  # (1, S0 + n, F)
+        x = self.input(frames)[:, -n:]  # (1, n, D)
+        position, context = state.position, self.config.left_chunks * c
+        structure = chunked_mask(position + n, c, self.config.left_chunks)
+        layers = []
+        for layer, cache in zip(self.encoder.layers, state.layers):
+            start = position - cache.shape[1]  # absolute position of the first cached frame
+            q_idx = torch.arange(position, position + n, device=x.device).unsqueeze(1)  # (n, 1)
+            k_idx = torch.arange(start, position + n, device=x.device).unsqueeze(0)  # (1, S + n)
+            keys = torch.cat([cache, x], dim=1)  # (1, S + n, D): this layer's input, cached then new
+            layers.append(keys[:, max(0, keys.shape[1] - context):])
+            x = layer(x, mask=structure.allows(q_idx, k_idx), position_bias=self.position_bias, context=keys,
+                      q_offset=position, k_offset=start)
+        x = self.encoder.norm(x)  # (1, n, D)
+        new = StreamState(stem=frames[:, max(0, frames.shape[1] - self.input.context):], layers=layers,
+                          position=position + n, pooled=state.pooled, finished=n < c)
+        if self.config.task == "frame":
+            return self.head(x, torch.tensor([n], device=x.device))[0], new  # (n, K)
+        new.pooled = state.pooled + self.head.norm(x)[0].sum(0)  # (D,)
+        return self.head.out(new.pooled / new.position), new  # (K,)
 
 
 class ConvModel(nn.Module):

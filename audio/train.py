@@ -1,8 +1,13 @@
-"""One protocol for every audio model: length-bucketed batches, AdamW with a one-cycle schedule,
-``core.lab.harness.fit`` with early stopping on validation accuracy, and the test metrics.
+"""How one audio model is trained with one seed: length-bucketed batches, AdamW with a one-cycle schedule
+counted in steps, ``core.lab.harness.fit`` (through the runner's ``RunContext``) keeping the weights best
+on validation, then the test metrics, scored once.
 
-Metrics: ``accuracy`` per clip for the digits task; for connected digits ``frame_accuracy`` (padding
-excluded) and ``der``, the digit error rate of the strings read off the frame labels.
+Metrics (split-prefixed, see ``core.lab.runner.MetricsContract``): for the digits task ``val_accuracy`` and
+``test_accuracy`` per clip; for connected digits ``val_frame_accuracy`` / ``test_frame_accuracy`` (padding
+excluded) and ``val_der`` / ``test_der``, the digit error rate of the strings read off the frame labels.
+
+Under torchrun every batch is split across the processes by item, so the global batch is the one a
+single process would train on; rank 0 alone evaluates and scores test.
 
 Legend: B batch, T frames, F mel bins, K classes.
 """
@@ -10,19 +15,29 @@ Legend: B batch, T frames, F mel bins, K classes.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from audio.connected import decode_frames, digit_error_rate
-from audio.data import IGNORE_INDEX, collate, length_batches
+from audio.connected import ConnectedConfig, decode_frames, digit_error_rate, make_connected_set
+from audio.data import (IGNORE_INDEX, NUM_DIGITS, ClipDataset, FrameDataset, LogMel, Recording, clip_features,
+                        collate, length_batches)
 from audio.models import AudioConfig, build_model
-from core.lab.experiment import count_parameters
-from core.lab.harness import fit, seed_everything
+from core.lab.datasets import content_key
+from core.lab.harness import load_checkpoint
+from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
+
+__all__ = ["CONTRACTS", "TrainConfig", "TaskData", "load_task", "Batches", "train_one", "evaluate", "load_model"]
+
+#: The digits task leads with test accuracy and keeps the weights best in validation accuracy; connected
+#: digits leads with the digit error rate and keeps the weights best in validation frame accuracy.
+CONTRACTS = {
+    "digits": MetricsContract(headline="test_accuracy", select="val_accuracy", mode="max"),
+    "connected": MetricsContract(headline="test_der", select="val_frame_accuracy", mode="max"),
+}
 
 
 @dataclass
@@ -31,10 +46,10 @@ class TrainConfig:
 
     Args:
         epochs (int): the most epochs.
-        patience (int): stop after this many epochs without a better validation accuracy.
+        patience (int): stop after this many epochs without a better validation metric.
         lr (float): peak learning rate of the one-cycle schedule.
         weight_decay (float): AdamW weight decay.
-        max_frames (int): frames per padded batch (batch size times padded length).
+        max_frames (int): frames per padded batch (batch size times padded length), over all processes.
         grad_clip (float): global gradient-norm clip.
         min_run (int): connected digits: label runs shorter than this many frames are dropped when the
             digit string is decoded.
@@ -49,15 +64,67 @@ class TrainConfig:
     min_run: int = 5
 
 
-class Batches:
-    """Length-bucketed batches of a dataset, in a new order every epoch.
+@dataclass
+class TaskData:
+    """What a task trains and is scored on.
 
-    The shuffling uses ``self.generator``, which ``core.lab.harness.fit`` saves and restores with its
-    checkpoints, so a resumed run sees the batches an uninterrupted one would have.
+    Attributes:
+        datasets (dict[str, Dataset]): ``train``, ``val`` and ``test``.
+        task (str): the models' ``task``: ``"clip"`` or ``"frame"``.
+        num_classes (int): K (10 digits, 11 with silence).
+        identity (dict): what the data is (files, split, generation), for the runner's resume checks.
     """
 
-    def __init__(self, dataset: Dataset, max_frames: int, *, shuffle: bool, seed: int = 0):
-        self.dataset, self.shuffle = dataset, shuffle
+    datasets: dict[str, Dataset]
+    task: str
+    num_classes: int
+    identity: dict
+
+
+def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, data_seed: int,
+              connected: dict[str, tuple[int, float, float]] | None = None, progress: bool = True) -> TaskData:
+    """The datasets of ``task`` from recordings already split into ``train`` / ``val`` / ``test``.
+
+    Args:
+        task (str): ``"digits"`` (one clip, one digit) or ``"connected"`` (utterances labelled per frame).
+        split (dict[str, list[Recording]]): from ``audio.data.split_recordings``.
+        split_name (str): the split rule, e.g. ``"standard"`` (names the generated sets' caches).
+        data_seed (int): seeds the utterance generation (connected).
+        connected (dict[str, tuple[int, float, float]], optional): per split ``(count, min_seconds,
+            max_seconds)`` of the generated utterances; needed for ``"connected"``.
+        progress (bool): bars while features are computed or utterances generated. (default: ``True``)
+    """
+    logmel = LogMel()
+    files = {name: content_key(sorted(r.path for r in part)) for name, part in split.items()}
+    if task == "digits":
+        every = [r for part in split.values() for r in part]
+        by_path = dict(zip((r.path for r in every), clip_features(every, logmel, progress)))
+        datasets = {name: ClipDataset([by_path[r.path] for r in part], [r.digit for r in part])
+                    for name, part in split.items()}
+        return TaskData(datasets, "clip", NUM_DIGITS, {"task": task, "split": split_name, "data_seed": data_seed,
+                                                       "files": files})
+    datasets = {}
+    for offset, (name, (count, low, high)) in enumerate(connected.items()):
+        config = ConnectedConfig(count=count, min_seconds=low, max_seconds=high, seed=data_seed * 10 + offset)
+        generated = make_connected_set(split[name], config, logmel, name=f"{split_name.replace(':', '-')}-{name}",
+                                       progress=progress)
+        datasets[name] = FrameDataset(generated["features"], generated["labels"])
+    return TaskData(datasets, "frame", NUM_DIGITS + 1, {"task": task, "split": split_name, "data_seed": data_seed,
+                                                        "files": files, "connected": connected})
+
+
+class Batches:
+    """Length-bucketed batches of a dataset, in a new order every epoch; this process's share of each.
+
+    The shuffling uses ``self.generator``, which ``core.lab.harness.fit`` saves and restores with its
+    checkpoints, so a resumed run sees the batches an uninterrupted one would have. With ``world_size``
+    processes each batch is split by item (``items[rank::world_size]``); a batch with fewer items than
+    processes gives the missing ranks its last item, so every process takes every step.
+    """
+
+    def __init__(self, dataset: Dataset, max_frames: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.dataset, self.shuffle, self.rank, self.world_size = dataset, shuffle, rank, world_size
         self.generator = torch.Generator().manual_seed(seed)
         lengths = [dataset[i][0].shape[0] for i in range(len(dataset))]
         self.batches = length_batches(lengths, max_frames, shuffle=False)
@@ -68,24 +135,20 @@ class Batches:
     def __iter__(self):
         order = torch.randperm(len(self.batches), generator=self.generator) if self.shuffle else range(len(self.batches))
         for i in order:
-            yield collate([self.dataset[j] for j in self.batches[int(i)]])
+            items = self.batches[int(i)]
+            share = items[self.rank::self.world_size] or items[-1:]
+            yield collate([self.dataset[j] for j in share])
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def loss_of(model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-    device = _device_of(model)
+def loss_of(model: nn.Module, batch: dict[str, Tensor], device: torch.device) -> Tensor:
     logits = model(batch["features"].to(device), batch["lengths"].to(device))  # (B, K) or (B, T, K)
     return F.cross_entropy(logits.flatten(0, -2), batch["labels"].to(device).flatten(), ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Batches) -> tuple[list[Tensor], list[Tensor]]:
+def predict(model: nn.Module, batches: Batches, device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
     """Predicted and true labels of every item, unpadded, in batch order."""
     model.eval()
-    device = _device_of(model)
     predicted, truth = [], []
     for batch in batches:
         labels = model(batch["features"].to(device), batch["lengths"].to(device)).argmax(-1).cpu()  # (B,) or (B, T)
@@ -97,71 +160,63 @@ def predict(model: nn.Module, batches: Batches) -> tuple[list[Tensor], list[Tens
     return predicted, truth
 
 
-def clip_metrics(model: nn.Module, batches: Batches) -> dict[str, float]:
-    predicted, truth = predict(model, batches)
-    return {"accuracy": torch.stack(predicted).eq(torch.stack(truth)).float().mean().item()}
-
-
-def frame_metrics(model: nn.Module, batches: Batches, min_run: int) -> dict[str, float]:
-    predicted, truth = predict(model, batches)
+def evaluate(model: nn.Module, batches: Batches, config: AudioConfig, train: TrainConfig, split: str,
+             device: torch.device) -> dict[str, float]:
+    """``{split}_accuracy`` (clip task), or ``{split}_frame_accuracy`` and ``{split}_der`` (frame task)."""
+    predicted, truth = predict(model, batches, device)
+    if config.task == "clip":
+        return {f"{split}_accuracy": torch.stack(predicted).eq(torch.stack(truth)).float().mean().item()}
     correct = sum(int(p.eq(t).sum()) for p, t in zip(predicted, truth))
     frames = sum(t.numel() for t in truth)
-    hypotheses = [decode_frames(p, min_run) for p in predicted]
+    hypotheses = [decode_frames(p, train.min_run) for p in predicted]
     references = [decode_frames(t, 1) for t in truth]
-    return {"frame_accuracy": correct / frames, "der": digit_error_rate(hypotheses, references)}
+    return {f"{split}_frame_accuracy": correct / frames, f"{split}_der": digit_error_rate(hypotheses, references)}
 
 
-def evaluate(model: nn.Module, batches: Batches, config: AudioConfig, train: TrainConfig) -> dict[str, float]:
-    if config.task == "clip":
-        return clip_metrics(model, batches)
-    return frame_metrics(model, batches, train.min_run)
-
-
-@dataclass
-class TrainedModel:
-    model: nn.Module
-    metrics: dict[str, float]  # test metrics
-    history: list[dict]
-    train_seconds: float
-    params: int
-
-
-def train_model(config: AudioConfig, train: TrainConfig, datasets: dict[str, Dataset], *, seed: int,
-                checkpoint_dir: str | Path | None, resume: bool = True, progress: bool = True,
-                device: torch.device | str = "cpu") -> TrainedModel:
-    """Train one model with one seed and measure it on ``datasets["test"]``.
+def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, datasets: dict[str, Dataset]) -> RunRecord:
+    """Train ``spec.config`` (an ``AudioConfig``) with one seed; the runner has seeded everything.
 
     Args:
-        config (AudioConfig): the model.
-        train (TrainConfig): the protocol.
-        datasets (dict[str, Dataset]): ``train``, ``val`` and ``test``.
-        seed (int): seeds initialisation, SpecAugment and batch order.
-        checkpoint_dir (str | Path, optional): where ``core.lab.harness.fit`` keeps ``last.pt``/``best.pt``.
-        resume (bool, default True): continue from ``checkpoint_dir`` when it holds a run.
-        progress (bool, default True): show progress bars.
-        device (torch.device | str, default "cpu"): where to train.
+        spec (ModelSpec): the model.
+        seed (int): seeds SpecAugment and the batch order (initialisation was seeded by the runner).
+        ctx (RunContext): run folder, device, processes; ``ctx.train`` is a ``TrainConfig``.
+        datasets (dict[str, Dataset]): ``train``, ``val`` and ``test`` (bind with ``functools.partial``).
+
+    Returns:
+        RunRecord: validation metrics of the kept weights and the test metrics, scored once on them;
+        bookkeeping ``best_epoch``, ``epochs``, ``steps``, ``seconds``, ``params``, ``test_seconds``.
     """
-    seed_everything(seed)
+    config: AudioConfig = spec.config
+    train: TrainConfig = ctx.train
     model = build_model(config)
     model.frontend.set_statistics([datasets["train"][i][0] for i in range(len(datasets["train"]))])
-    model.to(device)
-    train_batches = Batches(datasets["train"], train.max_frames, shuffle=True, seed=seed)
+    model = ctx.wrap(model)
+    train_batches = Batches(datasets["train"], train.max_frames, shuffle=True, seed=seed, rank=ctx.dist.rank,
+                            world_size=ctx.dist.world_size)
     val_batches = Batches(datasets["val"], train.max_frames, shuffle=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, pct_start=0.15,
                                                     total_steps=train.epochs * len(train_batches))
-    monitor = "val_accuracy" if config.task == "clip" else "val_frame_accuracy"
-
-    def validate(module: nn.Module) -> dict[str, float]:
-        return {f"val_{k}": v for k, v in evaluate(module, val_batches, config, train).items()}
-
-    history = fit(model, optimizer, train_data=train_batches, train_step=loss_of, evaluate=validate,
-                  epochs=train.epochs, monitor=monitor, patience=train.patience, scheduler=scheduler,
-                  scheduler_per_batch=True, grad_clip=train.grad_clip, checkpoint_dir=checkpoint_dir,
-                  resume=resume, config={"model": asdict(config), "train": asdict(train), "seed": seed},
-                  progress=progress, desc=f"{config.describe()} seed {seed}")
+    device = ctx.device
+    history = ctx.fit(model, optimizer, train_data=train_batches,
+                      train_step=lambda m, batch: loss_of(m, batch, device),
+                      evaluate=lambda m: evaluate(m, val_batches, config, train, "val", device),
+                      epochs=train.epochs, keep="best", patience=train.patience, scheduler=scheduler,
+                      scheduler_per_batch=True, grad_clip=train.grad_clip)
+    module = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    if not ctx.is_main:
+        return RunRecord(metrics={}, history=history.epochs)
     started = time.perf_counter()
-    metrics = evaluate(model, Batches(datasets["test"], train.max_frames, shuffle=False), config, train)
-    metrics["test_seconds"] = time.perf_counter() - started
-    metrics["best_epoch"] = float(history.best_epoch or 0)
-    return TrainedModel(model.cpu(), metrics, history.epochs, history.train_seconds, count_parameters(model))
+    test = evaluate(module, Batches(datasets["test"], train.max_frames, shuffle=False), config, train, "test", device)
+    bookkeeping = ctx.bookkeeping(history, module, test_seconds=time.perf_counter() - started)
+    return RunRecord(metrics={**history.best_metrics, **test}, bookkeeping=bookkeeping, history=history.epochs,
+                     model=module.cpu().eval())
+
+
+def load_model(config: AudioConfig, record: RunRecord) -> nn.Module:
+    """The record's trained model: in memory when this invocation trained it, else from its ``best.pt``."""
+    if record.model is not None:
+        return record.model
+    model = build_model(config)
+    model.load_state_dict(load_checkpoint(record.run_dir / "best.pt")["model"])
+    return model.eval()

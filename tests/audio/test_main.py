@@ -1,14 +1,17 @@
-"""The command line: help, synth, stream from a checkpoint, and bad input reaching it (mirrors audio/__main__.py)."""
+"""The command line: help, compare end to end, synth, stream from a checkpoint, and bad input reaching it
+(mirrors audio/__main__.py); the --quick profile on the shared FSDD recordings."""
 
+import json
 from dataclasses import asdict
 
 import pytest
 import torch
 
-from audio.__main__ import build_parser, main, model_configs
-from audio.data import AudioError
+from audio.__main__ import QUICK_FLOOR, build_parser, main, model_specs
 from audio.models import AudioConfig, build_model
+from core.lab.datasets import resolve_data_root
 from core.lab.harness import save_checkpoint
+from core.lab.runner import check_metrics_payload
 
 SMALL = dict(dim=32, heads=2, layers=2, ffn_dim=64, stem_channels=4, dropout=0.0)
 
@@ -18,7 +21,7 @@ def checkpoint(tmp_path, **options):
     config = AudioConfig(task="frame", num_classes=11, attention="truncated", chunk=16, left_chunks=1,
                          **{**SMALL, **options})
     path = tmp_path / "best.pt"
-    save_checkpoint(path, {"model": build_model(config).state_dict(), "config": {"model": asdict(config)}})
+    save_checkpoint(path, {"model": build_model(config).state_dict(), "config": {"config": asdict(config)}})
     return path
 
 
@@ -33,11 +36,46 @@ def test_help_explains_every_command(capsys):
 def test_compare_trains_every_variant_and_baseline_once():
     args = build_parser().parse_args(["compare", "--window-sweep", "2", "8", "--baselines", "gru"])
     base = AudioConfig(window=8)
-    models = model_configs(args, base)
-    assert [name for name, *_ in models] == ["full", "window(w=8)", "truncated(c=16,L=2)", "window(w=2)", "gru"]
-    assert [seeds for *_, seeds in models] == [1, 1, 1, 1, 1]
-    args = build_parser().parse_args(["compare", "--seeds", "3", "--window-sweep", "2", "--baselines"])
-    assert [seeds for *_, seeds in model_configs(args, base)] == [3, 3, 3, 1]
+    specs = model_specs(args, base)
+    assert [s.name for s in specs] == ["full", "window(w=8)", "truncated(c=16,L=2)", "window(w=2)", "gru"]
+    assert [s.seeds for s in specs] == [None, None, None, 1, None]
+    assert [s.role for s in specs] == ["attention"] * 4 + ["baseline"]
+
+
+def test_compare_end_to_end_learns_and_follows_the_contract(tmp_path):
+    # Every 40th training clip and tiny models: the whole pipeline in seconds (the quick profile below learns).
+    out = tmp_path / "run"
+    main(["compare", "--train-every", "40", "--attention", "truncated", "window", "--baselines", "gru",
+          "--window-sweep", "2", "--dim", "16", "--layers", "1", "--heads", "2", "--epochs", "2",
+          "--threads", "1", "--out", str(out), "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(metrics) == []
+    rows = {r["model"]: r for r in metrics["results"]}
+    assert set(rows) == {"truncated(c=16,L=2)", "window(w=8)", "window(w=2)", "gru"}
+    for row in rows.values():
+        assert set(row["metrics"]) == {"val_accuracy", "test_accuracy"} and "test_seconds" in row["bookkeeping"]
+        assert row["bookkeeping"]["epochs"] == 2
+    chosen = metrics["headline_attention"]
+    assert chosen["chosen_on"] == "val_accuracy" and chosen["model"] in ("truncated(c=16,L=2)", "window(w=8)")
+    best = max(("truncated(c=16,L=2)", "window(w=8)"), key=lambda n: rows[n]["metrics"]["val_accuracy"])
+    assert chosen["model"] == best
+    assert metrics["streaming"]["max_abs_diff"] < 1e-4
+    report = (out / "report.md").read_text()
+    assert "chosen on validation" in report and "test_accuracy" in report
+    for figure in ("learning_curves.png", "accuracy_vs_window.png", "time_vs_length.png", "memory_vs_length.png",
+                   "attention_window-w-8.png", "attention_truncated-c-16-l-2.png"):
+        assert (out / figure).stat().st_size > 0, figure
+    # stream reads the truncated model's best.pt as written by compare
+    checkpoint = out / "truncated-c-16-l-2" / "seed0" / "best.pt"
+    assert checkpoint.exists(), sorted(p.name for p in out.iterdir())
+
+
+def test_bad_flags_are_one_line_errors_before_anything_runs(tmp_path):
+    for flags, message in ((["--epochs", "0"], None), (["--split", "speaker:nobody"], "unknown speaker"),
+                           (["--quick", "--task", "connected"], "digits")):
+        with pytest.raises(SystemExit, match=f"error: .*{message}" if message else None):
+            main(["compare", *flags, "--out", str(tmp_path / "bad")])
+    assert f"{QUICK_FLOOR:.0%}" in build_parser()._subparsers._group_actions[0].choices["compare"].format_help()
 
 
 def test_synth_then_stream_prints_labels_and_timing(tmp_path, capsys):
@@ -52,11 +90,27 @@ def test_synth_then_stream_prints_labels_and_timing(tmp_path, capsys):
 
 def test_stream_rejects_bad_audio_naming_the_file(tmp_path, write_wav):
     path = write_wav("short.wav", 0.1 * torch.randn(120))
-    with pytest.raises(AudioError, match="short.wav"):
+    with pytest.raises(SystemExit, match="^error: .*short.wav"):
         main(["stream", "--checkpoint", str(checkpoint(tmp_path)), str(path)])
 
 
 def test_stream_rejects_a_model_with_lookahead(tmp_path, write_wav):
     path = write_wav("ok.wav", 0.1 * torch.randn(4000))
-    with pytest.raises(ValueError, match="look-ahead"):
+    with pytest.raises(SystemExit, match="^error: .*look-ahead"):
         main(["stream", "--checkpoint", str(checkpoint(tmp_path, lookahead=4)), str(path)])
+
+
+FSDD = resolve_data_root() / "fsdd" / "recordings"
+
+
+@pytest.mark.skipif(not FSDD.is_dir(), reason="the shared FSDD recordings are absent")
+def test_quick_profile_learns_above_its_floor(tmp_path):
+    """`compare --quick` on the real recordings: windowed attention at or above the stated floor."""
+    out = tmp_path / "quick"
+    main(["compare", "--quick", "--threads", "2", "--out", str(out), "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(metrics) == []
+    accuracy = {r["model"]: r["metrics"]["test_accuracy"] for r in metrics["results"]}
+    assert set(accuracy) == {"window(w=8)", "cnn"}
+    assert accuracy["window(w=8)"] >= QUICK_FLOOR, accuracy
+    assert {"learning_curves.png", "time_vs_length.png", "attention_window-w-8.png"} <= {p.name for p in out.glob("*.png")}

@@ -1,13 +1,24 @@
-"""Streaming chunk by chunk equals the whole-utterance pass (mirrors audio/streaming.py)."""
+"""Streaming chunk by chunk (``AttentionModel.infer``) equals the whole-utterance pass (mirrors
+audio/streaming.py and the streaming part of audio/models.py)."""
 
 import pytest
 import torch
 
 from audio.data import LogMel
 from audio.models import AudioConfig, build_model
-from audio.streaming import StreamingEncoder, StreamingFeatures, stream_features, stream_waveform
+from audio.streaming import StreamingFeatures, check_streaming, stream_waveform
 
 SMALL = dict(dim=32, heads=2, layers=3, ffn_dim=64, stem_channels=4, dropout=0.0)
+
+
+def stream_features(model, features):
+    """``features (T, F)`` through ``model.infer`` chunk by chunk: per-frame logits ``(T, K)`` (frame task)
+    or the clip logits after each chunk ``(chunks, K)`` (clip task)."""
+    outputs, state = [], None
+    for piece in features.split(model.config.chunk):
+        output, state = model.infer(piece, state)
+        outputs.append(output)
+    return torch.cat(outputs) if model.config.task == "frame" else torch.stack(outputs)
 
 
 def truncated_model(task="frame", chunk=8, left_chunks=2):
@@ -97,15 +108,37 @@ def test_streaming_a_waveform_matches_offline_and_reports_timing():
 
 def test_models_that_cannot_stream_are_rejected():
     with pytest.raises(ValueError, match="look-ahead"):
-        StreamingEncoder(build_model(AudioConfig(attention="truncated", lookahead=2, **SMALL)))
+        build_model(AudioConfig(attention="truncated", lookahead=2, **SMALL)).eval().infer(torch.randn(16, 40))
     with pytest.raises(ValueError, match="truncated"):
-        StreamingEncoder(build_model(AudioConfig(attention="window", **SMALL)))
+        build_model(AudioConfig(attention="window", **SMALL)).eval().infer(torch.randn(16, 40))
+    with pytest.raises(ValueError, match="eval"):
+        truncated_model().train().infer(torch.randn(8, 40))
 
 
 def test_only_whole_chunks_until_the_last():
-    encoder = StreamingEncoder(truncated_model(chunk=8))
+    model = truncated_model(chunk=8)
     with pytest.raises(ValueError, match="1 to 8 frames"):
-        encoder.push(torch.randn(9, 40))
-    encoder.push(torch.randn(3, 40))
+        model.infer(torch.randn(9, 40))
+    _, state = model.infer(torch.randn(3, 40))
     with pytest.raises(ValueError, match="ends the stream"):
-        encoder.push(torch.randn(8, 40))
+        model.infer(torch.randn(8, 40), state)
+
+
+def test_the_state_is_the_only_memory_between_chunks():
+    # Two streams interleaved chunk by chunk through one model give what each gives alone.
+    model = truncated_model(chunk=8)
+    a, b = torch.randn(40, 40), torch.randn(40, 40)
+    state_a = state_b = None
+    out_a, out_b = [], []
+    for piece_a, piece_b in zip(a.split(8), b.split(8)):
+        y, state_a = model.infer(piece_a, state_a)
+        out_a.append(y)
+        y, state_b = model.infer(piece_b, state_b)
+        out_b.append(y)
+    assert torch.equal(torch.cat(out_a), stream_features(model, a))
+    assert torch.equal(torch.cat(out_b), stream_features(model, b))
+
+
+def test_check_streaming_reports_agreement_and_timing():
+    report = check_streaming(truncated_model(chunk=8), torch.randn(50, 40))
+    assert report["max_abs_diff"] < 1e-5 and report["chunks"] == 7 and report["real_time_factor"] > 0

@@ -1,0 +1,105 @@
+"""Figures of the audio comparison: learning curves, validation accuracy against window size, what each
+attention variant costs as the input grows, and one attention map per variant.
+
+``comparison_figures`` draws the figures ``python -m audio compare`` puts in its report, from the runner's
+records; figures are ``matplotlib.figure.Figure``s (no pyplot state) saved under ``out``.
+
+Legend: T frames, F mel bins, K classes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from audio.cost import measure
+from audio.models import ATTENTIONS, AudioConfig
+from audio.train import load_model
+from core.capture import capture_attention
+from core.lab.experiment import slug
+from core.lab.plots import plot_attention, plot_learning_curves, plot_series
+from core.lab.runner import RunRecord
+
+__all__ = ["comparison_figures", "window_sweep_figure", "cost_figures", "attention_figure"]
+
+
+def window_sweep_figure(records: dict[str, list[RunRecord]], configs: dict[str, AudioConfig], metric: str,
+                        out: Path) -> list[tuple[str, str]]:
+    """Validation ``metric`` against the window size w of every windowed model (first seed), with full
+    attention as a reference line. Drawn on validation: the sweep chooses, so test stays out of it."""
+    windows = sorted((configs[name].window, runs[0].metrics[metric]) for name, runs in records.items()
+                     if runs and configs[name].model == "attention" and configs[name].attention == "window")
+    if len(windows) < 2:
+        return []
+    series = {"window attention": [m for _, m in windows]}
+    full = [runs[0].metrics[metric] for name, runs in records.items()
+            if runs and configs[name].model == "attention" and configs[name].attention == "full"]
+    if full:
+        series["full attention (reference)"] = full * len(windows)
+    plot_series([w for w, _ in windows], series, xlabel="window w (frames on each side)", ylabel=metric,
+                logx=True, title="Validation accuracy against window size", path=out / "accuracy_vs_window.png")
+    return [(f"{metric} against window size (first seed; validation, which chooses)", "accuracy_vs_window.png")]
+
+
+def cost_figures(base: AudioConfig, lengths: list[int], out: Path) -> list[tuple[str, str]]:
+    """Time and saved-for-backward memory of one core attention call against input length, per variant;
+    the measurements go to ``attention_cost.json`` beside the figures."""
+    cost = {attention: [measure(replace(base, attention=attention), T, scope="attention", repeats=1)
+                        for T in lengths] for attention in ATTENTIONS}
+    seconds = [T / 100 for T in lengths]
+    plot_series(seconds, {a: [c["seconds"] for c in rows] for a, rows in cost.items()}, xlabel="audio (s)",
+                ylabel="forward+backward time (s)", logx=True, logy=True,
+                title="Attention time against input length", path=out / "time_vs_length.png")
+    plot_series(seconds, {a: [c["saved_mb"] for c in rows] for a, rows in cost.items()}, xlabel="audio (s)",
+                ylabel="memory saved for backward (MB)", logx=True, logy=True,
+                title="Attention memory against input length", path=out / "memory_vs_length.png")
+    (out / "attention_cost.json").write_text(json.dumps(cost, indent=1) + "\n")
+    return [("Attention time (forward+backward of one core attention call) against input length",
+             "time_vs_length.png"),
+            ("Attention memory (saved for backward) against input length", "memory_vs_length.png")]
+
+
+def attention_figure(name: str, model: torch.nn.Module, features: torch.Tensor, out: Path) -> tuple[str, str]:
+    """Layer 1's attention (heads averaged) of ``model`` over ``features (T, F)``."""
+    with torch.no_grad(), capture_attention(model) as maps:
+        model(features.unsqueeze(0), torch.tensor([features.shape[0]]))
+    weights = maps[0].weights[0].mean(0)  # (T, T): first layer, heads averaged
+    file = f"attention_{slug(name)}.png"
+    plot_attention(weights, title=f"{name}: layer 1, mean over heads", path=out / file)
+    return f"Attention map of one test utterance, {name}", file
+
+
+def comparison_figures(records: dict[str, list[RunRecord]], out: Path, *, configs: dict[str, AudioConfig],
+                       test: Dataset, select: str, lengths: list[int]) -> list[tuple[str, str]]:
+    """Every figure of ``python -m audio compare``, as ``(caption, file)`` pairs for the report.
+
+    Args:
+        records (dict[str, list[RunRecord]]): the runner's records per model name.
+        out (Path): the output folder.
+        configs (dict[str, AudioConfig]): each model's config (to rebuild one loaded from ``best.pt``).
+        test (Dataset): the test set; one of its items is drawn in the attention maps (nothing is scored).
+        select (str): the validation metric that selects (``val_accuracy`` or ``val_frame_accuracy``).
+        lengths (list[int]): input lengths in frames for the cost figures.
+    """
+    out = Path(out)
+    figures = []
+    curves = {name: runs[0].history for name, runs in records.items() if runs}
+    plot_learning_curves(curves, select, title=f"{select} per epoch (first seed)", path=out / "learning_curves.png")
+    figures.append((f"{select} per epoch, first seed of each model", "learning_curves.png"))
+    figures += window_sweep_figure(records, configs, select, out)
+    attention = [c for c in configs.values() if c.model == "attention"]
+    if attention:
+        figures += cost_figures(attention[0], lengths, out)
+    longest = max(range(min(len(test), 50)), key=lambda i: test[i][0].shape[0])
+    features = test[longest][0][:300]  # (T, F): 3 s at most is enough to see the band
+    shown = set()
+    for name, runs in records.items():
+        config = configs[name]
+        if runs and config.model == "attention" and config.attention not in shown:
+            shown.add(config.attention)  # one map per variant: the sweep's extra windows look alike
+            figures.append(attention_figure(name, load_model(config, runs[0]).cpu().eval(), features, out))
+    return figures
