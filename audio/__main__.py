@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "per frame (frame accuracy, digit error rate) (default: digits)")
     compare.add_argument("--quick", action="store_true",
                          help="a tour in about a minute on 2 CPU cores: digits, windowed attention and the CNN, "
-                              f"{QUICK['epochs']} epochs on every {QUICK["train_every"]}-th training clip (every "
+                              f"{QUICK['epochs']} epochs on every {QUICK['train_every']}-th training clip (every "
                               f"speaker and digit), full validation and test sets. Floor: windowed attention >= "
                               f"{QUICK_FLOOR:.0%}% test accuracy")
     compare.add_argument("--attention", nargs="+", choices=ATTENTIONS, default=list(ATTENTIONS),
