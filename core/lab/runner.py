@@ -453,9 +453,13 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
     figures = experiment.figures(records, out) if experiment.figures is not None else []
     summary_notes, summary_extra = experiment.summary(records, results) if experiment.summary is not None else ([], {})
     contract = experiment.contract
+    selection_note = ("the weights kept in every run are chosen on the validation split, "
+                      + (contract.rule or f"by the best {contract.select} ({contract.mode})")
+                      + f"; test is scored once on them and chooses nothing. Headline: {contract.headline}.")
     payload_extra = {
         "contract": {"headline": contract.headline, "select": contract.select, "mode": contract.mode,
                      "rule": contract.rule},
+        "selection_note": selection_note,
         "seeds": options.seeds, "wall_seconds": wall, "threads": torch.get_num_threads(),
         "world_size": info.world_size, "time_budget_s": options.time_budget_s,
         "data": experiment.data_identity, **experiment.extra, **summary_extra,
@@ -466,9 +470,7 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
                          results=results, extra=payload_extra)
     loaded = sum(r.loaded for rs in records.values() for r in rs)
     notes = [
-        "selection: the weights kept in every run are chosen on the validation split, "
-        + (contract.rule or f"by the best {contract.select} ({contract.mode})")
-        + f"; test is scored once on them and chooses nothing. Headline: {contract.headline}.",
+        f"selection: {selection_note}",
         (f"time budget: --time-budget {options.time_budget_s / 60:g} min per run was used (an equal-time "
          "comparison: runs stop after the epoch that crosses it, so results depend on the machine's speed)"
          if options.time_budget_s else "schedules are counted in epochs and steps (no time budget): the same "
