@@ -66,7 +66,8 @@ def test_metrics_json(tmp_path):
     datetime.fromisoformat(data["created"])
     assert [r["model"] for r in data["results"]] == ["transformer", "bilstm"]
     for result in data["results"]:
-        assert set(result) == {"model", "role", "metrics", "std", "runs", "params", "train_seconds", "extra"}
+        assert set(result) == {"model", "role", "metrics", "std", "runs", "params", "train_seconds", "extra",
+                               "bookkeeping", "runs_bookkeeping"}
     assert data["results"][0]["runs"][1]["val_accuracy"] == 0.9
     with pytest.raises(ValueError, match="results"):
         write_metrics(tmp_path, domain="text", dataset="d", device="cpu", config={}, results=[],
