@@ -8,6 +8,8 @@ vs BatchNorm, and an LSTM timed against attention on this machine. Figures and r
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -61,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run(build_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # for the report's first line
+    run(args)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -74,7 +79,7 @@ def run(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     results = run_lessons(
         Path(args.out), quick=not args.full, names=args.lesson, plots=not args.no_plots, lengths=args.lengths,
-        device=args.device, echo=print,
+        device=args.device, echo=print, command=shlex.join(["python", "-m", "core", *getattr(args, "argv", [])]),
     )
     print(f"\n{len(results)} lesson(s) in {time.perf_counter() - start:.0f} s; wrote {Path(args.out) / 'report.md'}")
     for figure in (f for r in results for f in r.figures):

@@ -59,6 +59,7 @@ def run_lessons(
     lengths: tuple[int, ...] | None = None,
     device: str = "cpu",
     echo: Callable[[str], None] | None = None,
+    command: str = "python -m core",
 ) -> list[LessonResult]:
     """Run lessons in teaching order and write `report.md` (and the figures) into `out`.
 
@@ -71,6 +72,7 @@ def run_lessons(
         lengths (tuple[int], optional): sequence lengths for the timing lesson; overrides `quick`.
         device (str, optional): device for the timing lesson. (default: "cpu")
         echo (callable, optional): called with every printed line as it comes (the CLI passes `print`).
+        command (str, optional): the command named at the top of report.md. (default: "python -m core")
 
     Returns:
         one `LessonResult` per lesson run, in order.
@@ -93,15 +95,15 @@ def run_lessons(
         if progress:
             print(f"[{i}/{len(names)}] {result.title} ({result.seconds:.1f} s)", file=sys.stderr, flush=True)
     if out is not None:
-        write_report(results, out / "report.md")
+        write_report(results, out / "report.md", command)
     return results
 
 
-def write_report(results: list[LessonResult], path: str | Path) -> Path:
+def write_report(results: list[LessonResult], path: str | Path, command: str = "python -m core") -> Path:
     """`report.md`: each lesson's title, text, tables, figures (relative links) and printed output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    parts = ["# The lessons of the notes, run (`python -m core`)", ""]
+    parts = ["# The lessons of the notes, run", "", f"`{command}`", ""]
     for r in results:
         parts += [f"## {r.title}", "", r.text, ""]
         for table in r.tables:

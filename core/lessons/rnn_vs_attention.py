@@ -145,7 +145,7 @@ def lesson(
                    "attention" if ratio > 1 else "LSTM", f"{T} vs 1", str(len(per_round))]
             rows.append(row)
             log(f"  B={B:<3} T={T:<5} LSTM {row[2]:>9} ms   attention {row[3]:>9} ms   "
-                f"LSTM/attention {row[4]:>6}   faster: {row[5]:<9} ({row[7]} rounds)")
+                f"LSTM/attention {row[4]:>6}   faster: {row[5]:<9} ({row[7]} round{'s' if row[7] != '1' else ''})")
     table = Table(
         f"Forward + backward time, one layer ({conditions})",
         ["B", "T", "LSTM (ms)", "attention (ms)", "LSTM / attention", "faster", "sequential steps (LSTM vs attention)",
@@ -162,7 +162,8 @@ def lesson(
         return "; ".join(parts)
 
     verdict = " ".join(f"{who} was faster at {w}." if w else f"{who} was faster at no measured point."
-                       for who, w in (("The LSTM", where(True)), ("Attention", where(False))))
+                       for who, w in (("the LSTM", where(True)), ("attention", where(False))))
+    verdict = verdict[0].upper() + verdict[1:]
     log(verdict)
     log("Sequential steps: the LSTM needs T (one per position, each waiting for the last); attention needs 1.")
 
@@ -174,7 +175,7 @@ def lesson(
         name="rnn",
         title=TITLE,
         text="An LSTM must run its T steps one after another; an attention layer computes all T positions in "
-        "one batched product, but pays T² scores for it. On the clock, on this machine: " + verdict + " "
+        "one batched product, but pays T² scores for it. Measured on this machine: " + verdict + " "
         "Fewer sequential steps is an advantage when the hardware has parallelism to spare (short "
         "sequences, small batches, GPUs); on a small CPU with a large batch and long sequences the "
         "quadratic work dominates and the RNN can be faster.",
