@@ -60,8 +60,8 @@ def non_negative_float(text: str) -> float:
 
 
 def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budget: bool = True) -> None:
-    """Add ``--epochs`` (>= 1) and, when ``time_budget``, ``--time-budget`` (minutes per run, >= 0;
-    0 or absent: none).
+    """Add ``--epochs`` (>= 1), ``--checkpoint-every`` (steps, >= 1) and, when ``time_budget``,
+    ``--time-budget`` (minutes per run, >= 0; 0 or absent: none).
 
     Args:
         parser (argparse.ArgumentParser): the command's parser.
@@ -70,6 +70,9 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budg
     """
     parser.add_argument("--epochs", type=positive_int, default=epochs,
                         help=f"most epochs per model and seed (default: {epochs})")
+    parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="STEPS",
+                        help="also save the run's state every STEPS training steps inside an epoch, so a run "
+                             "killed mid-epoch resumes from there, exactly (default: at the end of each epoch)")
     if time_budget:
         parser.add_argument("--time-budget", type=non_negative_float, default=None, metavar="MIN",
                             help="minutes per model and seed, for an equal-time comparison: each run stops after "

@@ -204,6 +204,8 @@ class RunContext:
         progress (bool): show progress bars.
         time_budget_s (float, optional): ``--time-budget`` in seconds per run, ``None`` when not given.
         train (Any): this run's training configuration: ``spec.train``, else the experiment's ``config``.
+        checkpoint_every (int, optional): also write ``last.pt`` every this many steps inside an epoch
+            (``--checkpoint-every``); not part of the identity, since it does not change the results.
     """
 
     spec: ModelSpec
@@ -217,6 +219,7 @@ class RunContext:
     progress: bool = True
     time_budget_s: float | None = None
     train: Any = None
+    checkpoint_every: int | None = None
 
     @property
     def is_main(self) -> bool:
@@ -237,7 +240,7 @@ class RunContext:
         """
         options = dict(checkpoint_dir=self.run_dir, resume=self.resume, progress=self.progress, desc=self.desc,
                        time_budget_s=self.time_budget_s, monitor=self.contract.select, mode=self.contract.mode,
-                       config=self.identity)
+                       config=self.identity, checkpoint_every=self.checkpoint_every)
         options.update(kwargs)
         return fit(model, optimizer, **options)
 
@@ -318,6 +321,8 @@ class RunnerOptions:
         progress (bool): show progress bars. (default: ``True``)
         time_budget_s (float, optional): stop each run after the epoch that crosses this many seconds
             (an explicit equal-time comparison; the report says so). (default: ``None``)
+        checkpoint_every (int, optional): also write ``last.pt`` every this many steps inside an epoch, so a
+            run killed mid-epoch loses at most that many steps. (default: ``None``, at epoch ends)
     """
 
     out: Path
@@ -326,6 +331,7 @@ class RunnerOptions:
     resume: bool = True
     progress: bool = True
     time_budget_s: float | None = None
+    checkpoint_every: int | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, out: str | Path | None = None) -> RunnerOptions:
@@ -334,7 +340,8 @@ class RunnerOptions:
         budget = getattr(args, "time_budget", None)
         return cls(out=Path(out if out is not None else args.out), seeds=list(range(args.seed, args.seed + args.seeds)),
                    device=args.device, resume=args.resume, progress=not args.no_progress,
-                   time_budget_s=budget * 60.0 if budget else None)
+                   time_budget_s=budget * 60.0 if budget else None,
+                   checkpoint_every=getattr(args, "checkpoint_every", None))
 
 
 @dataclass
@@ -430,7 +437,8 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
             ctx = RunContext(spec=spec, seed=seed, run_dir=run_dir, device=info.device, dist=info,
                              contract=experiment.contract, identity=identity, resume=options.resume,
                              progress=options.progress, time_budget_s=options.time_budget_s,
-                             train=spec.train if spec.train is not None else experiment.config)
+                             train=spec.train if spec.train is not None else experiment.config,
+                             checkpoint_every=options.checkpoint_every)
             record = experiment.train_one(spec, seed, ctx)
             record.run_dir = run_dir
             if info.is_main:

@@ -137,3 +137,34 @@ def test_torchrun_two_processes_match_one_process_with_the_same_global_batch(tmp
     losses = [[row["train_loss"] for row in json.loads((tmp_path / d / "attention" / "seed0" / "record.json")
                                                        .read_text())["history"]] for d in ("ddp", "one")]
     assert losses[0] == pytest.approx(losses[1], rel=0.05)  # rank 0's half of each batch against the whole
+
+
+def test_a_run_interrupted_mid_epoch_resumes_to_the_same_weights(files, tmp_path, monkeypatch):
+    import torch
+
+    from core.lab.harness import load_checkpoint
+    from text.models import Tagger
+
+    argv = ["compare", *splits(files, "--models", "attention", "--epochs", "2", "--batch-size", "16", "--dim", "16",
+                               "--heads", "2", "--ffn-dim", "32", "--layers", "1", "--checkpoint-every", "1")]
+    main([*argv, "--out", str(tmp_path / "full")])
+
+    calls, original = [], Tagger.forward
+
+    def dies_at_step_6(self, batch):  # the 2nd batch of epoch 2 (4 batches per epoch)
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt("killed")
+        return original(self, batch)
+
+    monkeypatch.setattr(Tagger, "forward", dies_at_step_6)
+    with pytest.raises(KeyboardInterrupt):
+        main([*argv, "--out", str(tmp_path / "cut")])
+    monkeypatch.setattr(Tagger, "forward", original)
+    state = load_checkpoint(tmp_path / "cut" / "attention" / "seed0" / "last.pt")
+    assert (state["epoch"], state["position"]) == (1, 1)
+    main([*argv, "--out", str(tmp_path / "cut")])
+    full, cut = (load_checkpoint(tmp_path / d / "attention" / "seed0" / "best.pt")["model"] for d in ("full", "cut"))
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    runs = [json.loads((tmp_path / d / "metrics.json").read_text())["results"][0]["runs"] for d in ("full", "cut")]
+    assert runs[0] == runs[1]
