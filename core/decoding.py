@@ -241,10 +241,10 @@ def beam_search(
 ) -> SearchResult:
     """Keep the `num_beams` best partial sequences per source; return the best finished one.
 
-    Each step extends every live hypothesis by every token. Extensions ending in EOS become finished
-    hypotheses, ranked by `log_prob / length ** length_penalty` (length = tokens including EOS;
-    `length_penalty=0` ranks by total log-probability, 1 by the mean per token); the best `num_beams`
-    others stay live. A source is done when it holds `num_beams` finished hypotheses and no live one
+    Each step extends every live hypothesis by every token and ranks the extensions by log-probability.
+    Those among the best `num_beams` that end in EOS become finished hypotheses, scored by
+    `log_prob / length ** length_penalty` (length = tokens including EOS; `length_penalty=0` scores by total
+    log-probability, 1 by the mean per token); the best `num_beams` that do not end stay live. A source is done when it holds `num_beams` finished hypotheses and no live one
     can still beat the worst of them (an exact bound: log-probabilities only fall, and for
     `length_penalty > 0` the most a longer hypothesis can gain is the division by `max_len ** length_penalty`).
     Hypotheses still live after `max_len` steps compete unfinished.
@@ -272,92 +272,74 @@ def beam_search(
     if length_penalty < 0:
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
     B, K = batch_size, num_beams
+    neg_inf = float("-inf")
+    arange_b = torch.arange(B, device=device)
 
-    def norm(logp: Tensor | float, length: int) -> Tensor | float:
+    def norm(logp: Tensor, length: int | Tensor) -> Tensor:
         return logp / (length**length_penalty) if length_penalty else logp
 
-    # Finished hypotheses per source: (score, log_prob, tokens incl. EOS, finished).
-    finished: list[list[tuple[float, float, list[int], bool]]] = [[] for _ in range(B)]
-    source_done = [False] * B
+    # The K best finished hypotheses per source, best first; -inf marks an empty slot.
+    fin_score = torch.full((B, K), neg_inf, dtype=torch.float64, device=device)  # (B, K)
+    fin_logp = torch.full((B, K), neg_inf, dtype=torch.float64, device=device)  # (B, K)
+    fin_tokens = torch.full((B, K, max_len), eos_id, dtype=torch.long, device=device)  # (B, K, max_len)
+    fin_len = torch.zeros(B, K, dtype=torch.long, device=device)  # tokens, EOS included
+    fin_ended = torch.zeros(B, K, dtype=torch.bool, device=device)  # ended with EOS
 
-    # Step 1 runs on the B sources themselves (all K beams would be identical); then K per source.
-    beam_src = torch.arange(B, device=device)  # (N,): which source each live hypothesis belongs to
-    beam_logp = torch.zeros(B, dtype=torch.float64, device=device)  # (N,)
-    beam_tokens = torch.empty(B, 0, dtype=torch.long, device=device)  # (N, t)
-    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)
+    def merge(score: Tensor, logp: Tensor, tokens: Tensor, length: int, ended: bool) -> None:
+        """Merge candidate finished hypotheses `score/logp (B, C)`, `tokens (B, C, length)` into the K best."""
+        nonlocal fin_score, fin_logp, fin_tokens, fin_len, fin_ended
+        C = score.shape[1]
+        padded = torch.full((B, C, max_len), eos_id, dtype=torch.long, device=device)
+        padded[:, :, :length] = tokens
+        all_score = torch.cat((fin_score, score), 1)  # (B, K + C)
+        fin_score, pick = all_score.topk(K, dim=1)  # (B, K)
+        fin_logp = torch.cat((fin_logp, logp), 1).gather(1, pick)
+        fin_tokens = torch.cat((fin_tokens, padded), 1)[arange_b.unsqueeze(1), pick]  # (B, K, max_len)
+        fin_len = torch.cat((fin_len, torch.full_like(score, length, dtype=torch.long)), 1).gather(1, pick)
+        fin_ended = torch.cat((fin_ended, torch.full_like(score, ended, dtype=torch.bool)), 1).gather(1, pick)
 
+    # The first step runs on the B sources themselves (K copies would be identical), then K rows per source.
+    live_logp = torch.zeros(B, 1, dtype=torch.float64, device=device)  # (B, K_live); -inf: an empty slot
+    live_tokens = torch.empty(B, 1, 0, dtype=torch.long, device=device)  # (B, K_live, t - 1)
+    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)  # (B * K_live,)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
     for t in range(1, max_len + 1):
         scores, state = step(tokens, state)
-        logp = _log_probs(scores, len(tokens)).double()  # (N, V)
+        K_live = live_logp.shape[1]
+        logp = _log_probs(scores, B * K_live).double().view(B, K_live, -1)  # (B, K_live, V)
         V = logp.shape[-1]
-        cand = (beam_logp.unsqueeze(1) + logp)  # (N, V): log-prob of each extension
-        # Per source, the best 2K extensions: at most K end in EOS, so K others survive.
-        keep_rows: list[int] = []
-        keep_tokens: list[int] = []
-        keep_logp: list[float] = []
-        for b in range(B):
-            if source_done[b]:
-                continue
-            rows = (beam_src == b).nonzero().squeeze(1)  # (K_b,)
-            flat = cand.index_select(0, rows).reshape(-1)  # (K_b * V,)
-            top_logp, top_idx = flat.topk(min(2 * K, flat.numel()))
-            live = 0
-            for lp, idx in zip(top_logp.tolist(), top_idx.tolist()):
-                row, tok = rows[idx // V].item(), idx % V
-                if lp == float("-inf"):
-                    break
-                if tok == eos_id:
-                    finished[b].append((norm(lp, t), lp, beam_tokens[row].tolist() + [tok], True))
-                elif live < K:
-                    keep_rows.append(row)
-                    keep_tokens.append(tok)
-                    keep_logp.append(lp)
-                    live += 1
-                if live == K:
-                    break
-            finished[b].sort(key=lambda h: -h[0])
-            del finished[b][K:]
-            # Done when K finished hypotheses exist and no live one can overtake the worst of them.
-            if len(finished[b]) == K or live == 0:
-                if live == 0:
-                    source_done[b] = True
-                else:
-                    best_live = max(keep_logp[-live:])
-                    bound = norm(best_live, max_len) if length_penalty > 0 else norm(best_live, t)
-                    if bound <= finished[b][-1][0]:
-                        source_done[b] = True
-            if source_done[b]:
-                del keep_rows[len(keep_rows) - live :], keep_tokens[len(keep_tokens) - live :]
-                del keep_logp[len(keep_logp) - live :]
-        if not keep_rows or t == max_len:
+        cand = (live_logp.unsqueeze(-1) + logp).view(B, K_live * V)  # (B, K_live·V)
+        # At most K of the best 2K extensions end in EOS (one per live slot), so K others remain.
+        top_logp, top_idx = cand.topk(min(2 * K, K_live * V), dim=1)  # (B, 2K)
+        parent, token = top_idx // V, top_idx % V  # (B, 2K)
+        prefix = live_tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t - 1))  # (B, 2K, t - 1)
+        extended = torch.cat((prefix, token.unsqueeze(-1)), dim=-1)  # (B, 2K, t)
+        # An EOS extension finishes only if it ranks among the K best (so K=1 is greedy search).
+        ranks = torch.arange(top_idx.shape[1], device=device)  # (2K,)
+        ends = (token == eos_id) & (top_logp > neg_inf) & (ranks < K)
+        eos_logp = top_logp.masked_fill(~ends, neg_inf)
+        merge(norm(eos_logp, t), eos_logp, extended, t, True)
+        # The K best extensions that do not end stay live, in order.
+        live_logp, keep = top_logp.masked_fill(token == eos_id, neg_inf).topk(min(K, top_logp.shape[1]), dim=1)
+        live_tokens = extended.gather(1, keep.unsqueeze(-1).expand(-1, -1, t))  # (B, K, t)
+        live_parent = parent.gather(1, keep)  # (B, K)
+        tokens = token.gather(1, keep)  # (B, K): what each live hypothesis emitted last
+        # A source is done once it holds K finished hypotheses that no live one can overtake: log-probs only
+        # fall, and with length_penalty > 0 the most a longer hypothesis gains is the division by max_len**α.
+        best_live = live_logp[:, 0]
+        bound = norm(best_live, max_len if length_penalty > 0 else t)
+        done = done | (best_live == neg_inf) | ((fin_score[:, -1] > neg_inf) & (bound <= fin_score[:, -1]))
+        live_logp = live_logp.masked_fill(done.unsqueeze(1), neg_inf)
+        if bool(done.all()) or t == max_len:
             break
-        index = torch.tensor(keep_rows, dtype=torch.long, device=device)
+        index = (arange_b.unsqueeze(1) * K_live + live_parent).view(-1)  # (B·K,): rows of the running batch
         state = select_state(state, index)
-        beam_src = beam_src.index_select(0, index)
-        tokens = torch.tensor(keep_tokens, dtype=torch.long, device=device)
-        beam_tokens = torch.cat((beam_tokens.index_select(0, index), tokens.unsqueeze(1)), dim=1)  # (N, t)
-        beam_logp = torch.tensor(keep_logp, dtype=torch.float64, device=device)
+        tokens = tokens.view(-1)  # (B·K,)
+    # Hypotheses still live after max_len steps compete unfinished.
+    if t == max_len:
+        merge(norm(live_logp, max_len), live_logp, live_tokens, max_len, False)
 
-    # Hypotheses still live at max_len compete unfinished.
-    if keep_rows and t == max_len:
-        for row, tok, lp in zip(keep_rows, keep_tokens, keep_logp):
-            b = int(beam_src[row])
-            finished[b].append((norm(lp, max_len), lp, beam_tokens[row].tolist() + [tok], False))
-    return _collect(finished, eos_id, device)
-
-
-def _collect(finished: list[list[tuple[float, float, list[int], bool]]], eos_id: int, device) -> SearchResult:
-    # A source whose every continuation scored -inf has nothing: an empty, unfinished output.
-    best = [max(hyps, key=lambda h: h[0]) if hyps else (float("-inf"), float("-inf"), [], False) for hyps in finished]
-    L = max(1, max(len(h[2]) for h in best))
-    tokens = torch.full((len(best), L), eos_id, dtype=torch.long, device=device)
-    for i, (_, _, seq, _) in enumerate(best):
-        tokens[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    lengths = torch.tensor([len(h[2]) - h[3] for h in best], dtype=torch.long, device=device)
-    return SearchResult(
-        tokens,
-        lengths,
-        torch.tensor([h[1] for h in best], dtype=torch.float64, device=device),
-        torch.tensor([h[0] for h in best], dtype=torch.float64, device=device),
-        torch.tensor([h[3] for h in best], dtype=torch.bool, device=device),
-    )
+    # Slot 0 holds the best (a source whose every continuation scored -inf gets an empty, unfinished output).
+    length, ended = fin_len[:, 0], fin_ended[:, 0]
+    L = max(1, int(length.max()))
+    return SearchResult(fin_tokens[:, 0, :L], length - ended.long(), fin_logp[:, 0], fin_score[:, 0], ended)

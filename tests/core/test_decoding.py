@@ -162,7 +162,7 @@ def test_beam_search_finds_the_brute_force_best(length_penalty):
     model = _model(seed=3)
     src, src_lengths = _sources()
     max_len = 4
-    wide = (V - 1) ** (max_len - 1)  # every prefix fits in the beam: the search is exhaustive
+    wide = V ** (max_len - 1)  # every extension of every prefix ranks within the beam: exhaustive
     with torch.no_grad():
         best = _brute_force_best(model, src, src_lengths, max_len, length_penalty)
         result = model.generate(src, src_lengths, max_len=max_len, num_beams=wide, length_penalty=length_penalty)
@@ -273,7 +273,7 @@ def test_an_lstm_step_function_uses_the_same_searches():
     with torch.no_grad():
         greedy = greedy_search(dec.step, state, 2, bos_id=BOS, eos_id=EOS, max_len=4)
         beam1 = beam_search(dec.step, state, 2, bos_id=BOS, eos_id=EOS, max_len=4, num_beams=1)
-        wide = beam_search(dec.step, state, 2, bos_id=BOS, eos_id=EOS, max_len=3, num_beams=(V - 1) ** 2)
+        wide = beam_search(dec.step, state, 2, bos_id=BOS, eos_id=EOS, max_len=3, num_beams=V**2)
         assert greedy.sequences() == beam1.sequences()
         for b in range(2):  # brute force, scoring every output by stepping the decoder alone
             one = select_state(state, torch.tensor([b]))
