@@ -417,9 +417,16 @@ def run_experiment(experiment: Experiment, options: RunnerOptions) -> Experiment
             cleanup()
 
 
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
 def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Path, plan: list,
          identities: dict) -> ExperimentResult:
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), _load_average()
     if info.is_main:
         logger.info("%s on %s: %d model(s), seeds %s, %d run(s) on %s, %d thread(s), %d process(es); output in %s",
                     experiment.domain, experiment.dataset, len(experiment.specs), options.seeds, len(plan), info.device,
@@ -470,6 +477,7 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
         "selection_note": selection_note,
         "seeds": options.seeds, "wall_seconds": wall, "threads": torch.get_num_threads(),
         "world_size": info.world_size, "time_budget_s": options.time_budget_s,
+        "load_average": {"start": load_at_start, "end": _load_average(), "cpu_count": os.cpu_count()},
         "data": experiment.data_identity, **experiment.extra, **summary_extra,
     }
     path = write_metrics(out, domain=experiment.domain, dataset=experiment.dataset, device=info.device,
@@ -484,8 +492,9 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
          if options.time_budget_s else "schedules are counted in epochs and steps (no time budget): the same "
                                       "command and seed give the same results on the same machine"),
         f"wall time of this command: {wall / 60:.1f} min on {info.device}, {torch.get_num_threads()} thread(s), "
-        f"{info.world_size} process(es)" + (f"; {loaded} run(s) finished by an earlier invocation were loaded"
-                                            if loaded else ""),
+        f"{info.world_size} process(es); 1-minute load average {load_at_start} at the start, {_load_average()} at the "
+        f"end, on {os.cpu_count()} CPU(s)" + (f"; {loaded} run(s) finished by an earlier invocation were loaded"
+                                              if loaded else ""),
         *experiment.notes,
         *summary_notes,
     ]
