@@ -508,7 +508,8 @@ class EncoderDecoder(nn.Module):
         num_beams: int = 1,
         length_penalty: float = 0.0,
     ) -> SearchResult:
-        """Encode `src (B, S)` and decode every source: greedy for `num_beams=1`, beam search otherwise.
+        """Encode `src (B, S)` and decode every source: greedy for `num_beams=1` (and `length_penalty=0`),
+        beam search otherwise (`core.decoding`).
 
         Args:
             src (LongTensor): `(B, S)` source token ids, padded.
