@@ -162,8 +162,7 @@ def lesson(
         return "; ".join(parts)
 
     verdict = " ".join(f"{who} was faster at {w}." if w else f"{who} was faster at no measured point."
-                       for who, w in (("the LSTM", where(True)), ("attention", where(False))))
-    verdict = verdict[0].upper() + verdict[1:]
+                       for who, w in (("The LSTM", where(True)), ("Attention", where(False))))
     log(verdict)
     log("Sequential steps: the LSTM needs T (one per position, each waiting for the last); attention needs 1.")
 
@@ -175,7 +174,7 @@ def lesson(
         name="rnn",
         title=TITLE,
         text="An LSTM must run its T steps one after another; an attention layer computes all T positions in "
-        "one batched product, but pays T² scores for it. Measured on this machine: " + verdict + " "
+        "one batched product, but pays T² scores for it. Measured on this machine (table): " + verdict + " "
         "Fewer sequential steps is an advantage when the hardware has parallelism to spare (short "
         "sequences, small batches, GPUs); on a small CPU with a large batch and long sequences the "
         "quadratic work dominates and the RNN can be faster.",
