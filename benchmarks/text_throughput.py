@@ -30,9 +30,9 @@ from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summa
 from core.lab.datasets import require_dataset, resolve_data_root  # noqa: E402
 from core.lab.experiment import count_parameters  # noqa: E402
 from core.lab.harness import atomic_open, seed_everything, set_num_threads_from_env  # noqa: E402
-from text.__main__ import CONLL2000_URL, load_tagger  # noqa: E402
-from text.data import TaggingDataset, Vocabularies, make_loader, read_conll  # noqa: E402
+from text.data import CONLL2000_URL, TaggingDataset, Vocabularies, make_loader, read_conll  # noqa: E402
 from text.models import TaggerConfig, build_tagger  # noqa: E402
+from text.train import load_tagger  # noqa: E402
 
 
 def tagging_pass(model, dataset: TaggingDataset, batch_size: int):

@@ -1,0 +1,572 @@
+"""Results tables generated from the records, never typed by hand.
+
+Every figure shown in README.md and docs/<domain>.md comes from a record: a run's
+``docs/results/<name>.metrics.json`` (written by ``core.lab.experiment.write_metrics``, one invocation,
+all its seeds) or a benchmark's ``benchmarks/results/<name>.json``. A table is defined once, below, by
+the record file it reads and what it takes from it; the documents carry only markers::
+
+    <!-- results:graph-cora -->
+    (generated table; do not edit)
+    <!-- /results:graph-cora -->
+
+    python -m core.lab.results render           # rewrite every marked region from the records
+    python -m core.lab.results render --check   # exit 1 (and show the difference) when a region is stale
+    python -m core.lab.results list             # the table names, their records, and where they are shown
+
+A multi-seed figure is the mean ± sample standard deviation that one record holds over its own runs, with
+the number of runs beside it: figures of separate invocations are never pooled. A record that lacks a
+model or a metric a table names is an error that names the record, the model and the metric.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Column", "ModelTable", "Figure", "FigureTable", "TABLES", "RecordError", "render_table",
+           "render_text", "render_files", "main"]
+
+REPO = Path(__file__).resolve().parents[2]
+#: Files whose marked regions are rendered (relative to the repository root; globs allowed).
+DOCUMENTS = ("README.md", "docs/*.md")
+_REGION = re.compile(r"<!-- results:(?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /results:(?P=name) -->", re.DOTALL)
+_OPEN = re.compile(r"<!-- results:([\w.-]+) -->")
+
+
+class RecordError(ValueError):
+    """A record is missing, unreadable, or lacks what a table takes from it; the message names both."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Table definitions
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a :class:`ModelTable`.
+
+    Args:
+        header (str): the column heading.
+        key (str): a metric of the result (``result["metrics"][key]``, shown as mean ± std over the record's
+            runs), or else a plain field of the result (``"params"``, ``"train_seconds"``).
+        scale (float, optional): multiply before formatting, e.g. 100 for fractions shown in percent. (default: 1)
+        digits (int, optional): decimals. (default: 2)
+        run (int, optional): show this one run (``0``: the first seed) instead of the mean. (default: ``None``)
+        std (bool, optional): add `` ± std`` when the record holds more than one run. (default: ``True``)
+        thousands (bool, optional): group thousands with commas (parameter counts). (default: ``False``)
+    """
+
+    header: str
+    key: str
+    scale: float = 1.0
+    digits: int = 2
+    run: int | None = None
+    std: bool = True
+    thousands: bool = False
+
+
+@dataclass(frozen=True)
+class ModelTable:
+    """Rows are results (models) of one run record, columns are their metrics.
+
+    Args:
+        name (str): the marker name.
+        record (str): the record file, relative to the repository root.
+        columns (tuple[Column, ...]): the metric columns.
+        models (tuple[str, ...], optional): which results, in this order, by their ``model`` name; empty:
+            every result in record order. (default: ``()``)
+        labels (dict[str, str], optional): row label by model name (default: the model name).
+        seeds (bool, optional): add a column with the number of runs behind each row. (default: ``True``)
+        note (str, optional): a sentence printed under the table. (default: ``""``)
+    """
+
+    name: str
+    record: str
+    columns: tuple[Column, ...]
+    models: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    seeds: bool = True
+    note: str = ""
+
+    @property
+    def records(self) -> tuple[str, ...]:
+        return (self.record,)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One row of a :class:`FigureTable`: a single value picked from a record.
+
+    Args:
+        label (str): what the figure is (name its inputs where it is a ratio).
+        record (str): the record file, relative to the repository root.
+        path (str): where the value sits: keys joined by dots; ``list[key=value,key=value]`` picks the one
+            element of a list whose fields match, e.g. ``rows[scope=attention,audio_seconds=60,variant=full].seconds``;
+            ``results[model=gat].metrics.test_accuracy`` works on run records.
+        scale (float, optional): multiply before formatting. (default: 1)
+        digits (int, optional): decimals. (default: 2)
+        unit (str, optional): appended to the value, e.g. ``"×"``, ``" ms"``, ``"%"``. (default: ``""``)
+        std_path (str, optional): a second path whose value is shown as `` ± std``. (default: ``None``)
+        count_path (str, optional): a list whose length is shown as the number of runs, ``(n = 3)``. (default: ``None``)
+        notation (str, optional): ``"f"`` fixed point or ``"e"`` scientific (``1.9e-06``). (default: ``"f"``)
+    """
+
+    label: str
+    record: str
+    path: str
+    scale: float = 1.0
+    digits: int = 2
+    unit: str = ""
+    std_path: str | None = None
+    count_path: str | None = None
+    notation: str = "f"
+
+
+@dataclass(frozen=True)
+class FigureTable:
+    """A two-column table, figure | value, each row from its own record; the record is named in a third column."""
+
+    name: str
+    figures: tuple[Figure, ...]
+    header: tuple[str, str] = ("figure", "value")
+    note: str = ""
+
+    @property
+    def records(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.record for f in self.figures))
+
+
+Table = ModelTable | FigureTable
+
+PCT = {"scale": 100.0, "digits": 2}
+_GRAPH_MODELS = {"gat": "GAT (ours)", "pyg_gat": "PyG GATConv", "gcn": "GCN", "graph_transformer": "graph transformer",
+                 "mlp": "MLP (no edges)"}
+
+
+TABLES: tuple[Table, ...] = (
+    # --- graph
+    ModelTable("graph-cora", "docs/results/graph-cora.metrics.json",
+               (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
+                Column("ms / epoch", "ms_per_epoch", digits=1)),
+               models=("gat", "pyg_gat", "gcn", "graph_transformer", "mlp"), labels=_GRAPH_MODELS,
+               note="Cora, public split, `python -m graph compare --dataset cora --seeds 10` (one invocation)."),
+    FigureTable("graph-speed", (
+        Figure("Cora training step, ours / PyG GATConv, both on the same dense features", "benchmarks/results/graph_attention.json",
+               "cora.ours_over_pyg", unit="×"),
+        Figure("Cora training step, ours on sparse CSR features (as `python -m graph` trains) / PyG GATConv on dense",
+               "benchmarks/results/graph_attention.json", "cora.ours_sparse_features_over_pyg_dense", unit="×"),
+        Figure("1M-edge synthetic graph training step, ours / PyG GATConv (same dense features)",
+               "benchmarks/results/graph_attention.json", "synthetic.ours_over_pyg", unit="×"),
+    ), note="Interleaved rounds in alternating order, median of per-round ratios (`python benchmarks/graph_attention.py`)."),
+    # --- audio
+    ModelTable("audio-digits", "docs/results/audio-digits-seeds3.metrics.json",
+               (Column("seed 0 accuracy (%)", "accuracy", run=0, **PCT), Column("accuracy (%)", "accuracy", **PCT)),
+               models=("window(w=8)", "truncated(c=16,L=2)", "full", "window(w=2)", "window(w=32)", "cnn", "gru"),
+               labels={"cnn": "CNN baseline", "gru": "BiGRU baseline"},
+               note="FSDD standard split, 300 test clips, `python -m audio compare --task digits --seeds 3` (one "
+                    "invocation; the window sweep ran seed 0 only)."),
+    ModelTable("audio-speaker", "docs/results/audio-digits-speaker-jackson.metrics.json",
+               (Column("accuracy (%)", "accuracy", **PCT),), models=("window(w=8)", "cnn"), labels={"cnn": "CNN baseline"},
+               note="Speaker jackson's 500 clips held out, seed 0, `python -m audio compare --task digits --split "
+                    "speaker:jackson`."),
+    ModelTable("audio-connected", "docs/results/audio-connected.metrics.json",
+               (Column("frame accuracy (%)", "frame_accuracy", **PCT), Column("DER, 30-60 s test", "der", digits=3),
+                Column("train s", "train_seconds", digits=0)),
+               models=("full", "window(w=16)", "truncated(c=32,L=2)", "cnn"), labels={"cnn": "CNN"},
+               note="Connected digits, trained on 3-12 s, tested on 30-60 s utterances, seed 0."),
+    FigureTable("audio-cost", (
+        Figure("speed-up of window(w=16) over full at 60 s, same inputs", "benchmarks/results/audio_attention.json",
+               "targets.window_speedup", unit="×", digits=0),
+        Figure("speed-up of truncated(c=32,L=2) over full at 60 s, same inputs", "benchmarks/results/audio_attention.json",
+               "targets.truncated_speedup", unit="×", digits=0),
+        Figure("memory saved for backward, full / window(w=16) at 60 s", "benchmarks/results/audio_attention.json",
+               "targets.window_saved_memory_ratio", unit="×", digits=0),
+        Figure("memory saved for backward, full / truncated(c=32,L=2) at 60 s", "benchmarks/results/audio_attention.json",
+               "targets.truncated_saved_memory_ratio", unit="×", digits=0),
+        Figure("peak memory growth, full / window(w=16) at 60 s", "benchmarks/results/audio_attention.json",
+               "targets.window_peak_memory_ratio", unit="×", digits=0),
+    ), note="`python benchmarks/audio_attention.py`: variants interleaved in alternating order, speed-ups are "
+            "medians of per-round ratios; absolute times (in the JSON) were taken on a shared, loaded CPU."),
+    FigureTable("audio-streaming", (
+        Figure("largest difference, streamed vs whole-utterance logits (58.8 s test utterance)",
+               "docs/results/audio-connected.metrics.json", "streaming.max_abs_diff", digits=1, notation="e"),
+        Figure("compute per 320 ms chunk, mean", "docs/results/audio-connected.metrics.json", "streaming.chunk_ms_mean",
+               unit=" ms", digits=1),
+        Figure("real-time factor (model only)", "docs/results/audio-connected.metrics.json",
+               "streaming.real_time_factor", digits=4),
+    ), note="The truncated connected-digit model, streamed chunk by chunk with cached left context."),
+    # --- text
+    ModelTable("text-chunk", "docs/results/text-conll2000-chunk.metrics.json",
+               (Column("test F1", "test_f1", **PCT), Column("test accuracy (%)", "test_accuracy", **PCT),
+                Column("dev F1", "dev_f1", **PCT)),
+               models=("attention", "bilstm", "cnn"), labels={"bilstm": "BiLSTM", "cnn": "CNN"},
+               note="CoNLL-2000 chunking, conlleval span F1, one seed each, `python -m text compare --dataset conll2000 "
+                    "--task chunk`."),
+    ModelTable("text-chunk-seeds", "docs/results/text-conll2000-chunk-seeds.metrics.json",
+               (Column("test F1", "test_f1", **PCT), Column("dev F1", "dev_f1", **PCT)),
+               note="The attention tagger over several seeds of one invocation."),
+    ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
+               (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
+    FigureTable("text-throughput", (
+        Figure("attention+CRF / BiLSTM+CRF throughput, batch 64", "benchmarks/results/text_throughput.json",
+               "attention_throughput_ratios[batch_size=64,crf=True,attention_over=bilstm].throughput_ratio", unit="×"),
+        Figure("attention+CRF / CNN+CRF throughput, batch 64", "benchmarks/results/text_throughput.json",
+               "attention_throughput_ratios[batch_size=64,crf=True,attention_over=cnn].throughput_ratio", unit="×"),
+        Figure("attention+CRF / BiLSTM+CRF throughput, batch 1", "benchmarks/results/text_throughput.json",
+               "attention_throughput_ratios[batch_size=1,crf=True,attention_over=bilstm].throughput_ratio", unit="×"),
+        Figure("attention / BiLSTM throughput without CRF, batch 64", "benchmarks/results/text_throughput.json",
+               "attention_throughput_ratios[batch_size=64,crf=False,attention_over=bilstm].throughput_ratio", unit="×"),
+    ), note="`python benchmarks/text_throughput.py`: freshly initialised default taggers, the same 500 test sentences "
+            "for each, interleaved rounds; ratios (> 1: attention faster) are medians of per-round ratios; absolute "
+            "throughput (in the JSON) was taken on a shared, loaded CPU."),
+    # --- vision
+    ModelTable("vision-compare", "docs/results/vision-compare.metrics.json",
+               (Column("test accuracy (%)", "test_accuracy", **PCT), Column("with flip TTA (%)", "test_accuracy_flip", **PCT),
+                Column("params", "params", digits=0, thousands=True),
+                Column("MFLOPs / image", "mflops_per_image", digits=0), Column("epochs in budget", "epochs", digits=1),
+                Column("train min", "train_seconds", scale=1 / 60, digits=1)),
+               models=("attention", "cnn", "resnet"),
+               labels={"attention": "attention (pixel tokens)", "cnn": "cnn (same network, 3×3 conv)",
+                       "resnet": "resnet (ResNet-9, width 16)"},
+               note="CIFAR-10, one seed each, the same wall-clock budget per model, `python -m vision compare`."),
+    ModelTable("vision-sweep", "docs/results/vision-sweep.metrics.json",
+               (Column("test accuracy (%)", "test_accuracy", **PCT), Column("training images", "train_images", digits=0,
+                                                                            thousands=True)),
+               note="CIFAR-10 data sweep, seed 0, `python -m vision sweep`."),
+    FigureTable("vision-sweep-1pct", (
+        Figure("attention, 1% of CIFAR-10 (500 images), seeds 1-2", "docs/results/vision-sweep-1pct-attention.metrics.json",
+               "results[model=attention @ 1%].metrics.test_accuracy", scale=100, unit="%",
+               std_path="results[model=attention @ 1%].std.test_accuracy", count_path="results[model=attention @ 1%].runs"),
+        Figure("cnn, 1% of CIFAR-10 (500 images), seeds 1-2", "docs/results/vision-sweep-1pct-cnn.metrics.json",
+               "results[model=cnn @ 1%].metrics.test_accuracy", scale=100, unit="%",
+               std_path="results[model=cnn @ 1%].std.test_accuracy", count_path="results[model=cnn @ 1%].runs"),
+    ), note="Each model's seeds in one invocation (each seed draws its own 1% subset); seed 0 is the sweep above."),
+    FigureTable("vision-throughput", tuple(
+        Figure(f"{model}: training images/s (batch 128, forward + backward + step)", "benchmarks/results/vision.json",
+               f"results[model={model}].images_per_second", digits=0) for model in ("attention", "cnn", "resnet")) + (
+        Figure("attention / cnn images/s", "benchmarks/results/vision.json", "results[model=attention].speed_vs_cnn", unit="×"),
+    ), note="`python benchmarks/vision.py` (2 threads; the file records its own conditions)."),
+    # --- README: one line per domain
+    FigureTable("readme-headlines", (
+        Figure("text: CoNLL-2000 chunking test F1, attention tagger", "docs/results/text-conll2000-chunk.metrics.json",
+               "results[model=attention].metrics.test_f1", scale=100),
+        Figure("text: same run, BiLSTM", "docs/results/text-conll2000-chunk.metrics.json",
+               "results[model=bilstm].metrics.test_f1", scale=100),
+        Figure("text: same run, CNN", "docs/results/text-conll2000-chunk.metrics.json",
+               "results[model=cnn].metrics.test_f1", scale=100),
+        Figure("text: attention tagger over the seeds of one run", "docs/results/text-conll2000-chunk-seeds.metrics.json",
+               "results[model=attention].metrics.test_f1", scale=100,
+               std_path="results[model=attention].std.test_f1", count_path="results[model=attention].runs"),
+        Figure("text: CoNLL-2000 POS token accuracy, attention tagger", "docs/results/text-conll2000-pos.metrics.json",
+               "results[model=attention].metrics.test_accuracy", scale=100, unit="%"),
+        Figure("audio: FSDD accuracy, window(w=8)", "docs/results/audio-digits-seeds3.metrics.json",
+               "results[model=window(w=8)].metrics.accuracy", scale=100, unit="%",
+               std_path="results[model=window(w=8)].std.accuracy", count_path="results[model=window(w=8)].runs"),
+        Figure("audio: digit error rate on 30-60 s, window(w=16)", "docs/results/audio-connected.metrics.json",
+               "results[model=window(w=16)].metrics.der", digits=3),
+        Figure("audio: window(w=16) over full attention at 60 s, speed (same inputs)", "benchmarks/results/audio_attention.json",
+               "targets.window_speedup", unit="×", digits=0),
+        Figure("audio: streaming real-time factor, truncated model (model only)", "docs/results/audio-connected.metrics.json",
+               "streaming.real_time_factor", digits=4),
+        Figure("vision: CIFAR-10 test accuracy, pixel attention", "docs/results/vision-compare.metrics.json",
+               "results[model=attention].metrics.test_accuracy", scale=100, unit="%"),
+        Figure("vision: same budget, the same network with a 3×3 conv", "docs/results/vision-compare.metrics.json",
+               "results[model=cnn].metrics.test_accuracy", scale=100, unit="%"),
+        Figure("vision: same budget, ResNet-9", "docs/results/vision-compare.metrics.json",
+               "results[model=resnet].metrics.test_accuracy", scale=100, unit="%"),
+        Figure("graph: Cora test accuracy, our GAT", "docs/results/graph-cora.metrics.json",
+               "results[model=gat].metrics.test_accuracy", scale=100, unit="%",
+               std_path="results[model=gat].std.test_accuracy", count_path="results[model=gat].runs"),
+        Figure("graph: Cora test accuracy, PyG GATConv (same protocol)", "docs/results/graph-cora.metrics.json",
+               "results[model=pyg_gat].metrics.test_accuracy", scale=100, unit="%",
+               std_path="results[model=pyg_gat].std.test_accuracy", count_path="results[model=pyg_gat].runs"),
+        Figure("graph: Cora training step, ours / PyG GATConv, same dense features", "benchmarks/results/graph_attention.json",
+               "cora.ours_over_pyg", unit="×"),
+        Figure("graph: Cora training step, ours on sparse CSR features / PyG GATConv on dense (different inputs)",
+               "benchmarks/results/graph_attention.json", "cora.ours_sparse_features_over_pyg_dense", unit="×"),
+        Figure("graph: 1M-edge graph training step, ours / PyG GATConv, same dense features",
+               "benchmarks/results/graph_attention.json", "synthetic.ours_over_pyg", unit="×"),
+    ), header=("headline", "value"), note="Each figure from the record linked beside it; ± is the sample std over "
+                                           "the runs of that one record, n its number of runs."),
+)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading records
+
+
+def _load(root: Path, record: str, cache: dict) -> dict:
+    if record not in cache:
+        path = root / record
+        try:
+            cache[record] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise RecordError(f"{record}: record not found (under {root})") from None
+        except json.JSONDecodeError as error:
+            raise RecordError(f"{record}: not valid JSON ({error})") from None
+    return cache[record]
+
+
+def _matches(item: object, conditions: dict[str, str]) -> bool:
+    if not isinstance(item, dict):
+        return False
+    for key, want in conditions.items():
+        if key not in item:
+            return False
+        have = item[key]
+        if isinstance(have, bool) or isinstance(want, str) and want in ("True", "False"):
+            if str(have) != want:
+                return False
+        elif isinstance(have, (int, float)):
+            try:
+                if float(have) != float(want):
+                    return False
+            except ValueError:
+                return False
+        elif str(have) != want:
+            return False
+    return True
+
+
+_SEGMENT = re.compile(r"^(?P<key>[^\[\]]+)(?:\[(?P<select>[^\]]*)\])?$")
+
+
+def _split_path(path: str) -> list[str]:
+    """Dots split keys, except inside ``[...]`` (model names such as ``window(w=8)`` or ``c=16,L=2`` stay whole)."""
+    parts, depth, current = [], 0, ""
+    for ch in path:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "." and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [*parts, current]
+
+
+def _parse_select(select: str) -> dict[str, str]:
+    """``model=truncated(c=16,L=2),crf=True`` -> conditions; commas inside parentheses stay in the value."""
+    conditions, depth, current = {}, 0, ""
+    for ch in select + ",":
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            key, sep, value = current.partition("=")
+            if not sep:
+                raise ValueError(f"selection {select!r}: expected key=value, got {current!r}")
+            conditions[key.strip()] = value.strip()
+            current = ""
+        else:
+            current += ch
+    return conditions
+
+
+def lookup(data: object, path: str, record: str) -> object:
+    """The value at ``path`` in ``data`` (see :class:`Figure`); a missing step raises :class:`RecordError`."""
+    here = data
+    for segment in _split_path(path):
+        match = _SEGMENT.match(segment)
+        if match is None:
+            raise ValueError(f"bad path segment {segment!r} in {path!r}")
+        key, select = match["key"], match["select"]
+        if not isinstance(here, dict) or key not in here:
+            has = ", ".join(sorted(here)) if isinstance(here, dict) else type(here).__name__
+            raise RecordError(f"{record}: no {key!r} at {path!r} (there: {has})")
+        here = here[key]
+        if select is not None:
+            conditions = _parse_select(select)
+            found = [item for item in here if _matches(item, conditions)] if isinstance(here, list) else []
+            if len(found) != 1:
+                raise RecordError(f"{record}: {len(found)} entries of {key!r} match [{select}] at {path!r}; expected one")
+            here = found[0]
+    return here
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formatting
+
+
+def _number(value: float, digits: int, thousands: bool = False, notation: str = "f") -> str:
+    return f"{value:,.{digits}{notation}}" if thousands else f"{value:.{digits}{notation}}"
+
+
+def _result(data: dict, record: str, model: str) -> dict:
+    results = data.get("results")
+    if not isinstance(results, list):
+        raise RecordError(f"{record}: no 'results' list (is this a run record from core.lab.experiment.write_metrics?)")
+    found = [r for r in results if r.get("model") == model]
+    if len(found) != 1:
+        names = ", ".join(repr(r.get("model")) for r in results)
+        raise RecordError(f"{record}: {'no' if not found else len(found)} results for model {model!r} (models: {names})")
+    return found[0]
+
+
+def _cell(result: dict, column: Column, record: str) -> str:
+    model = result.get("model")
+    metrics, std, runs = result.get("metrics", {}), result.get("std", {}), result.get("runs", [])
+    if column.key in metrics:
+        if column.run is not None:
+            if column.run >= len(runs) or column.key not in runs[column.run]:
+                raise RecordError(f"{record}: model {model!r} has no run {column.run} with metric {column.key!r}")
+            return _number(runs[column.run][column.key] * column.scale, column.digits, column.thousands)
+        text = _number(metrics[column.key] * column.scale, column.digits, column.thousands)
+        if column.std and len(runs) > 1:
+            if column.key not in std:
+                raise RecordError(f"{record}: model {model!r} has {len(runs)} runs but no std of {column.key!r}")
+            text += f" ± {_number(std[column.key] * column.scale, column.digits)}"
+        return text
+    if column.key in result and isinstance(result[column.key], (int, float)) and column.run is None:
+        return _number(result[column.key] * column.scale, column.digits, column.thousands)
+    raise RecordError(f"{record}: model {model!r} lacks metric {column.key!r} (metrics: {', '.join(sorted(metrics))})")
+
+
+def _link(record: str, document: str | None) -> str:
+    if document is None:
+        return f"`{record}`"
+    relative = os.path.relpath(record, start=os.path.dirname(document) or ".")
+    return f"[{record}]({Path(relative).as_posix()})"
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def render_table(table: Table, root: Path = REPO, document: str | None = None, _cache: dict | None = None) -> str:
+    """The markdown of one table (without its markers), ending with a line that names its record(s).
+
+    Args:
+        table (ModelTable | FigureTable): the definition.
+        root (Path, optional): the repository root the record paths are relative to. (default: this checkout)
+        document (str, optional): the file it goes into, relative to ``root``, so links resolve. (default: ``None``)
+
+    Raises:
+        RecordError: a record is missing or lacks a model, metric or path the table names.
+    """
+    cache = {} if _cache is None else _cache
+    if isinstance(table, ModelTable):
+        data = _load(root, table.record, cache)
+        models = table.models or tuple(r.get("model") for r in data.get("results", []))
+        header = ["model", *(c.header for c in table.columns)] + (["runs"] if table.seeds else [])
+        rows = []
+        for model in models:
+            result = _result(data, table.record, model)
+            row = [table.labels.get(model, model), *(_cell(result, c, table.record) for c in table.columns)]
+            if table.seeds:
+                row.append(str(len(result.get("runs", [])) or 1))
+            rows.append(row)
+        lines = _rows(header, rows)
+    else:
+        rows = []
+        for figure in table.figures:
+            data = _load(root, figure.record, cache)
+            value = lookup(data, figure.path, figure.record)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise RecordError(f"{figure.record}: {figure.path!r} is {value!r}, not a number")
+            text = _number(value * figure.scale, figure.digits, notation=figure.notation) + figure.unit
+            if figure.std_path is not None:
+                runs = len(lookup(data, figure.count_path, figure.record)) if figure.count_path else None
+                if runs is None or runs > 1:
+                    std = lookup(data, figure.std_path, figure.record)
+                    text = f"{_number(value * figure.scale, figure.digits)} ± {_number(std * figure.scale, figure.digits)}{figure.unit}"
+                if runs is not None:
+                    text += f" (n = {runs})"
+            rows.append([figure.label, text, _link(figure.record, document)])
+        lines = _rows([*table.header, "record"], rows)
+    source = _link(table.record, document) if isinstance(table, ModelTable) else "the records linked beside each figure"
+    note = f"{table.note} " if table.note else ""
+    lines += ["", f"{note}Generated from {source} by `python -m core.lab.results render`; do not edit by hand."]
+    return "\n".join(lines) + "\n"
+
+
+def render_text(text: str, tables: dict[str, Table], root: Path = REPO, document: str | None = None,
+                _cache: dict | None = None) -> str:
+    """``text`` with every marked region replaced by its freshly rendered table.
+
+    Raises:
+        RecordError: as :func:`render_table`; ValueError: a marker names no defined table, or is not closed.
+    """
+    for name in _OPEN.findall(text):
+        if name not in tables:
+            raise ValueError(f"{document or 'text'}: marker results:{name} names no table; defined: {', '.join(sorted(tables))}")
+    if len(_OPEN.findall(text)) != len(_REGION.findall(text)):
+        raise ValueError(f"{document or 'text'}: a <!-- results:NAME --> marker lacks its <!-- /results:NAME --> closing marker")
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        body = render_table(tables[name], root, document, _cache)
+        return f"<!-- results:{name} -->\n{body}<!-- /results:{name} -->"
+
+    return _REGION.sub(replace, text)
+
+
+def documents(root: Path = REPO) -> list[Path]:
+    return sorted({p for pattern in DOCUMENTS for p in root.glob(pattern) if p.is_file()})
+
+
+def render_files(root: Path = REPO, tables: tuple[Table, ...] = TABLES, *, check: bool = False, out=None) -> int:
+    """Render every marked region of the documents under ``root``; with ``check``, write nothing and return 1
+    when any region differs from what the records give (the difference is printed to ``out``, default stdout)."""
+    out = sys.stdout if out is None else out
+    by_name = {t.name: t for t in tables}
+    if len(by_name) != len(tables):
+        raise ValueError("two tables share a name")
+    cache: dict = {}
+    stale, shown = [], set()
+    for path in documents(root):
+        document = path.relative_to(root).as_posix()
+        text = path.read_text()
+        shown.update(_OPEN.findall(text))
+        rendered = render_text(text, by_name, root, document, cache)
+        if rendered == text:
+            continue
+        stale.append(document)
+        if check:
+            out.writelines(difflib.unified_diff(text.splitlines(True), rendered.splitlines(True),
+                                                f"{document} (committed)", f"{document} (from the records)"))
+        else:
+            path.write_text(rendered)
+            print(f"rendered {document}", file=out)
+    for name in sorted(set(by_name) - shown):
+        print(f"note: table {name} is shown nowhere yet (add <!-- results:{name} --> ... <!-- /results:{name} -->)",
+              file=out)
+    if check and stale:
+        print(f"stale results in {', '.join(stale)}: run `python -m core.lab.results render`", file=out)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.lab.results", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="rewrite the marked results regions of README.md and docs/*.md")
+    render.add_argument("--check", action="store_true", help="write nothing; exit 1 when a region is stale")
+    render.add_argument("--root", default=str(REPO), help="repository root (default: this checkout)")
+    listing = sub.add_parser("list", help="table names, their records and where they are shown")
+    listing.add_argument("--root", default=str(REPO), help="repository root (default: this checkout)")
+    args = parser.parse_args(argv)
+    root = Path(args.root)
+    if args.command == "list":
+        shown: dict[str, list[str]] = {}
+        for path in documents(root):
+            for name in _OPEN.findall(path.read_text()):
+                shown.setdefault(name, []).append(path.relative_to(root).as_posix())
+        for table in TABLES:
+            print(f"{table.name:24s} {', '.join(table.records)}  ->  {', '.join(shown.get(table.name, [])) or '(not shown)'}")
+        return 0
+    try:
+        return render_files(root, check=args.check)
+    except (RecordError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

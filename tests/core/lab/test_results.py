@@ -1,0 +1,114 @@
+"""core/lab/results.py: tables rendered from records into marked regions; --check catches stale text; a
+record that lacks what a table names is a clear error."""
+
+import json
+
+import pytest
+
+from core.lab import results
+from core.lab.results import Column, Figure, FigureTable, ModelTable, RecordError, render_files, render_table
+
+
+def _record(path, runs_by_model):
+    """A run record as core.lab.experiment.write_metrics writes it (sample std over the runs)."""
+    import statistics
+
+    out = []
+    for model, runs in runs_by_model.items():
+        keys = runs[0].keys()
+        out.append({"model": model, "role": "attention", "runs": runs, "params": 1234,
+                    "metrics": {k: statistics.mean(r[k] for r in runs) for k in keys},
+                    "std": {k: statistics.stdev(r[k] for r in runs) if len(runs) > 1 else 0.0 for k in keys}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"domain": "graph", "results": out}))
+
+
+@pytest.fixture
+def repo(tmp_path):
+    _record(tmp_path / "docs/results/toy.metrics.json",
+            {"gat": [{"acc": 0.80}, {"acc": 0.84}, {"acc": 0.82}], "mlp": [{"acc": 0.5}]})
+    (tmp_path / "benchmarks/results").mkdir(parents=True)
+    (tmp_path / "benchmarks/results/bench.json").write_text(json.dumps(
+        {"rows": [{"variant": "full", "T": 60, "seconds": 4.0}, {"variant": "window", "T": 60, "seconds": 0.5},
+                  {"variant": "window", "T": 30, "seconds": 0.2}], "ratio": 0.8}))
+    (tmp_path / "docs/toy.md").write_text("# Toy\n\n<!-- results:toy -->\nold\n<!-- /results:toy -->\n\nprose stays\n")
+    (tmp_path / "README.md").write_text("intro\n<!-- results:speed -->\n<!-- /results:speed -->\n")
+    return tmp_path
+
+
+TABLES = (
+    ModelTable("toy", "docs/results/toy.metrics.json", (Column("accuracy (%)", "acc", scale=100, digits=1),
+                                                        Column("seed 0", "acc", scale=100, digits=1, run=0),
+                                                        Column("params", "params", digits=0, thousands=True)),
+               models=("gat", "mlp"), labels={"gat": "GAT"}),
+    FigureTable("speed", (Figure("window at 60", "benchmarks/results/bench.json", "rows[variant=window,T=60].seconds",
+                                 unit=" s", digits=1),
+                          Figure("ratio, same inputs", "benchmarks/results/bench.json", "ratio", unit="×"))),
+)
+
+
+def test_render_writes_mean_std_and_run_count_from_one_record(repo, capsys):
+    assert render_files(repo, TABLES) == 0
+    text = (repo / "docs/toy.md").read_text()
+    assert "| GAT | 82.0 ± 2.0 | 80.0 | 1,234 | 3 |" in text  # mean ± sample std of the record's 3 runs
+    assert "| mlp | 50.0 | 50.0 | 1,234 | 1 |" in text  # one run: no ± shown
+    assert "[docs/results/toy.metrics.json](results/toy.metrics.json)" in text  # linked from docs/
+    assert text.startswith("# Toy\n\n<!-- results:toy -->\n| model |") and text.endswith("<!-- /results:toy -->\n\nprose stays\n")
+    readme = (repo / "README.md").read_text()
+    assert "| window at 60 | 0.2 s |" not in readme and "| window at 60 | 0.5 s |" in readme
+    assert "| ratio, same inputs | 0.80× | [benchmarks/results/bench.json](benchmarks/results/bench.json) |" in readme
+    # Rendering again changes nothing, and the check passes.
+    assert render_files(repo, TABLES) == 0 and render_files(repo, TABLES, check=True) == 0
+
+
+def test_check_fails_on_a_hand_edited_figure_and_on_a_changed_record(repo, capsys):
+    render_files(repo, TABLES)
+    doc = repo / "docs/toy.md"
+    doc.write_text(doc.read_text().replace("82.0 ± 2.0", "83.0 ± 2.0"))  # someone "rounds up"
+    assert render_files(repo, TABLES, check=True) == 1
+    out = capsys.readouterr().out
+    assert "-| GAT | 83.0 ± 2.0" in out and "+| GAT | 82.0 ± 2.0" in out and "docs/toy.md" in out
+    assert "83.0 ± 2.0" in doc.read_text()  # --check writes nothing
+    render_files(repo, TABLES)
+    _record(repo / "docs/results/toy.metrics.json", {"gat": [{"acc": 0.9}, {"acc": 0.9}], "mlp": [{"acc": 0.5}]})
+    assert render_files(repo, TABLES, check=True) == 1  # a regenerated record makes the text stale
+
+
+def test_a_record_lacking_a_metric_or_model_is_named(repo):
+    missing_metric = ModelTable("toy", "docs/results/toy.metrics.json", (Column("F1", "f1"),))
+    with pytest.raises(RecordError, match=r"toy\.metrics\.json: model 'gat' lacks metric 'f1' \(metrics: acc\)"):
+        render_table(missing_metric, repo)
+    missing_model = ModelTable("toy", "docs/results/toy.metrics.json", (Column("acc", "acc"),), models=("gcn",))
+    with pytest.raises(RecordError, match=r"no results for model 'gcn' \(models: 'gat', 'mlp'\)"):
+        render_table(missing_model, repo)
+    with pytest.raises(RecordError, match=r"bench\.json: no 'speedup'"):
+        render_table(FigureTable("x", (Figure("s", "benchmarks/results/bench.json", "speedup"),)), repo)
+    with pytest.raises(RecordError, match=r"2 entries of 'rows' match \[variant=window\]"):
+        render_table(FigureTable("x", (Figure("s", "benchmarks/results/bench.json", "rows[variant=window].seconds"),)), repo)
+    with pytest.raises(RecordError, match="nothing.json: record not found"):
+        render_table(ModelTable("x", "nothing.json", (Column("a", "acc"),)), repo)
+
+
+def test_unknown_or_unclosed_markers_are_errors(repo):
+    (repo / "docs/other.md").write_text("<!-- results:nope -->\n<!-- /results:nope -->\n")
+    with pytest.raises(ValueError, match="results:nope names no table"):
+        render_files(repo, TABLES)
+    (repo / "docs/other.md").write_text("<!-- results:toy -->\n")
+    with pytest.raises(ValueError, match="lacks its .*closing marker"):
+        render_files(repo, TABLES)
+
+
+def test_selections_keep_model_names_with_commas_and_dots():
+    data = {"results": [{"model": "truncated(c=16,L=2)", "x": 1.5}, {"model": "window(w=8)", "x": 2.5}]}
+    assert results.lookup(data, "results[model=truncated(c=16,L=2)].x", "r") == 1.5
+    assert results.lookup({"a": [{"crf": True, "v": 1}, {"crf": False, "v": 2}]}, "a[crf=False].v", "r") == 2
+
+
+def test_every_defined_table_renders_from_the_committed_records():
+    for table in results.TABLES:
+        assert render_table(table).count("\n|") >= 2, table.name
+
+
+def test_committed_documents_equal_the_records():
+    """The check CI runs: `python -m core.lab.results render --check`."""
+    assert results.main(["render", "--check"]) == 0
