@@ -24,6 +24,7 @@ bar
 foo(2 F UW1
 ABBOT AE1 B AH0 T
 abbey(3) AE1 B IY0
+# a hash comment line
 """
 
 
@@ -43,12 +44,12 @@ def test_sample_keeps_only_good_entries(sample):
         "a.m.": [("EY2", "EH1", "M")],
         "aalborg": [("AO1", "L", "B", "AO0", "R", "G")],
     }
-    assert report.lines == 15 and report.entries == 6 and report.words == 5
+    assert report.lines == 16 and report.entries == 6 and report.words == 5
     assert report.comments_stripped == 1
     alphabet = next(k for k in report.dropped if k.startswith("characters outside"))
     assert report.dropped[alphabet] == 3  # abc1, café, ABBOT (upper case is not folded in the dictionary)
     assert report.dropped["empty line"] == 1
-    assert report.dropped["comment line"] == 1
+    assert report.dropped["comment line"] == 2
     assert report.dropped["unknown phoneme (not in cmudict.symbols)"] == 1
     assert report.dropped["no phonemes"] == 1
     assert report.dropped["malformed head (expected word or word(N))"] == 1
