@@ -15,7 +15,7 @@ not keep (:class:`ParseReport`):
 
 Split (:func:`split_words`): by word, so every pronunciation of a word lands in one split. The distinct
 words are sorted, shuffled with ``random.Random(split_seed)`` and cut into test, validation and training
-parts of fixed fractions (default 5 % / 5 % / 90 %; with 1.1.3 that is 6,302 / 6,302 / 113,448 words).
+parts of fixed fractions (default 5 % / 5 % / 90 %; with 1.1.3 that is 6,303 / 6,303 / 113,446 words).
 The split seed is separate from the training seed, so every model and seed sees the same split.
 
 Phonemes: the headline drops the stress digits (39 phonemes, as most published CMUdict figures);
