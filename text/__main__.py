@@ -2,6 +2,7 @@
 
     python -m text compare --dataset conll2000 --task chunk            # attention vs BiLSTM vs CNN
     python -m text compare --dataset conll2000 --task pos --models attention
+    python -m text compare --quick                                      # chunking on 2000 sentences, 3 epochs
     python -m text compare --train a.conll --dev b.conll --test c.conll --format conll --label-column -1
     torchrun --nproc-per-node 2 -m text compare --dataset conll2000    # data-parallel, same global batch
     python -m text tag --checkpoint runs/text/conll2000-chunk/attention/seed0/best.pt "He reckons ... ."
@@ -29,6 +30,9 @@ from text.train import TrainConfig, contract_for, load_tagger, tag_sentences, tr
 
 DEFAULT_OUT = "runs/text/<dataset>-<task>"
 ROLE = {"attention": "attention", "bilstm": "baseline", "cnn": "baseline"}
+#: --quick: CoNLL-2000 chunking, the attention tagger against the BiLSTM on the first 2000 training sentences
+#: (the full validation and test sets), 3 epochs, one seed.
+QUICK = dict(dataset="conll2000", task="chunk", models=["attention", "bilstm"], train_sentences=2000, epochs=3)
 # the attention tagger with one ingredient taken away (or swapped) at a time
 ABLATIONS = {
     "attention -relative +sinusoidal": {"positions": "sinusoidal"},
@@ -47,6 +51,11 @@ INTRO = ("Every model reads each word as the same vector (lowercased word embedd
 
 
 def run_compare(args: argparse.Namespace):
+    if args.quick:
+        if args.train or args.test:
+            raise UsageError("--quick runs CoNLL-2000 chunking; drop --train/--dev/--test")
+        for key, value in QUICK.items():
+            setattr(args, key, value)
     check_common_args(args)
     apply_common_args(args)
     try:
@@ -56,7 +65,11 @@ def run_compare(args: argparse.Namespace):
                          metric=args.metric)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    out = args.out if args.out != DEFAULT_OUT else f"runs/text/{task.name}"
+    if args.train_sentences is not None:
+        task.train = task.train[: args.train_sentences]
+        task.identity["train_sentences"] = args.train_sentences
+        task.val_note += f"; training on the first {len(task.train)} of the training sentences (--train-sentences)"
+    out = args.out if args.out != DEFAULT_OUT else f"runs/text/{task.name}" + ("-quick" if args.quick else "")
     check_common_args(args, out)
     vocabs = Vocabularies.build(task.train, min_word_count=args.min_word_count)
     unseen = {split: count_unseen_labels(s, vocabs.labels, split) for split, s in (("val", task.val), ("test", task.test))}
@@ -168,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--feature-columns", type=column_list, default=None,
                       help="conll: comma-separated extra input columns, e.g. 1 for a POS column (default: 1 for "
                            "conll2000 chunk, none otherwise)")
+    data.add_argument("--train-sentences", type=positive_int, default=None, metavar="N",
+                      help="train on the first N training sentences only (default: all)")
+    data.add_argument("--quick", action="store_true",
+                      help="a short profile: CoNLL-2000 chunk, attention and BiLSTM, the first 2000 training "
+                           "sentences, 3 epochs")
     data.add_argument("--dev-fraction", type=float, default=0.1,
                       help="fraction of the training sentences held out when there is no dev file (default: 0.1)")
     data.add_argument("--min-word-count", type=positive_int, default=2,

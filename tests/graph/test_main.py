@@ -100,3 +100,4 @@ def test_help_explains_every_command(capsys):
         build_parser().parse_args(["compare", "--help"])
     text = capsys.readouterr().out
     assert "--seeds" in text and "--models" in text and "--dense-max-nodes" in text and "--time-budget" in text
+    assert "--quick" in text and "--checkpoint-every" in text
