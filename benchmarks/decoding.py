@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -130,6 +131,17 @@ def main(argv=None) -> dict:
         raise AssertionError(f"cached and recomputed greedy decoding disagree on {differ} of {args.words} words")
     assert with_cache.shape == (args.words, args.steps)
 
+    # Work per batch, counted (matmuls and attention) rather than timed: it does not depend on the machine's load.
+    gflop = {}
+    for name, cache in (("cache", True), ("recompute", False)):
+        with FlopCounterMode(display=False) as counter:
+            decode(model, src, lengths, args.steps, cache=cache)
+        gflop[name] = counter.get_total_flops() / 1e9
+    with FlopCounterMode(display=False) as counter:
+        with torch.inference_mode():
+            model.encode(src, lengths)
+    gflop["encode_only"] = counter.get_total_flops() / 1e9
+
     load_start = load_average()
     def encode_only() -> None:
         with torch.inference_mode():
@@ -142,11 +154,14 @@ def main(argv=None) -> dict:
     }, args.rounds)
     timing = summarize(rounds)
     speedup = paired_ratio(rounds, "recompute", "cache")
+    # The decoders alone: each round's encoding time taken off both sides of that round's ratio.
+    decode_speedups = [(r["recompute"] - r["encode_only"]) / (r["cache"] - r["encode_only"]) for r in rounds]
     words_per_s = {name: args.words / (timing[name]["median_ms"] / 1000) for name in ("cache", "recompute")}
     for name in words_per_s:
         print(f"{name:9s}: {words_per_s[name]:8.0f} words/s ({timing[name]['median_ms']:.0f} ms per batch of "
               f"{args.words} words, {args.steps} steps)", file=sys.stderr)
-    print(f"speed-up of the cache (median of per-round ratios): {speedup:.2f}x", file=sys.stderr)
+    print(f"speed-up of the cache (median of per-round ratios): {speedup:.2f}x end to end, "
+          f"{statistics.median(decode_speedups):.2f}x decoding alone; GFLOP per batch {gflop}", file=sys.stderr)
 
     profile = {"cache": [], "recompute": []}
     for r in range(args.profile_rounds):
@@ -181,6 +196,11 @@ def main(argv=None) -> dict:
         "words_per_s": words_per_s,
         "cache_speedup": speedup,
         "per_round_speedups": [r["recompute"] / r["cache"] for r in rounds],
+        "decode_only_speedup": statistics.median(decode_speedups),
+        "decode_only_note": "median over rounds of (recompute - encode_only) / (cache - encode_only), same round",
+        "gflop_per_batch": gflop,
+        "gflop_note": "torch.utils.flop_counter (matmuls, attention); words/s at R GFLOP/s is at most "
+                      "R * words / gflop",
         "per_step": per_step,
         "per_step_note": f"median over {args.profile_rounds} rounds of the time of each step-function call, "
                          f"{args.words} words, decoding {args.profile_steps} tokens",
