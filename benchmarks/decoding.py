@@ -13,8 +13,8 @@ output tokens. Two contenders, same model, same words:
   over the whole prefix and keeps the last position (the memory is still encoded once, but with no cache
   its cross-attention keys and values are projected again at every step).
 
-Both include encoding the words (timed alone too, as `encode_only`). EOS is masked out of both step functions so every word decodes exactly
-`--steps` tokens (an untrained model would otherwise stop at random), and the outputs are asserted equal.
+Both include encoding the words (timed alone too, as `encode_only`). EOS is masked out of both step
+functions so every word decodes exactly `--steps` tokens (an untrained model would otherwise stop at random), and the outputs are asserted equal.
 Rounds are interleaved with alternating order (`core.lab.bench`); words/s comes from the median round and the
 speed-up is the median of the per-round ratios. The per-step profile decodes `--profile-steps` tokens and
 times every call of the step function (median over `--profile-rounds` rounds): flat with the cache, growing

@@ -16,8 +16,10 @@ The searches know nothing about Transformers. They drive a *step function*:
 
 and reorder the state with `select_state(state, index)` whenever hypotheses are dropped, kept or
 duplicated. `select_state` handles a tensor, a (nested) tuple/list/dict of tensors (batch on dim 0), None,
-and any object with an `index_select(index)` method (`DecoderState`). An LSTM decoder's `(h, c)` with the
-encoder outputs and their lengths works as is; so does `EncoderDecoder.step`.
+and any object with an `index_select(index)` method (`DecoderState`). An LSTM decoder's state works as is
+when batch first, e.g. `(h, c, encoder_outputs, source_lengths)` with `h, c (N, hidden)` from `nn.LSTMCell`
+(`nn.LSTM`'s `(layers, N, hidden)` must be transposed, or it would be reordered along the layers);
+`EncoderDecoder.step` is a step function too.
 
 Legend: B sources, K beams, N = B·K running hypotheses, V vocabulary, L output length, H heads,
 t tokens decoded so far, S memory length, Dh head dim.
@@ -25,9 +27,8 @@ t tokens decoded so far, S memory length, Dh head dim.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -44,7 +45,6 @@ __all__ = [
     "beam_search",
 ]
 
-State = TypeVar("State")
 #: `step(tokens (N,), state) -> (scores (N, V), state)`; see the module docstring.
 StepFunction = Callable[[Tensor, Any], "tuple[Tensor, Any]"]
 
@@ -244,13 +244,15 @@ def beam_search(
     Each step extends every live hypothesis by every token and ranks the extensions by log-probability.
     Those among the best `num_beams` that end in EOS become finished hypotheses, scored by
     `log_prob / length ** length_penalty` (length = tokens including EOS; `length_penalty=0` scores by total
-    log-probability, 1 by the mean per token); the best `num_beams` that do not end stay live. A source is done when it holds `num_beams` finished hypotheses and no live one
-    can still beat the worst of them (an exact bound: log-probabilities only fall, and for
-    `length_penalty > 0` the most a longer hypothesis can gain is the division by `max_len ** length_penalty`).
-    Hypotheses still live after `max_len` steps compete unfinished.
+    log-probability, 1 by the mean per token); the best `num_beams` that do not end stay live. A source is
+    done when it holds `num_beams` finished hypotheses and no live one can still beat the worst of them (an
+    exact bound: log-probabilities only fall, and for `length_penalty > 0` the most a longer hypothesis can
+    gain is the division by `max_len ** length_penalty`). Hypotheses still live after `max_len` steps
+    compete unfinished. Sources and beams run as one batch; a finished source's rows idle until all end.
 
-    With `num_beams=1` and `length_penalty=0` this is greedy search. With `num_beams` at least the
-    number of distinct prefixes (`V ** (max_len - 1)`), it is exact: the best sequence over all outputs.
+    With `num_beams=1` and `length_penalty=0` this is greedy search (an EOS outside the best `num_beams`
+    does not finish). With `num_beams >= V ** (max_len - 1)` nothing is ever cut and the search is exact:
+    the best sequence over all outputs.
 
     Args:
         step (callable): `step(tokens (N,), state) -> (scores (N, V), state)`, N = B·K; see the module docstring.

@@ -278,7 +278,8 @@ class TransformerDecoderLayer(nn.Module):
         B = memory.shape[0]
         H, Dh = self.self_attn.num_heads, self.self_attn.head_dim
         empty = memory.new_zeros(B, H, 0, Dh)  # (B, H, 0, Dh)
-        return LayerCache(empty, empty, _project_one(self.cross_attn, memory, 1), _project_one(self.cross_attn, memory, 2))
+        cross_k, cross_v = _project_one(self.cross_attn, memory, 1), _project_one(self.cross_attn, memory, 2)
+        return LayerCache(empty, empty, cross_k, cross_v)
 
     def step(self, x: Tensor, cache: LayerCache, memory_mask: Mask | Tensor | None = None) -> tuple[Tensor, LayerCache]:
         """Process the next token(s) given the cache of everything before them.
@@ -523,4 +524,6 @@ class EncoderDecoder(nn.Module):
         options = dict(bos_id=self.bos_id, eos_id=self.eos_id, max_len=max_len, device=src.device)
         if num_beams == 1 and length_penalty == 0:
             return greedy_search(self.step, state, src.shape[0], **options)
-        return beam_search(self.step, state, src.shape[0], num_beams=num_beams, length_penalty=length_penalty, **options)
+        return beam_search(
+            self.step, state, src.shape[0], num_beams=num_beams, length_penalty=length_penalty, **options
+        )
