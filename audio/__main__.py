@@ -24,15 +24,14 @@ from pathlib import Path
 import soundfile
 import torch
 
-from audio.connected import ConnectedConfig, decode_frames, synthesize
-from audio.data import SAMPLE_RATE, SILENCE, AudioError, LogMel, list_recordings, read_wav, split_recordings
-from audio.models import ATTENTIONS, AudioConfig, build_model
+from audio.connected import ConnectedConfig, synthesize
+from audio.data import SAMPLE_RATE, AudioError, list_recordings, read_wav, split_recordings
+from audio.models import ATTENTIONS, AudioConfig
 from audio.plots import comparison_figures
-from audio.streaming import check_streaming, stream_waveform
-from audio.train import CONTRACTS, TrainConfig, load_model, load_task, train_one
+from audio.streaming import load_streaming_model, stream_lines
+from audio.train import CONTRACTS, TrainConfig, load_task, summarize, train_one
 from core.lab.cli import (UsageError, add_common_args, apply_common_args, check_common_args, cli_main,
                           non_negative_float, positive_int)
-from core.lab.harness import load_checkpoint
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 
 #: --quick: windowed attention and the CNN on a third of the FSDD training clips (every speaker and digit),
@@ -188,77 +187,21 @@ def run_compare(args: argparse.Namespace) -> int:
         figures=functools.partial(comparison_figures, configs=configs, test=data.datasets["test"], select=contract.select,
                                   lengths=[250, 500, 1000] if args.quick else ([500, 1000, 2000, 4000] if digits
                                                                                  else [1000, 2000, 4000, 6000])),
-        summary=functools.partial(summarize, args=args, configs=configs, test=data.datasets["test"]),
+        summary=functools.partial(summarize, task=args.task, configs=configs, test=data.datasets["test"]),
         extra={"command_name": "compare", "quick": args.quick})
     run_experiment(experiment, RunnerOptions.from_args(args, out=out))
     return 0
 
 
-def summarize(records: dict, results: list, *, args: argparse.Namespace, configs: dict, test) -> tuple[list[str], dict]:
-    """The headline attention variant (best mean validation metric over every seed, never test), how DER moves
-    from training lengths to the long test (connected), and streaming == offline for the truncated model."""
-    contract = CONTRACTS[args.task]
-    sign = 1 if contract.mode == "max" else -1
-    full_seeds = [r for r in results if r.role == "attention" and len(r.runs) == max(len(x.runs) for x in results)]
-    notes, extra = [], {}
-    if full_seeds:
-        best = max(full_seeds, key=lambda r: sign * r.metrics[contract.select])
-        extra["headline_attention"] = {"model": best.model, "chosen_on": contract.select}
-        notes.append(f"headline attention variant, chosen on validation ({contract.select} "
-                     f"{best.metrics[contract.select]:.4f}): {best.model}, {contract.headline} "
-                     f"{best.metrics[contract.headline]:.4f}")
-    if args.task == "connected":
-        notes.append("DER on the validation utterances (training lengths) -> on the long test utterances: "
-                     + ", ".join(f"{r.model} {r.metrics['val_der']:.3f} -> {r.metrics['test_der']:.3f}" for r in results))
-    name = next((n for n, c in configs.items() if c.model == "attention" and c.attention == "truncated"), None)
-    if name is not None and configs[name].lookahead == 0 and records[name]:
-        longest = max(range(len(test)), key=lambda i: test[i][0].shape[0])
-        streaming = check_streaming(load_model(configs[name], records[name][0]).cpu(), test[longest][0])
-        extra["streaming"] = streaming
-        notes.append(f"streaming {name} chunk by chunk (`AttentionModel.infer`) over the longest test item "
-                     f"({streaming['audio_seconds']:.1f} s): max |streamed - offline| = {streaming['max_abs_diff']:.2e}; "
-                     f"{streaming['chunk_ms_mean']:.1f} ms per {configs[name].chunk * 10} ms chunk on average (max "
-                     f"{streaming['chunk_ms_max']:.1f}), real-time factor {streaming['real_time_factor']:.3f} (model only)")
-    return notes, extra
-
-
 def run_stream(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    checkpoint = load_checkpoint(args.checkpoint)
-    config = AudioConfig(**checkpoint["config"]["config"])
-    model = build_model(config)
-    model.load_state_dict(checkpoint["model"])
-    if config.model != "attention":
-        raise UsageError(f"{args.checkpoint}: streaming needs a truncated-attention model, got {config.describe()}")
     try:
-        model.eval().init_state()  # rejects a model that cannot stream, before any audio is read
+        model = load_streaming_model(args.checkpoint)  # refuses a model that cannot stream, before any audio is read
     except ValueError as error:
-        raise UsageError(f"{args.checkpoint}: {error}") from None
-    waveform = read_wav(args.file)
-    logmel = LogMel(config.n_mels)
-    if logmel.num_frames(waveform.numel()) < 1:
-        raise AudioError(f"{args.file}: {waveform.numel() / SAMPLE_RATE * 1000:.1f} ms is shorter than one window")
-    chunk_ms = config.chunk * logmel.hop * 1000 // SAMPLE_RATE
-    print(f"{args.file}: {waveform.numel() / SAMPLE_RATE:.2f} s; {config.describe()}, chunks of {chunk_ms} ms")
-    stream, labels = stream_waveform(model, waveform, logmel, SAMPLE_RATE), []
-    while True:
-        try:
-            first, logits = next(stream)
-        except StopIteration as done:
-            summary = done.value.summary()
-            break
-        start = first * logmel.hop / SAMPLE_RATE
-        if config.task == "frame":
-            labels.append(logits.argmax(-1))
-            shown = "".join("_" if label == SILENCE else str(label) for label in labels[-1].tolist())
-            print(f"{start:7.2f} s  {shown}  digits so far: {''.join(map(str, decode_frames(torch.cat(labels))))}",
-                  flush=True)
-        else:
-            probs = logits.softmax(-1)
-            print(f"{start:7.2f} s  best guess {int(probs.argmax())} (p={float(probs.max()):.2f})", flush=True)
-    print(f"per chunk: mean {summary['chunk_ms_mean']:.1f} ms, max {summary['chunk_ms_max']:.1f} ms (audio per chunk "
-          f"{chunk_ms} ms); real-time factor {summary['real_time_factor']:.3f} on {torch.get_num_threads()} thread(s)")
+        raise UsageError(str(error)) from None
+    for line in stream_lines(model, read_wav(args.file), name=args.file):
+        print(line, flush=True)
     return 0
 
 

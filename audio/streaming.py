@@ -15,16 +15,20 @@ Legend: T frames, F mel bins, D model dim, K classes, N samples.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from audio.data import HOP_SECONDS, LogMel
-from audio.models import AttentionModel
+from audio.connected import decode_frames
+from audio.data import HOP_SECONDS, SAMPLE_RATE, SILENCE, AudioError, LogMel
+from audio.models import AttentionModel, AudioConfig, build_model
+from core.lab.harness import load_checkpoint
 
-__all__ = ["StreamingFeatures", "StreamTiming", "check_streaming", "stream_waveform"]
+__all__ = ["StreamingFeatures", "StreamTiming", "check_streaming", "stream_waveform", "load_streaming_model",
+           "stream_lines"]
 
 
 class StreamingFeatures:
@@ -123,3 +127,53 @@ def stream_waveform(model: AttentionModel, waveform: Tensor, logmel: LogMel,
         timing.chunk_seconds.append(time.perf_counter() - started)
         yield from outputs
     return timing
+
+
+def load_streaming_model(checkpoint: str | Path) -> AttentionModel:
+    """The model of a ``best.pt`` written by ``python -m audio compare``, in eval mode.
+
+    Raises:
+        ValueError: the model cannot stream (not truncated attention, or look-ahead), naming the file.
+    """
+    stored = load_checkpoint(checkpoint)
+    config = AudioConfig(**stored["config"]["config"])
+    model = build_model(config)
+    model.load_state_dict(stored["model"])
+    if not isinstance(model, AttentionModel):
+        raise ValueError(f"{checkpoint}: streaming needs a truncated-attention model, got {config.describe()}")
+    try:
+        model.eval().init_state()
+    except ValueError as error:
+        raise ValueError(f"{checkpoint}: {error}") from None
+    return model
+
+
+def stream_lines(model: AttentionModel, waveform: Tensor, *, name: str = "audio") -> Iterator[str]:
+    """What ``python -m audio stream`` prints: a header, one line per chunk as it is settled (the frame
+    labels and the digits so far, or the clip's best guess so far), then latency and real-time factor.
+
+    Raises:
+        AudioError: the waveform is shorter than one analysis window.
+    """
+    config, logmel = model.config, LogMel(model.config.n_mels)
+    if logmel.num_frames(waveform.numel()) < 1:
+        raise AudioError(f"{name}: {waveform.numel() / SAMPLE_RATE * 1000:.1f} ms is shorter than one window")
+    chunk_ms = config.chunk * logmel.hop * 1000 // SAMPLE_RATE
+    yield f"{name}: {waveform.numel() / SAMPLE_RATE:.2f} s; {config.describe()}, chunks of {chunk_ms} ms"
+    stream, labels = stream_waveform(model, waveform, logmel, SAMPLE_RATE), []
+    while True:
+        try:
+            first, logits = next(stream)
+        except StopIteration as done:
+            summary = done.value.summary()
+            break
+        start = first * logmel.hop / SAMPLE_RATE
+        if config.task == "frame":
+            labels.append(logits.argmax(-1))
+            shown = "".join("_" if label == SILENCE else str(label) for label in labels[-1].tolist())
+            yield f"{start:7.2f} s  {shown}  digits so far: {''.join(map(str, decode_frames(torch.cat(labels))))}"
+        else:
+            probs = logits.softmax(-1)
+            yield f"{start:7.2f} s  best guess {int(probs.argmax())} (p={float(probs.max()):.2f})"
+    yield (f"per chunk: mean {summary['chunk_ms_mean']:.1f} ms, max {summary['chunk_ms_max']:.1f} ms (audio per chunk "
+           f"{chunk_ms} ms); real-time factor {summary['real_time_factor']:.3f} on {torch.get_num_threads()} thread(s)")

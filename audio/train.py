@@ -26,11 +26,12 @@ from audio.connected import ConnectedConfig, decode_frames, digit_error_rate, ma
 from audio.data import (IGNORE_INDEX, NUM_DIGITS, ClipDataset, FrameDataset, LogMel, Recording, clip_features,
                         collate, length_batches)
 from audio.models import AudioConfig, build_model
+from audio.streaming import check_streaming
 from core.lab.datasets import content_key
 from core.lab.harness import load_checkpoint
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 
-__all__ = ["CONTRACTS", "TrainConfig", "TaskData", "load_task", "Batches", "train_one", "evaluate", "load_model"]
+__all__ = ["CONTRACTS", "TrainConfig", "TaskData", "load_task", "Batches", "train_one", "evaluate", "load_model", "summarize"]
 
 #: The digits task leads with test accuracy and keeps the weights best in validation accuracy; connected
 #: digits leads with the digit error rate and keeps the weights best in validation frame accuracy.
@@ -220,3 +221,33 @@ def load_model(config: AudioConfig, record: RunRecord) -> nn.Module:
     model = build_model(config)
     model.load_state_dict(load_checkpoint(record.run_dir / "best.pt")["model"])
     return model.eval()
+
+
+def summarize(records: dict[str, list[RunRecord]], results: list, *, task: str, configs: dict[str, AudioConfig],
+              test: Dataset) -> tuple[list[str], dict]:
+    """The headline attention variant (best mean validation metric over every seed, never test), how DER moves
+    from training lengths to the long test (connected), and streaming == offline for the truncated model: the
+    runner's ``Experiment.summary``, called once every run is done. Returns report notes and metrics.json keys."""
+    contract = CONTRACTS[task]
+    sign = 1 if contract.mode == "max" else -1
+    full_seeds = [r for r in results if r.role == "attention" and len(r.runs) == max(len(x.runs) for x in results)]
+    notes, extra = [], {}
+    if full_seeds:
+        best = max(full_seeds, key=lambda r: sign * r.metrics[contract.select])
+        extra["headline_attention"] = {"model": best.model, "chosen_on": contract.select}
+        notes.append(f"headline attention variant, chosen on validation ({contract.select} "
+                     f"{best.metrics[contract.select]:.4f}): {best.model}, {contract.headline} "
+                     f"{best.metrics[contract.headline]:.4f}")
+    if task == "connected":
+        notes.append("DER on the validation utterances (training lengths) -> on the long test utterances: "
+                     + ", ".join(f"{r.model} {r.metrics['val_der']:.3f} -> {r.metrics['test_der']:.3f}" for r in results))
+    name = next((n for n, c in configs.items() if c.model == "attention" and c.attention == "truncated"), None)
+    if name is not None and configs[name].lookahead == 0 and records[name]:
+        longest = max(range(len(test)), key=lambda i: test[i][0].shape[0])
+        streaming = check_streaming(load_model(configs[name], records[name][0]).cpu(), test[longest][0])
+        extra["streaming"] = streaming
+        notes.append(f"streaming {name} chunk by chunk (`AttentionModel.infer`) over the longest test item "
+                     f"({streaming['audio_seconds']:.1f} s): max |streamed - offline| = {streaming['max_abs_diff']:.2e}; "
+                     f"{streaming['chunk_ms_mean']:.1f} ms per {configs[name].chunk * 10} ms chunk on average (max "
+                     f"{streaming['chunk_ms_max']:.1f}), real-time factor {streaming['real_time_factor']:.3f} (model only)")
+    return notes, extra

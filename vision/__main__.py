@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
 from pathlib import Path
 
@@ -26,10 +25,11 @@ import torch
 from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args, \
     cli_main, positive_int
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
-from vision.data import ImageDataError, holdout, load_dataset, open_image
+from vision.conv_as_attention import conv_check
+from vision.data import ImageDataError, read_image
 from vision.models import MODEL_NAMES, PixelHierarchy, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
-from vision.train import CONTRACT, TrainConfig, VisionData, load_model, train_config_for, train_one
+from vision.train import CONTRACT, TrainConfig, VisionData, load_model, load_vision_data, train_config_for, train_one
 
 ROLE = {"attention": "attention", "cnn": "baseline", "resnet": "baseline"}
 DESCRIPTION = {"attention": "pixel self-attention (local windows, then global)",
@@ -138,31 +138,22 @@ def prepare(args) -> tuple[list[str], VisionData, dict]:
         if args.dataset != "cifar10":
             raise UsageError("--quick runs on CIFAR-10; drop --dataset")
         args.models, args.epochs, args.batch_size = QUICK["models"], QUICK["epochs"], QUICK["batch_size"]
-        args.out = args.out.replace("runs/vision/compare", "runs/vision/compare-quick")
+        if args.out == "runs/vision/compare":
+            args.out = "runs/vision/compare-quick"
     names, sizes = checked_models(args)
     check_common_args(args)
     apply_common_args(args)
-    data = load_dataset(args.dataset, args.data_dir, args.image_size, progress=not args.no_progress,
-                        per_class=QUICK["per_class"] if getattr(args, "quick", False) else None)
-    if data.val is not None:
-        train, val, how = data.train, data.val, "the tree's val/ folder"
-    else:
-        try:
-            train, val = holdout(data.train, args.val_fraction, seed=args.data_seed)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        how = f"{args.val_fraction:.0%} of every class held out of the training images (seed {args.data_seed})"
-    vision = VisionData(data.name, train, val, data.test)
-    digest = hashlib.sha256()
-    for split in (train, val, data.test):
-        digest.update(split.images.numpy().tobytes())
-        digest.update(split.labels.numpy().tobytes())
-    identity = {"dataset": data.name, "validation": how, "train": len(train), "val": len(val), "test": len(data.test),
-                "sha256": digest.hexdigest()[:16]}
+    try:
+        vision, identity = load_vision_data(args.dataset, args.data_dir, image_size=args.image_size,
+                                            progress=not args.no_progress, val_fraction=args.val_fraction,
+                                            data_seed=args.data_seed,
+                                            per_class=QUICK["per_class"] if getattr(args, "quick", False) else None)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     C, H, W = vision.shape
     configs = {name: default_config(name, C, H, W, vision.num_classes, relative_bias=args.relative_bias, **sizes)
                for name in names}
-    return names, vision, {"identity": identity, "configs": configs, "how": how}
+    return names, vision, {"identity": identity, "configs": configs, "how": identity["validation"]}
 
 
 def train_config(args, name: str) -> TrainConfig:
@@ -222,8 +213,6 @@ def run_sweep(args) -> int:
 
 
 def run_attention_map(args) -> Path:
-    from PIL import Image
-
     try:
         model, dataset = load_model(args.checkpoint)
     except (ValueError, FileNotFoundError, RuntimeError) as error:
@@ -234,36 +223,19 @@ def run_attention_map(args) -> Path:
     row, col = args.pixel if args.pixel is not None else (H // 2, W // 2)
     if not (0 <= row < H and 0 <= col < W):
         raise UsageError(f"--pixel {row} {col} lies outside the {H}x{W} image")
-    image = open_image(Path(args.image)).convert("L" if C == 1 else "RGB")
-    if image.size != (W, H):
-        image = image.resize((W, H), Image.BILINEAR)
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(H, W, C).permute(2, 0, 1)  # (C, H, W)
     path = Path(args.out) / "attention_map.png"
-    _, predicted = plot_attention_map(model, pixels, dataset, row, col, path)
+    _, predicted = plot_attention_map(model, read_image(args.image, C, H, W), dataset, row, col, path)
     print(f"predicted {predicted}; wrote {path}")
     return path
 
 
 def run_conv_check(args) -> float:
-    from torch import nn
-
-    from vision.conv_as_attention import conv_as_attention
-
-    torch.manual_seed(0)
-    cin, cout = args.channels
-    K, size = args.kernel_size, args.image_size
-    conv = nn.Conv2d(cin, cout, K, padding=K // 2).double()
-    layer = conv_as_attention(conv, size, size)
-    images = torch.randn(4, cin, size, size, dtype=torch.float64)
-    with torch.no_grad():
-        error = float((layer(images) - conv(images)).abs().max())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"kernel_size": K, "in_channels": cin, "out_channels": cout, "image_size": size,
-              "heads": K * K, "dtype": "float64", "max_abs_error": error}
-    (out / "conv_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{K}x{K} conv ({cin}->{cout}) as {K * K}-head self-attention: max |difference| = {error:.3g}")
-    return error
+    report = conv_check(args.kernel_size, *args.channels, args.image_size)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "conv_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{args.kernel_size}x{args.kernel_size} conv ({args.channels[0]}->{args.channels[1]}) as {report['heads']}-head "
+          f"self-attention: max |difference| = {report['max_abs_error']:.3g}")
+    return report["max_abs_error"]
 
 
 COMMANDS = {"compare": run_compare, "sweep": run_sweep, "attention-map": run_attention_map, "conv-check": run_conv_check}

@@ -200,6 +200,16 @@ def open_image(path: Path) -> Image.Image:
     return image
 
 
+def read_image(path: str | os.PathLike, channels: int, height: int, width: int) -> torch.Tensor:
+    """One image file as uint8 ``(C, H, W)``, converted to ``channels`` (1: gray, 3: RGB) and resized to
+    ``height`` x ``width`` when it differs (a model's input for ``attention-map``)."""
+    image = open_image(Path(path)).convert("L" if channels == 1 else "RGB")
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.BILINEAR)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    return pixels.view(height, width, channels).permute(2, 0, 1)  # (H, W, C) -> (C, H, W)
+
+
 def cache_key(root: Path, samples: list[tuple[Path, int]], image_size: int | None) -> str:
     """``core.lab.datasets.content_key`` of every image (resolved path, size, time), its label and the resize."""
     config = {"version": CACHE_VERSION, "root": root, "image_size": image_size, "labels": [label for _, label in samples]}

@@ -16,6 +16,7 @@ Legend: B batch, C channels, H/W image height/width.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,10 +28,10 @@ from torch import nn
 from core.lab.harness import load_checkpoint
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 from core.lab.schedule import warmup_cosine_scheduler
-from vision.data import ImageBatches, ImageSplit, channel_stats
+from vision.data import ImageBatches, ImageSplit, channel_stats, holdout, load_dataset
 from vision.models import build_model, flops_per_image
 
-__all__ = ["CONTRACT", "TrainConfig", "train_config_for", "VisionData", "train_one", "accuracy", "make_optimizer",
+__all__ = ["CONTRACT", "TrainConfig", "train_config_for", "VisionData", "load_vision_data", "train_one", "accuracy", "make_optimizer",
            "classification_step", "timed_steps", "load_model"]
 
 #: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).
@@ -113,6 +114,41 @@ class VisionData:
         """Classes, image shape and normalisation, stored in ``best.pt`` (``attention-map`` reads them)."""
         return {"name": self.name, "classes": list(self.train.classes), "shape": list(self.shape),
                 "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+
+def load_vision_data(dataset: str, data_dir: str | None = None, *, image_size: int | None = None,
+                     progress: bool = False, val_fraction: float = 0.1, data_seed: int = 0,
+                     per_class: dict[str, int] | None = None) -> tuple[VisionData, dict]:
+    """The three splits of a comparison and what they are.
+
+    Validation is the tree's ``val/`` folder when it has one, else ``val_fraction`` of every class held out
+    of the training images (``vision.data.holdout``, seeded by ``data_seed``).
+
+    Args:
+        dataset, data_dir, image_size, progress, per_class: as for ``vision.data.load_dataset``.
+        val_fraction (float): the held-out share. (default: ``0.1``)
+        data_seed (int): the hold-out's seed. (default: ``0``)
+
+    Returns:
+        ``(data, identity)``: identity names the dataset, how validation was made, the split sizes and a
+        digest of every image and label (the runner refuses to resume a run on other data).
+
+    Raises:
+        ImageDataError, DatasetNotFoundError: see ``load_dataset``; ValueError: a class too small to hold out.
+    """
+    data = load_dataset(dataset, data_dir, image_size, progress=progress, per_class=per_class)
+    if data.val is not None:
+        train, val, how = data.train, data.val, "the tree's val/ folder"
+    else:
+        train, val = holdout(data.train, val_fraction, seed=data_seed)
+        how = f"{val_fraction:.0%} of every class held out of the training images (seed {data_seed})"
+    digest = hashlib.sha256()
+    for split in (train, val, data.test):
+        digest.update(split.images.numpy().tobytes())
+        digest.update(split.labels.numpy().tobytes())
+    identity = {"dataset": data.name, "validation": how, "train": len(train), "val": len(val), "test": len(data.test),
+                "sha256": digest.hexdigest()[:16]}
+    return VisionData(data.name, train, val, data.test), identity
 
 
 class RankShare:

@@ -193,3 +193,38 @@ def test_missing_cifar10_names_the_layout_and_download(tmp_path, monkeypatch):
 def test_imagefolder_needs_a_data_dir():
     with pytest.raises(ImageDataError, match="--data-dir"):
         vision_data.load_dataset("imagefolder")
+
+
+def test_holdout_is_stratified_seeded_and_disjoint():
+    from vision.data import holdout
+
+    labels = torch.arange(3).repeat_interleave(10)  # 10 images of each of 3 classes
+    images = torch.arange(30, dtype=torch.uint8).view(30, 1, 1, 1)  # image i holds the value i
+    split = ImageSplit(images, labels, ["a", "b", "c"])
+    train, val = holdout(split, 0.2, seed=3)
+    assert len(train) == 24 and len(val) == 6
+    assert torch.bincount(val.labels).tolist() == [2, 2, 2]
+    assert not set(train.images.flatten().tolist()) & set(val.images.flatten().tolist())
+    assert torch.equal(holdout(split, 0.2, seed=3)[1].images, val.images)
+    assert not torch.equal(holdout(split, 0.2, seed=4)[1].images, val.images)
+    with pytest.raises(ValueError, match="at least 2"):
+        holdout(ImageSplit(images[:1], labels[:1], ["a"]), 0.5)
+
+
+def test_a_val_folder_is_read_and_cached_as_its_own_split(tmp_path, make_image_folder):
+    root = make_image_folder(tmp_path / "tree", classes=("a", "b"), per_class=3, size=(8, 8),
+                             splits=("train", "val", "test"))
+    data = load_image_folder(root)
+    assert len(data.val) == 6 and data.val.classes == ["a", "b"]
+    again = load_image_folder(root)  # from the cache
+    assert torch.equal(again.val.images, data.val.images) and torch.equal(again.val.labels, data.val.labels)
+    assert load_image_folder(make_image_folder(tmp_path / "plain", size=(8, 8))).val is None
+
+
+def test_per_class_reads_the_first_files_of_every_class(tmp_path, make_image_folder):
+    root = make_image_folder(tmp_path / "tree", classes=("a", "b"), per_class=5, size=(8, 8))
+    data = load_image_folder(root, per_class={"train": 2, "test": 3})
+    assert torch.bincount(data.train.labels).tolist() == [2, 2]
+    assert torch.bincount(data.test.labels).tolist() == [3, 3]
+    full = load_image_folder(root)
+    assert torch.equal(data.train.images[:2], full.train.images[:2])  # the first files, in name order
