@@ -15,6 +15,7 @@ Legend: B batch, T length, D width.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -130,6 +131,10 @@ def lesson(
     log(f"One nn.LSTM layer ({params['LSTM']:,} parameters) vs one core MultiHeadAttention self-attention "
         f"layer ({params['attention']:,} parameters); forward + backward.")
     log(f"Conditions: {conditions}.")
+    busy = load > (os.cpu_count() or 1)
+    if busy:  # threads that wait for a busy core hurt the LSTM's T small steps most
+        log(f"Note: the machine is busy (load {load:.1f} on {os.cpu_count()} cores), so these timings are noisy"
+            + ("; --threads 1 gives steadier ones." if threads > 1 else "."))
     times: dict[tuple[int, int], dict[str, float]] = {}  # (B, T) -> median seconds per model
     ratios: dict[tuple[int, int], float] = {}  # (B, T) -> median over rounds of LSTM time / attention time
     rows = []
@@ -177,7 +182,9 @@ def lesson(
         "one batched product, but pays T² scores for it. Measured on this machine (table): " + verdict + " "
         "Fewer sequential steps is an advantage when the hardware has parallelism to spare (short "
         "sequences, small batches, GPUs); on a small CPU with a large batch and long sequences the "
-        "quadratic work dominates and the RNN can be faster.",
+        "quadratic work dominates and the RNN can be faster."
+        + (f" (The machine was busy, load {load:.1f} on {os.cpu_count()} cores: treat the timings as noisy.)"
+           if busy else ""),
         numbers=numbers | {f"ratio_B{B}_T{T}": r for (B, T), r in ratios.items()}
         | {"lstm_params": params["LSTM"], "attention_params": params["attention"]},
         tables=[table],
