@@ -1,7 +1,7 @@
 """``python -m text g2p``: grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary.
 
     python -m text g2p compare --threads 2 --out docs/results/text-g2p   # transformer vs LSTMs, ~40 min
-    python -m text g2p compare --quick                                  # small subset, 2 epochs, < 2 min
+    python -m text g2p compare --quick                                  # small subset, 3 epochs, < 2 min
     python -m text g2p compare --stress                                 # phonemes with stress digits
     python -m text g2p pronounce --checkpoint runs/text/g2p/transformer/seed0/best.pt attention tomato
 

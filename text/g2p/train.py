@@ -30,8 +30,8 @@ from text.g2p.models import build_model
 __all__ = ["TrainConfig", "G2PData", "LENGTH_BINS", "prepare", "pronounce_words", "evaluate_lexicon",
            "make_train_one", "max_output_length"]
 
-#: also write last.pt every this many steps inside an epoch, so a run stopped mid-epoch (e.g. to go on with
-#: another --threads) loses at most this many steps
+#: without --checkpoint-every, also write last.pt every this many steps inside an epoch (an epoch of the full
+#: run is several minutes), so a run stopped mid-epoch loses at most this many steps
 CHECKPOINT_EVERY = 100
 #: word-length bins of the WER-against-length figure: 1–4, 5–6, 7–8, 9–10, 11–12, 13+ letters
 LENGTH_BINS = [1, 5, 7, 9, 11, 13]
@@ -137,7 +137,8 @@ def make_train_one(data: G2PData, config: TrainConfig) -> Callable[[ModelSpec, i
             model, optimizer, train_data=batches,
             train_step=lambda m, b: _loss(m, b, ctx.device, config.label_smoothing),
             evaluate=evaluate, epochs=config.epochs, scheduler=scheduler, scheduler_per_batch=True,
-            grad_clip=config.grad_clip, checkpoint_every=CHECKPOINT_EVERY, best_extra={"vocab": data.vocab.to_dict(), "model_name": spec.name},
+            grad_clip=config.grad_clip, checkpoint_every=ctx.checkpoint_every or CHECKPOINT_EVERY,
+            best_extra={"vocab": data.vocab.to_dict(), "model_name": spec.name},
         )
         module = model.module if hasattr(model, "module") else model
         if not ctx.is_main:
