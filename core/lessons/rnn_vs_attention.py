@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize
 from core.lab.plots import save_figure
-from core.lessons.base import LessonResult, Log, Table, fmt, header
+from core.lessons.base import LessonResult, Log, Table, header
 from core.multihead import MultiHeadAttention
 
 __all__ = ["LSTMLayer", "time_forward_backward", "lesson", "QUICK_LENGTHS", "FULL_LENGTHS", "BATCH_SIZES"]

@@ -26,7 +26,9 @@ TITLE = "Why divide by √d: softmax saturation"
 DIMS = tuple(2**i for i in range(11))  # 1 … 1024
 
 
-def softmax_spread(d: int, *, scaled: bool, num_queries: int = 256, num_keys: int = 32, seed: int = 0) -> dict[str, float]:
+def softmax_spread(
+    d: int, *, scaled: bool, num_queries: int = 256, num_keys: int = 32, seed: int = 0
+) -> dict[str, float]:
     """Mean largest weight and mean entropy (nats) of softmax(q·k · scale) for random q, k ~ N(0, I_d).
 
     Args:

@@ -60,7 +60,8 @@ def lesson(log: Log, fig_dir: Path | None, quick: bool = True) -> LessonResult:
         gap = (pe[k:] - predicted).abs().max().item()
         orth = (M.T @ M - torch.eye(D, dtype=torch.float64)).abs().max().item()
         dots = [(pe[p] @ pe[p + k]).item() for p in (0, 17, 50)]
-        rows.append([str(k), fmt(gap), fmt(orth)] + [fmt(d, 4) for d in dots] + [fmt(M.diagonal()[0::2].sum().item(), 4)])
+        cos_sum = M.diagonal()[0::2].sum().item()  # Σᵢ cos kωᵢ, the dot product predicted for every p
+        rows.append([str(k), fmt(gap), fmt(orth)] + [fmt(d, 4) for d in dots] + [fmt(cos_sum, 4)])
         numbers |= {f"shift_gap_k{k}": gap, f"orthogonality_gap_k{k}": orth, f"dot_spread_k{k}": max(dots) - min(dots)}
     table = Table(
         f"D = {D}, positions 0 … {L - 1}; one M_k for all p (float32 table)",
@@ -74,8 +75,8 @@ def lesson(log: Log, fig_dir: Path | None, quick: bool = True) -> LessonResult:
     figures = []
     if fig_dir is not None:
         figures.append(fig_dir / "positional_encoding.png")
-        plot_positional_encoding(sinusoidal_encoding(L, D), title=f"Sinusoidal positional encoding (D = {D}: sin in even dims, cos in odd dims)",
-                                 path=figures[-1])
+        title = f"Sinusoidal positional encoding (D = {D}: sin in even dims, cos in odd dims)"
+        plot_positional_encoding(sinusoidal_encoding(L, D), title=title, path=figures[-1])
         # With the encodings as queries and keys, attention can only use position: each word attends to
         # itself and its neighbours, the band a Transformer starts from before it learns content.
         enc = sinusoidal_encoding(len(SENTENCE), D)[None]  # (1, T, D)

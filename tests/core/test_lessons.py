@@ -140,7 +140,8 @@ def test_run_lessons_returns_results_and_writes_report(tmp_path):
     assert [r.name for r in results] == ["worked", "sinusoidal", "norms"]
     assert all(isinstance(r, LessonResult) and r.title and r.text and r.log for r in results)
     figures = [f for r in results for f in r.figures]
-    assert {f.name for f in figures} == {"positional_encoding.png", "attention_positions.png", "layernorm_vs_batchnorm.png"}
+    assert {f.name for f in figures} == {"positional_encoding.png", "attention_positions.png",
+                                         "layernorm_vs_batchnorm.png"}
     assert all(f.read_bytes()[:4] == b"\x89PNG" for f in figures)
     report = (tmp_path / "report.md").read_text()
     for r in results:
