@@ -19,13 +19,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
-from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args, cli_main, positive_int
+from core.lab.cli import (UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args,
+                          cli_main, positive_int)
 from core.lab.harness import load_checkpoint, select_device
 from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
-from text.g2p.models import MODELS, ROLES, LSTMConfig, TransformerG2PConfig, build_model, config_from_dict, default_config
+from text.g2p.models import (MODELS, ROLES, LSTMConfig, TransformerG2PConfig, build_model, config_from_dict,
+                             default_config)
 from text.g2p.plots import make_figures
 from text.g2p.train import TrainConfig, make_train_one, prepare, pronounce_words
 
@@ -102,7 +102,8 @@ def run_compare(args: argparse.Namespace):
         "split_seed": args.split_seed, "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
         "limit_words": args.limit_words, "sizes": sizes, "vocab": data.vocab.to_dict(),
     }
-    split_text = ", ".join(f"{k} {v['words']:,} words ({v['pronunciations']:,} pronunciations)" for k, v in sizes.items())
+    split_text = ", ".join(f"{k} {v['words']:,} words ({v['pronunciations']:,} pronunciations)"
+                           for k, v in sizes.items())
     experiment = Experiment(
         domain="text", dataset="cmudict" + ("-stress" if args.stress else ""),
         title=f"Grapheme-to-phoneme on CMUdict ({convention})",
@@ -169,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_args(compare, default_out=DEFAULT_OUT)
     add_schedule_args(compare, epochs=TrainConfig.epochs)
     compare.add_argument("--quick", action="store_true",
-                         help="the tour's profile: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+                         help="the tour's profile: "
+                              + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
                               + " (flags given explicitly win); under 2 minutes")
     data = compare.add_argument_group("data")
     data.add_argument("--stress", action="store_true",
@@ -177,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--limit-words", type=positive_int, default=None,
                       help="use only this many words (a seeded random subset, split as usual) (default: all)")
     data.add_argument("--split-seed", type=int, default=0, help="seed of the word split (default: 0)")
-    data.add_argument("--val-fraction", type=fraction, default=0.05, help="share of words for validation (default: 0.05)")
+    data.add_argument("--val-fraction", type=fraction, default=0.05,
+                      help="share of words for validation (default: 0.05)")
     data.add_argument("--test-fraction", type=fraction, default=0.05, help="share of words for test (default: 0.05)")
     models = compare.add_argument_group("models")
     models.add_argument("--models", type=model_list, default=list(MODELS),
@@ -187,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--heads", type=positive_int, default=TransformerG2PConfig.heads,
                         help=f"transformer heads (default: {TransformerG2PConfig.heads})")
     models.add_argument("--layers", type=positive_int, default=TransformerG2PConfig.encoder_layers,
-                        help=f"transformer encoder and decoder layers each (default: {TransformerG2PConfig.encoder_layers})")
+                        help="transformer encoder and decoder layers each "
+                             f"(default: {TransformerG2PConfig.encoder_layers})")
     models.add_argument("--ffn-dim", type=positive_int, default=TransformerG2PConfig.ffn_dim,
                         help=f"transformer feed-forward width (default: {TransformerG2PConfig.ffn_dim})")
     models.add_argument("--hidden", type=positive_int, default=LSTMConfig.hidden,
@@ -195,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     training = compare.add_argument_group("training")
     training.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size,
                           help=f"pronunciations per batch (default: {TrainConfig.batch_size})")
-    training.add_argument("--lr", type=float, default=TrainConfig.lr, help=f"peak learning rate (default: {TrainConfig.lr})")
+    training.add_argument("--lr", type=float, default=TrainConfig.lr,
+                          help=f"peak learning rate (default: {TrainConfig.lr})")
     training.add_argument("--warmup-steps", type=int, default=TrainConfig.warmup_steps,
                           help=f"linear warm-up steps before the cosine decay (default: {TrainConfig.warmup_steps})")
     training.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing,

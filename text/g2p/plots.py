@@ -142,7 +142,8 @@ def make_figures(records: dict, out: Path, data) -> list[tuple[str, str]]:
     """The ``figures`` hook of the runner: draw every figure from the first seed's runs; ``(caption, file)``."""
     out = Path(out)
     figures = []
-    by_length = {name: recs[0].extra["by_length"] for name, recs in records.items() if recs and "by_length" in recs[0].extra}
+    by_length = {name: recs[0].extra["by_length"] for name, recs in records.items()
+                 if recs and "by_length" in recs[0].extra}
     if by_length:
         plot_wer_by_length(by_length, out / "wer_by_length.png")
         figures.append(("Test WER against word length (bins labelled with their number of test words)",

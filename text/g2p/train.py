@@ -65,8 +65,11 @@ class G2PData:
 
     def __post_init__(self):
         self.train = entries(self.splits.train, self.vocab)
-        convert = lambda lex: {w: list(dict.fromkeys(self.vocab.convert(p) for p in ps)) for w, ps in lex.items()}  # noqa: E731
-        self.val, self.test = convert(self.splits.val), convert(self.splits.test)
+        self.val, self.test = self._references(self.splits.val), self._references(self.splits.test)
+
+    def _references(self, lexicon: Lexicon) -> Lexicon:
+        """word -> its distinct pronunciations in the vocabulary's stress convention."""
+        return {w: list(dict.fromkeys(self.vocab.convert(p) for p in ps)) for w, ps in lexicon.items()}
 
 
 def prepare(splits: Splits, report: ParseReport, stress: bool) -> G2PData:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from core.lab.runner import check_metrics_payload
 from text.g2p.__main__ import main
@@ -68,8 +69,6 @@ def test_pronounce_beam_and_bad_checkpoints(tiny_run, tmp_path, capsys):
     with pytest.raises(SystemExit, match="--beam must be >= 1"):
         main(["pronounce", "--checkpoint", checkpoint, "--beam", "0", "cat"])
     not_ours = tmp_path / "other.pt"
-    import torch
-
     torch.save({"model": {}}, not_ours)
     with pytest.raises(SystemExit, match="is not a g2p best.pt"):
         main(["pronounce", "--checkpoint", str(not_ours), "cat"])
