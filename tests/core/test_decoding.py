@@ -161,7 +161,7 @@ def _brute_force_best(model, src, src_lengths, max_len, length_penalty):
 def test_beam_search_finds_the_brute_force_best(length_penalty):
     model = _model(seed=3)
     src, src_lengths = _sources()
-    max_len = 4
+    max_len = 3
     wide = V ** (max_len - 1)  # every extension of every prefix ranks within the beam: exhaustive
     with torch.no_grad():
         best = _brute_force_best(model, src, src_lengths, max_len, length_penalty)
