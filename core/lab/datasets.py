@@ -123,19 +123,23 @@ def cache_dir(*parts: str, data_dir: str | os.PathLike | None = None) -> Path:
     )
 
 
-def file_stamp(path: str | os.PathLike) -> str:
+def file_stamp(path: str | os.PathLike, _folders: dict | None = None) -> str:
     """``"<resolved path>|<size>|<mtime_ns>"``: what a cache remembers of one input file.
 
     Content is not hashed (reading 3000 wavs to check a cache would cost what the cache saves); a file
-    swapped under the same name changes its size or its modification time, and a file reached through
-    another folder or link resolves to its own path.
+    swapped under the same name changes its size or its modification time, and the same name in another
+    folder (or reached through a linked folder) resolves to its own path. Size and time are the target's
+    when ``path`` is a link.
 
     Raises:
         FileNotFoundError: ``path`` does not exist (the message names it).
     """
-    resolved = Path(path).expanduser().resolve()
-    stat = resolved.stat()
-    return f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}"
+    path = Path(path).expanduser()
+    folders = {} if _folders is None else _folders  # resolving once per folder: 60k images share a few
+    if path.parent not in folders:
+        folders[path.parent] = path.parent.resolve()
+    stat = os.stat(path)
+    return f"{folders[path.parent] / path.name}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _plain(value: object) -> object:
@@ -159,6 +163,7 @@ def content_key(files: Iterable[str | os.PathLike], config: object = None) -> st
         16 hex digits.
     """
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=_plain).encode())
+    folders: dict = {}
     for path in files:
-        digest.update(b"\n" + file_stamp(path).encode())
+        digest.update(b"\n" + file_stamp(path, folders).encode())
     return digest.hexdigest()[:16]
