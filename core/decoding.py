@@ -248,7 +248,8 @@ def beam_search(
     done when it holds `num_beams` finished hypotheses and no live one can still beat the worst of them (an
     exact bound: log-probabilities only fall, and for `length_penalty > 0` the most a longer hypothesis can
     gain is the division by `max_len ** length_penalty`). Hypotheses still live after `max_len` steps
-    compete unfinished. Sources and beams run as one batch; a finished source's rows idle until all end.
+    compete unfinished. Sources and beams run as one batch; once at least an eighth of the sources in it are
+    done, they leave it (`select_state`).
 
     With `num_beams=1` and `length_penalty=0` this is greedy search (an EOS outside the best `num_beams`
     does not finish). With `num_beams >= V ** (max_len - 1)` nothing is ever cut and the search is exact:
@@ -275,7 +276,6 @@ def beam_search(
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
     B, K = batch_size, num_beams
     neg_inf = float("-inf")
-    arange_b = torch.arange(B, device=device)
 
     def norm(logp: Tensor, length: int | Tensor) -> Tensor:
         return logp / (length**length_penalty) if length_penalty else logp
@@ -287,59 +287,68 @@ def beam_search(
     fin_len = torch.zeros(B, K, dtype=torch.long, device=device)  # tokens, EOS included
     fin_ended = torch.zeros(B, K, dtype=torch.bool, device=device)  # ended with EOS
 
-    def merge(score: Tensor, logp: Tensor, tokens: Tensor, length: int, ended: bool) -> None:
-        """Merge candidate finished hypotheses `score/logp (B, C)`, `tokens (B, C, length)` into the K best."""
-        nonlocal fin_score, fin_logp, fin_tokens, fin_len, fin_ended
-        C = score.shape[1]
-        padded = torch.full((B, C, max_len), eos_id, dtype=torch.long, device=device)
+    def merge(rows: Tensor, score: Tensor, logp: Tensor, tokens: Tensor, length: int, ended: bool) -> None:
+        """Merge candidate finished hypotheses of sources `rows (R,)` — `score/logp (R, C)`, `tokens (R, C,
+        length)` — into their K best."""
+        R, C = score.shape
+        padded = torch.full((R, C, max_len), eos_id, dtype=torch.long, device=device)
         padded[:, :, :length] = tokens
-        all_score = torch.cat((fin_score, score), 1)  # (B, K + C)
-        fin_score, pick = all_score.topk(K, dim=1)  # (B, K)
-        fin_logp = torch.cat((fin_logp, logp), 1).gather(1, pick)
-        fin_tokens = torch.cat((fin_tokens, padded), 1)[arange_b.unsqueeze(1), pick]  # (B, K, max_len)
-        fin_len = torch.cat((fin_len, torch.full_like(score, length, dtype=torch.long)), 1).gather(1, pick)
-        fin_ended = torch.cat((fin_ended, torch.full_like(score, ended, dtype=torch.bool)), 1).gather(1, pick)
+        fin_score[rows], pick = torch.cat((fin_score[rows], score), 1).topk(K, dim=1)  # (R, K)
+        fin_logp[rows] = torch.cat((fin_logp[rows], logp), 1).gather(1, pick)
+        fin_tokens[rows] = torch.cat((fin_tokens[rows], padded), 1)[torch.arange(R, device=device).unsqueeze(1), pick]
+        fin_len[rows] = torch.cat((fin_len[rows], torch.full_like(score, length, dtype=torch.long)), 1).gather(1, pick)
+        fin_ended[rows] = torch.cat((fin_ended[rows], torch.full_like(score, ended, dtype=torch.bool)), 1).gather(1, pick)
 
-    # The first step runs on the B sources themselves (K copies would be identical), then K rows per source.
-    live_logp = torch.zeros(B, 1, dtype=torch.float64, device=device)  # (B, K_live); -inf: an empty slot
-    live_tokens = torch.empty(B, 1, 0, dtype=torch.long, device=device)  # (B, K_live, t - 1)
-    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)  # (B * K_live,)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
+    # The running batch holds the sources `active` (finished ones leave it), K_live rows each; the first step
+    # runs on the sources themselves (K copies would be identical).
+    active = torch.arange(B, device=device)  # (B_a,)
+    live_logp = torch.zeros(B, 1, dtype=torch.float64, device=device)  # (B_a, K_live); -inf: an empty slot
+    live_tokens = torch.empty(B, 1, 0, dtype=torch.long, device=device)  # (B_a, K_live, t - 1)
+    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)  # (B_a·K_live,)
+    done = torch.zeros(B, dtype=torch.bool, device=device)  # (B_a,)
     for t in range(1, max_len + 1):
         scores, state = step(tokens, state)
-        K_live = live_logp.shape[1]
-        logp = _log_probs(scores, B * K_live).double().view(B, K_live, -1)  # (B, K_live, V)
+        B_a, K_live = live_logp.shape
+        logp = _log_probs(scores, B_a * K_live).double().view(B_a, K_live, -1)  # (B_a, K_live, V)
         V = logp.shape[-1]
-        cand = (live_logp.unsqueeze(-1) + logp).view(B, K_live * V)  # (B, K_live·V)
+        cand = (live_logp.unsqueeze(-1) + logp).view(B_a, K_live * V)  # (B_a, K_live·V)
         # At most K of the best 2K extensions end in EOS (one per live slot), so K others remain.
-        top_logp, top_idx = cand.topk(min(2 * K, K_live * V), dim=1)  # (B, 2K)
-        parent, token = top_idx // V, top_idx % V  # (B, 2K)
-        prefix = live_tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t - 1))  # (B, 2K, t - 1)
-        extended = torch.cat((prefix, token.unsqueeze(-1)), dim=-1)  # (B, 2K, t)
+        top_logp, top_idx = cand.topk(min(2 * K, K_live * V), dim=1)  # (B_a, 2K)
+        parent, token = top_idx // V, top_idx % V  # (B_a, 2K)
+        prefix = live_tokens.gather(1, parent.unsqueeze(-1).expand(-1, -1, t - 1))  # (B_a, 2K, t - 1)
+        extended = torch.cat((prefix, token.unsqueeze(-1)), dim=-1)  # (B_a, 2K, t)
         # An EOS extension finishes only if it ranks among the K best (so K=1 is greedy search).
         ranks = torch.arange(top_idx.shape[1], device=device)  # (2K,)
         ends = (token == eos_id) & (top_logp > neg_inf) & (ranks < K)
         eos_logp = top_logp.masked_fill(~ends, neg_inf)
-        merge(norm(eos_logp, t), eos_logp, extended, t, True)
+        merge(active, norm(eos_logp, t), eos_logp, extended, t, True)
         # The K best extensions that do not end stay live, in order.
         live_logp, keep = top_logp.masked_fill(token == eos_id, neg_inf).topk(min(K, top_logp.shape[1]), dim=1)
-        live_tokens = extended.gather(1, keep.unsqueeze(-1).expand(-1, -1, t))  # (B, K, t)
-        live_parent = parent.gather(1, keep)  # (B, K)
-        tokens = token.gather(1, keep)  # (B, K): what each live hypothesis emitted last
+        live_tokens = extended.gather(1, keep.unsqueeze(-1).expand(-1, -1, t))  # (B_a, K, t)
+        live_parent = parent.gather(1, keep)  # (B_a, K)
+        tokens = token.gather(1, keep)  # (B_a, K): what each live hypothesis emitted last
         # A source is done once it holds K finished hypotheses that no live one can overtake: log-probs only
         # fall, and with length_penalty > 0 the most a longer hypothesis gains is the division by max_len**α.
-        best_live = live_logp[:, 0]
+        best_live, worst_kept = live_logp[:, 0], fin_score[active, -1]
         bound = norm(best_live, max_len if length_penalty > 0 else t)
-        done = done | (best_live == neg_inf) | ((fin_score[:, -1] > neg_inf) & (bound <= fin_score[:, -1]))
+        done = done | (best_live == neg_inf) | ((worst_kept > neg_inf) & (bound <= worst_kept))
         live_logp = live_logp.masked_fill(done.unsqueeze(1), neg_inf)
         if bool(done.all()) or t == max_len:
             break
-        index = (arange_b.unsqueeze(1) * K_live + live_parent).view(-1)  # (B·K,): rows of the running batch
+        sources = torch.arange(B_a, device=device)  # (B_a',): the sources that stay in the batch
+        finished = int(done.sum())
+        if finished and finished * 8 >= B_a:  # drop the finished sources from the batch
+            sources = (~done).nonzero().squeeze(1)
+            active, done = active[sources], done[sources]
+            live_logp, live_tokens, live_parent, tokens = (
+                live_logp[sources], live_tokens[sources], live_parent[sources], tokens[sources]
+            )
+        index = (sources.unsqueeze(1) * K_live + live_parent).view(-1)  # (B_a'·K,): rows of the running batch
         state = select_state(state, index)
-        tokens = tokens.view(-1)  # (B·K,)
+        tokens = tokens.reshape(-1)  # (B_a'·K,)
     # Hypotheses still live after max_len steps compete unfinished.
     if t == max_len:
-        merge(norm(live_logp, max_len), live_logp, live_tokens, max_len, False)
+        merge(active, norm(live_logp, max_len), live_logp, live_tokens, max_len, False)
 
     # Slot 0 holds the best (a source whose every continuation scored -inf gets an empty, unfinished output).
     length, ended = fin_len[:, 0], fin_ended[:, 0]

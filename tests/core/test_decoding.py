@@ -175,13 +175,26 @@ def test_beam_search_finds_the_brute_force_best(length_penalty):
 
 
 def test_batched_padded_sources_search_as_if_alone():
-    model = _model(seed=4)
-    src, src_lengths = _sources()
-    together = model.generate(src, src_lengths, max_len=5, num_beams=3, length_penalty=0.6)
-    for b in range(3):
-        alone = model.generate(src[b : b + 1, : src_lengths[b]], None, max_len=5, num_beams=3, length_penalty=0.6)
+    model = _model(seed=3)
+    with torch.no_grad():
+        model.output.bias[EOS] += 0.6  # sources finish at different steps, so finished ones leave the batch
+    g = torch.Generator().manual_seed(11)
+    src, src_lengths = torch.randint(3, 7, (12, 6), generator=g), torch.randint(1, 7, (12,), generator=g)
+    rows = []
+
+    def step(tokens, state):
+        rows.append(len(tokens))
+        return model.step(tokens, state)
+
+    state = model.init_state(model.encode(src, src_lengths), src_lengths)
+    together = beam_search(step, state, 12, bos_id=BOS, eos_id=EOS, max_len=8, num_beams=3)
+    assert rows[0] == 12 and rows[1] == 36 and rows[-1] < 36  # done sources left the batch
+    assert len(set(together.lengths.tolist())) > 2
+    for b in range(12):
+        alone = model.generate(src[b : b + 1, : src_lengths[b]], None, max_len=8, num_beams=3)
         assert alone.sequences() == [together.sequences()[b]]
         assert alone.scores[0].item() == pytest.approx(together.scores[b].item(), abs=1e-9)
+        assert alone.finished[0] == together.finished[b]
 
 
 # --- a scripted step function: the searches know nothing about Transformers --------------------
