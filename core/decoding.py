@@ -295,9 +295,10 @@ def beam_search(
         padded[:, :, :length] = tokens
         fin_score[rows], pick = torch.cat((fin_score[rows], score), 1).topk(K, dim=1)  # (R, K)
         fin_logp[rows] = torch.cat((fin_logp[rows], logp), 1).gather(1, pick)
-        fin_tokens[rows] = torch.cat((fin_tokens[rows], padded), 1)[torch.arange(R, device=device).unsqueeze(1), pick]
-        fin_len[rows] = torch.cat((fin_len[rows], torch.full_like(score, length, dtype=torch.long)), 1).gather(1, pick)
-        fin_ended[rows] = torch.cat((fin_ended[rows], torch.full_like(score, ended, dtype=torch.bool)), 1).gather(1, pick)
+        picked = torch.arange(R, device=device).unsqueeze(1), pick
+        fin_tokens[rows] = torch.cat((fin_tokens[rows], padded), 1)[picked]  # (R, K, max_len)
+        fin_len[rows] = torch.cat((fin_len[rows], torch.full_like(score, length, dtype=torch.long)), 1)[picked]
+        fin_ended[rows] = torch.cat((fin_ended[rows], torch.full_like(score, ended, dtype=torch.bool)), 1)[picked]
 
     # The running batch holds the sources `active` (finished ones leave it), K_live rows each; the first step
     # runs on the sources themselves (K copies would be identical).
