@@ -21,7 +21,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from attnlab.page import Section, render_html, render_markdown
-from attnlab.tour import DOMAINS, domain_section, lesson_section, run_domain
+from attnlab.tour import DOMAINS, domain_section, lesson_sections, run_domain
 
 TITLE = "attnlab: a tour of self-attention"
 INTRO = ("Self-attention turns every token into a query, a key and a value, scores each query against every "
@@ -46,6 +46,17 @@ def domain_list(text: str) -> list[str]:
     return names
 
 
+def lesson_list(text: str) -> list[str]:
+    """``--lessons``: a comma list of the names `python -m core --lesson` takes."""
+    from core.lessons import LESSONS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in LESSONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown lesson(s) {unknown or text!r}; choose from {', '.join(LESSONS)}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m attnlab", description=__doc__.split("\n")[0].removeprefix("``python -m attnlab``: "),
@@ -54,10 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
                "and outputs as the full demo. Data is found through $ATTNLAB_DATA (see README).")
     parser.add_argument("--out", default="runs/tour", help="folder for index.html, report.md and every step's "
                                                            "outputs (default: runs/tour)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding the datasets, passed to every domain (default: $ATTNLAB_DATA, "
+                             "else ~/.cache/attnlab)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="where the quick demos train (default: auto)")
     parser.add_argument("--domains", type=domain_list, default=list(DOMAINS),
                         help="which domains to run, comma-separated, or all / none (default: all)")
+    parser.add_argument("--lessons", type=lesson_list, default=None,
+                        help="which core lessons to show, comma-separated (default: all; see python -m core --help)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                         help="skip steps that already finished in --out (default: resume)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -81,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
         bar.set_postfix_str(step)
         started = time.perf_counter()
         if step == "lessons":
-            sections.append(lesson_section(run_lessons(out / "lessons", quick=True, progress=False), out / "lessons"))
+            sections += lesson_sections(run_lessons(out / "lessons", quick=True, progress=False, names=args.lessons), out / "lessons")
         else:
-            ok, error, _ = run_domain(step, out / step, device=args.device, progress=False)
+            extra = ["--data-dir", args.data_dir] if args.data_dir else []
+            ok, error, _ = run_domain(step, out / step, device=args.device, progress=False, extra=extra)
             if not ok:
                 failed.append(step)
             sections.append(domain_section(step, out / step, error))

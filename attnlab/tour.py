@@ -19,7 +19,7 @@ from pathlib import Path
 
 from attnlab.page import Figure, Section, Table
 
-__all__ = ["DOMAINS", "DomainStep", "domain_section", "run_domain", "lesson_section", "figures_from_report"]
+__all__ = ["DOMAINS", "DomainStep", "domain_section", "run_domain", "lesson_sections", "figures_from_report"]
 
 DONE = ".tour-done"
 
@@ -88,9 +88,8 @@ def _cell(mean: float, std: float | None, seeds: int, name: str) -> str:
 def metrics_table(metrics: dict) -> Table:
     """One row per model: the headline metric and the validation metric that selected, else every test_ metric."""
     results = metrics.get("results", [])
-    headline = metrics.get("headline")
-    selects = metrics.get("selects") or metrics.get("selection", {}).get("metric") \
-        if isinstance(metrics.get("selection"), dict) else metrics.get("selects")
+    contract = metrics.get("contract") or {}
+    headline, selects = contract.get("headline"), contract.get("select")
     names = [n for n in (headline, selects) if n]
     if not names:
         seen: list[str] = []
@@ -142,7 +141,8 @@ def domain_section(key: str, out: Path, error: str = "") -> Section:
         section.tables.append(table)
         selection = metrics.get("selection_note") or metrics.get("report_note")
         if selection:
-            section.paragraphs.append(str(selection))
+            selection = str(selection)
+            section.paragraphs.append(selection[:1].upper() + selection[1:])
     elif not error:
         section.error = f"{metrics_file} is missing"
     section.figures = figures_from_report(out / "report.md")
@@ -154,16 +154,15 @@ def domain_section(key: str, out: Path, error: str = "") -> Section:
     return section
 
 
-def lesson_section(results: list, out: Path) -> Section:
-    """The core lessons as one section: each lesson's text, its numbers and its figure."""
-    section = Section("lessons", "The lessons: attention from the notes, computed")
+def lesson_sections(results: list, out: Path) -> list[Section]:
+    """One section per core lesson: its paragraph, tables, printed numbers and figures."""
+    sections = []
     for lesson in results:
-        section.paragraphs.append(f"{lesson.title}. {lesson.text}")
-        numbers = getattr(lesson, "numbers", None) or getattr(lesson, "table", None)
-        if numbers:
-            section.blocks.append(f"{lesson.title}\n{numbers}" if isinstance(numbers, str)
-                                  else f"{lesson.title}\n" + "\n".join(f"  {k}: {v}" for k, v in dict(numbers).items()))
-        for path in getattr(lesson, "figures", []) or []:
-            section.figures.append(Figure(f"{lesson.title}", Path(path)))
-    section.meta = f"python -m core; outputs in {out}"
-    return section
+        section = Section(f"lesson-{lesson.name}", lesson.title, [lesson.text])
+        section.tables = [Table(list(t.columns), [list(r) for r in t.rows], t.caption) for t in lesson.tables]
+        if lesson.log:
+            section.blocks.append(lesson.log.rstrip())
+        section.figures = [Figure(f"{lesson.title}: {Path(f).stem.replace('_', ' ')}", Path(f)) for f in lesson.figures]
+        section.meta = f"python -m core --lesson {lesson.name} ({lesson.seconds:.1f} s); outputs in {out}"
+        sections.append(section)
+    return sections

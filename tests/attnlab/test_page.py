@@ -53,7 +53,7 @@ def test_figures_come_from_the_report_in_order(tmp_path):
 
 
 def test_metrics_table_shows_headline_and_selecting_metric():
-    metrics = {"headline": "test_accuracy", "selects": "val_accuracy", "results": [
+    metrics = {"contract": {"headline": "test_accuracy", "select": "val_accuracy"}, "results": [
         {"model": "gat", "role": "attention", "metrics": {"test_accuracy": 0.8, "val_accuracy": 0.79,
                                                          "train_loss": 0.1},
          "std": {"test_accuracy": 0.01}, "runs": [{}, {}]}]}
