@@ -231,19 +231,19 @@ def check_word(word: str, *, max_letters: int) -> str:
     than ``max_letters`` (the longest word the model was built for).
 
     Raises:
-        G2PDataError: naming the problem.
+        G2PDataError: naming the problem (the caller names the word).
     """
     cleaned = word.strip().lower()
     if not cleaned:
         raise G2PDataError("empty word")
     bad = sorted(set(cleaned) - set(LETTERS))
     if bad:
-        raise G2PDataError(f"{word!r} has characters outside a-z ' - . : {''.join(bad)!r}; spell numbers "
-                           f"and symbols out as words (e.g. 'forty-two')")
+        raise G2PDataError(f"characters outside a-z ' - . : {''.join(bad)!r}; spell numbers and symbols out as "
+                           f"words (e.g. 'forty-two')")
     if not any(c.isalpha() for c in cleaned):
-        raise G2PDataError(f"{word!r} has no letters")
+        raise G2PDataError("no letters")
     if len(cleaned) > max_letters:
-        raise G2PDataError(f"{word!r} has {len(cleaned)} characters; this model reads at most {max_letters}")
+        raise G2PDataError(f"{len(cleaned)} characters; this model reads at most {max_letters}")
     return cleaned
 
 

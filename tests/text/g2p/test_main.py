@@ -57,7 +57,7 @@ def test_pronounce_good_and_bad_words(tiny_run, capsys):
     assert status == 1
     assert captured.out.startswith("cat\t")  # the good word is still pronounced
     err = captured.err
-    assert "empty word" in err and "outside a-z" in err and "has 60 characters" in err
+    assert "empty word" in err and "outside a-z" in err and "'aaaaa" in err and "60 characters; this model reads at most 32" in err
     assert "Traceback" not in err
 
 
