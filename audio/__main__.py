@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="digits: one FSDD clip, one digit (accuracy); connected: long utterances labelled "
                               "per frame (frame accuracy, digit error rate) (default: digits)")
     compare.add_argument("--quick", action="store_true",
-                         help="a tour in about a minute on 2 CPU cores: digits, windowed attention and the CNN, "
+                         help="a tour in under two minutes on 2 CPU cores: digits, windowed attention and the CNN, "
                               f"{QUICK['epochs']} epochs on every {QUICK['train_every']}nd training clip (every "
                               f"speaker and digit) in batches of {QUICK['max_frames']} frames, full validation and "
                               f"test sets. Floor: windowed attention >= "

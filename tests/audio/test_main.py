@@ -107,7 +107,7 @@ FSDD = resolve_data_root() / "fsdd" / "recordings"
 def test_quick_profile_learns_above_its_floor(tmp_path):
     """`compare --quick` on the real recordings: windowed attention at or above the stated floor."""
     out = tmp_path / "quick"
-    main(["compare", "--quick", "--threads", "2", "--out", str(out), "--no-progress"])
+    main(["compare", "--quick", "--threads", "1", "--out", str(out), "--no-progress"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert check_metrics_payload(metrics) == []
     accuracy = {r["model"]: r["metrics"]["test_accuracy"] for r in metrics["results"]}
