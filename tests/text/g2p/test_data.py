@@ -161,3 +161,20 @@ def test_check_word_folds_case_and_keeps_the_dictionary_alphabet():
     assert check_word("X-Ray", max_letters=32) == "x-ray"
     assert check_word("o'clock", max_letters=32) == "o'clock"
     assert torch.tensor(Vocab.build(False).encode_word("x-ray")).min() > PAD
+
+
+def test_prepared_references_follow_the_stress_convention():
+    from text.g2p.data import ParseReport
+    from text.g2p.train import prepare
+
+    lexicon = {"abbey": [("AE1", "B", "IY0"), ("AE1", "B", "IY2")], "cat": [("K", "AE1", "T")],
+               "dog": [("D", "AO1", "G")]}
+    splits = split_words(lexicon, val_fraction=0.34, test_fraction=0.34, seed=0)
+    assert list(splits.test) == ["abbey"]
+    plain, stressed = prepare(splits, ParseReport(), stress=False), prepare(splits, ParseReport(), stress=True)
+    for data in (plain, stressed):
+        assert len(data.val) == len(data.test) == 1 and {e.word for e in data.train} == set(splits.train)
+    everything = {**plain.val, **plain.test, **{e.word: [e.phonemes] for e in plain.train}}
+    assert all(not any(c.isdigit() for p in prons for ph in p for c in ph) for prons in everything.values())
+    assert stressed.test["abbey"] == [("AE1", "B", "IY0"), ("AE1", "B", "IY2")]
+    assert plain.test["abbey"] == [("AE", "B", "IY")]  # equal once stress is gone: one reference
