@@ -36,7 +36,7 @@ __all__ = ["CONTRACT", "TrainConfig", "train_config_for", "VisionData", "load_vi
 
 #: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).
 CONTRACT = MetricsContract(headline="test_accuracy", select="val_accuracy", mode="max")
-#: Also write last.pt every this many steps inside an epoch, so a killed run loses little.
+#: Also write last.pt every this many steps inside an epoch (unless --checkpoint-every says otherwise).
 CHECKPOINT_STEPS = 100
 
 
@@ -268,7 +268,8 @@ def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, data: VisionData, 
                       train_step=classification_step(device, config.label_smoothing), evaluate=evaluate,
                       epochs=config.epochs, keep="best", patience=config.patience, scheduler=scheduler,
                       scheduler_per_batch=True, grad_clip=config.grad_clip, eval_every=config.eval_every,
-                      checkpoint_every=CHECKPOINT_STEPS, best_extra={"kind": kind, "dataset": data.info()})
+                      checkpoint_every=ctx.checkpoint_every or CHECKPOINT_STEPS,
+                      best_extra={"kind": kind, "dataset": data.info()})
     if not ctx.is_main:
         return RunRecord(metrics={}, history=history.epochs)
     test_batches = ImageBatches(data.test, 500, data.mean, data.std, channels_last=config.channels_last)
