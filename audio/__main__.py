@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--baselines", nargs="*", choices=["cnn", "gru"], default=["cnn", "gru"],
                          help="baselines to train; give the flag alone for none (default: cnn gru)")
     compare.add_argument("--split", default="standard",
-                         help="'standard' (index 0-4 test) or 'speaker:NAME' (hold speaker NAME out) (default: standard)")
+                         help="'standard' (index 0-4 test) or 'speaker:NAME' (hold speaker NAME out) "
+                              "(default: standard)")
     compare.add_argument("--window-sweep", nargs="*", type=positive_int, default=None,
                          help="extra window sizes w (first seed only) for the validation-accuracy-vs-window plot "
                               "(default: 2 32 for digits, none for connected)")
@@ -81,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dim", type=positive_int, default=64, help="model width D; feed-forward 2D (default: 64)")
     model.add_argument("--layers", type=positive_int, default=4, help="encoder layers (default: 4)")
     model.add_argument("--heads", type=positive_int, default=4, help="attention heads (default: 4)")
-    model.add_argument("--window", type=positive_int, help="window: frames seen on each side (default: 8 digits, 16 connected)")
-    model.add_argument("--chunk", type=positive_int, help="truncated: frames per chunk c (default: 16 digits, 32 connected)")
+    model.add_argument("--window", type=positive_int,
+                       help="window: frames seen on each side (default: 8 digits, 16 connected)")
+    model.add_argument("--chunk", type=positive_int,
+                       help="truncated: frames per chunk c (default: 16 digits, 32 connected)")
     model.add_argument("--left-chunks", type=int, default=2, help="truncated: chunks of left context L (default: 2)")
     model.add_argument("--lookahead", type=int, default=0,
                        help="truncated: frames of look-ahead r past each chunk; streaming needs 0 (default: 0)")
@@ -91,11 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--time-budget", type=non_negative_float, metavar="MIN",
                           help="minutes per model and seed, for an equal-time comparison (reported; results then "
                                "depend on the machine) (default: none, the schedule is counted in epochs)")
-    training.add_argument("--patience", type=positive_int, default=6, help="early-stopping patience in epochs (default: 6)")
+    training.add_argument("--patience", type=positive_int, default=6,
+                          help="early-stopping patience in epochs (default: 6)")
     training.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
-    training.add_argument("--max-frames", type=positive_int, help="frames per padded batch (default: 2400 digits, 3000 connected)")
+    training.add_argument("--max-frames", type=positive_int,
+                          help="frames per padded batch (default: 2400 digits, 3000 connected)")
     long_form = compare.add_argument_group("connected digits")
-    long_form.add_argument("--train-utterances", type=positive_int, default=200, help="training utterances (default: 200)")
+    long_form.add_argument("--train-utterances", type=positive_int, default=200,
+                           help="training utterances (default: 200)")
     long_form.add_argument("--train-seconds", type=float, nargs=2, default=[3.0, 12.0], metavar=("MIN", "MAX"),
                            help="length range of training and validation utterances (default: 3 12)")
     long_form.add_argument("--test-utterances", type=positive_int, default=20, help="test utterances (default: 20)")
@@ -165,7 +171,8 @@ def run_compare(args: argparse.Namespace) -> int:
                                 "test": (args.test_utterances, *args.test_seconds)})
     base = AudioConfig(task=data.task, num_classes=data.num_classes, dim=args.dim, ffn_dim=2 * args.dim,
                        layers=args.layers, heads=args.heads, window=args.window or (8 if digits else 16),
-                       chunk=args.chunk or (16 if digits else 32), left_chunks=args.left_chunks, lookahead=args.lookahead)
+                       chunk=args.chunk or (16 if digits else 32), left_chunks=args.left_chunks,
+                       lookahead=args.lookahead)
     train = TrainConfig(epochs=args.epochs or (20 if digits else 15), patience=args.patience, lr=args.lr,
                         max_frames=args.max_frames or (2400 if digits else 3000))
     specs = model_specs(args, base)
@@ -173,9 +180,11 @@ def run_compare(args: argparse.Namespace) -> int:
     contract = CONTRACTS[args.task]
     sizes = {n: f"{len(d)} {n} items ({sum(len(d[i][0]) for i in range(len(d))) / 6000:.1f} min)"
              for n, d in data.datasets.items()}
-    notes = [", ".join(sizes.values()) + (f" (every {args.train_every}-th training clip, --train-every)" if args.train_every > 1 else ""),
+    subset = f" (every {args.train_every}-th training clip, --train-every)" if args.train_every > 1 else ""
+    notes = [", ".join(sizes.values()) + subset,
              f"attention model: D={base.dim}, {base.layers} layers, {base.heads} heads, causal conv stem, relative "
-             f"position bias; window w={base.window}, truncated c={base.chunk}, L={base.left_chunks}, r={base.lookahead}",
+             f"position bias; window w={base.window}, truncated c={base.chunk}, L={base.left_chunks}, "
+             f"r={base.lookahead}",
              f"protocol for every model: AdamW lr {train.lr}, one-cycle over {train.epochs} epochs (counted in steps), "
              f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch"]
     if args.quick:
@@ -186,7 +195,8 @@ def run_compare(args: argparse.Namespace) -> int:
         train_one=functools.partial(train_one, datasets=data.datasets), config=train, data_identity=data.identity,
         intro=INTRO[args.task], notes=notes, table=[] if digits else ["test_frame_accuracy", "val_der"],
         bookkeeping_table=["best_epoch", "epochs", "seconds", "test_seconds"],
-        figures=functools.partial(comparison_figures, configs=configs, test=data.datasets["test"], select=contract.select,
+        figures=functools.partial(comparison_figures, configs=configs, test=data.datasets["test"],
+                                  select=contract.select,
                                   lengths=[250, 500, 1000] if args.quick else ([500, 1000, 2000, 4000] if digits
                                                                                  else [1000, 2000, 4000, 6000])),
         summary=functools.partial(summarize, task=args.task, configs=configs, test=data.datasets["test"]),
@@ -213,7 +223,8 @@ def run_synth(args: argparse.Namespace) -> int:
     utterance = synthesize(recordings, args.seconds, random.Random(args.seed), config)
     Path(args.file).parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(args.file, utterance.waveform.clamp(-1, 1).numpy(), SAMPLE_RATE)
-    print(f"{args.file}: {utterance.waveform.numel() / SAMPLE_RATE:.2f} s, digits {''.join(map(str, utterance.digits))}")
+    digits = "".join(map(str, utterance.digits))
+    print(f"{args.file}: {utterance.waveform.numel() / SAMPLE_RATE:.2f} s, digits {digits}")
     return 0
 
 

@@ -31,7 +31,8 @@ from core.lab.datasets import content_key
 from core.lab.harness import load_checkpoint
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 
-__all__ = ["CONTRACTS", "TrainConfig", "TaskData", "load_task", "Batches", "train_one", "evaluate", "load_model", "summarize"]
+__all__ = ["CONTRACTS", "TrainConfig", "TaskData", "load_task", "Batches", "train_one", "evaluate", "load_model",
+           "summarize"]
 
 #: The digits task leads with test accuracy and keeps the weights best in validation accuracy; connected
 #: digits leads with the digit error rate and keeps the weights best in validation frame accuracy.
@@ -134,7 +135,8 @@ class Batches:
         return len(self.batches)
 
     def __iter__(self):
-        order = torch.randperm(len(self.batches), generator=self.generator) if self.shuffle else range(len(self.batches))
+        count = len(self.batches)
+        order = torch.randperm(count, generator=self.generator) if self.shuffle else range(count)
         for i in order:
             items = self.batches[int(i)]
             share = items[self.rank::self.world_size] or items[-1:]
@@ -240,14 +242,17 @@ def summarize(records: dict[str, list[RunRecord]], results: list, *, task: str, 
                      f"{best.metrics[contract.headline]:.4f}")
     if task == "connected":
         notes.append("DER on the validation utterances (training lengths) -> on the long test utterances: "
-                     + ", ".join(f"{r.model} {r.metrics['val_der']:.3f} -> {r.metrics['test_der']:.3f}" for r in results))
+                     + ", ".join(f"{r.model} {r.metrics['val_der']:.3f} -> {r.metrics['test_der']:.3f}"
+                                 for r in results))
     name = next((n for n, c in configs.items() if c.model == "attention" and c.attention == "truncated"), None)
     if name is not None and configs[name].lookahead == 0 and records[name]:
         longest = max(range(len(test)), key=lambda i: test[i][0].shape[0])
         streaming = check_streaming(load_model(configs[name], records[name][0]).cpu(), test[longest][0])
         extra["streaming"] = streaming
         notes.append(f"streaming {name} chunk by chunk (`AttentionModel.infer`) over the longest test item "
-                     f"({streaming['audio_seconds']:.1f} s): max |streamed - offline| = {streaming['max_abs_diff']:.2e}; "
+                     f"({streaming['audio_seconds']:.1f} s): max |streamed - offline| = "
+                     f"{streaming['max_abs_diff']:.2e}; "
                      f"{streaming['chunk_ms_mean']:.1f} ms per {configs[name].chunk * 10} ms chunk on average (max "
-                     f"{streaming['chunk_ms_max']:.1f}), real-time factor {streaming['real_time_factor']:.3f} (model only)")
+                     f"{streaming['chunk_ms_max']:.1f}), real-time factor {streaming['real_time_factor']:.3f} "
+                     "(model only)")
     return notes, extra

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "attention layer, the attention of the query pixel over the image.")
     attention_map.add_argument("image", help="an image file (resized to the model's input size if needed)")
     attention_map.add_argument("--checkpoint", required=True, help="best.pt of a trained attention model")
-    attention_map.add_argument("--pixel", type=int, nargs=2, metavar=("ROW", "COL"), help="query pixel (default: centre)")
+    attention_map.add_argument("--pixel", type=int, nargs=2, metavar=("ROW", "COL"),
+                               help="query pixel (default: centre)")
     attention_map.add_argument("--out", default="runs/vision/attention-map", help="output folder for attention_map.png")
     conv_check = commands.add_parser(
         "conv-check", help="rebuild a random convolution as multi-head self-attention and compare outputs",
@@ -236,12 +237,14 @@ def run_conv_check(args) -> float:
     report = conv_check(args.kernel_size, *args.channels, args.image_size)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     (Path(args.out) / "conv_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{args.kernel_size}x{args.kernel_size} conv ({args.channels[0]}->{args.channels[1]}) as {report['heads']}-head "
+    K, (cin, cout) = args.kernel_size, args.channels
+    print(f"{K}x{K} conv ({cin}->{cout}) as {report['heads']}-head "
           f"self-attention: max |difference| = {report['max_abs_error']:.3g}")
     return report["max_abs_error"]
 
 
-COMMANDS = {"compare": run_compare, "sweep": run_sweep, "attention-map": run_attention_map, "conv-check": run_conv_check}
+COMMANDS = {"compare": run_compare, "sweep": run_sweep, "attention-map": run_attention_map,
+            "conv-check": run_conv_check}
 
 if __name__ == "__main__":
     main()

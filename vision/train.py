@@ -31,7 +31,8 @@ from core.lab.schedule import warmup_cosine_scheduler
 from vision.data import ImageBatches, ImageSplit, channel_stats, holdout, load_dataset
 from vision.models import build_model, flops_per_image
 
-__all__ = ["CONTRACT", "TrainConfig", "train_config_for", "VisionData", "load_vision_data", "train_one", "accuracy", "make_optimizer",
+__all__ = ["CONTRACT", "TrainConfig", "train_config_for", "VisionData", "load_vision_data", "train_one", "accuracy",
+           "make_optimizer",
            "classification_step", "timed_steps", "load_model"]
 
 #: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).

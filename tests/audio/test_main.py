@@ -113,4 +113,5 @@ def test_quick_profile_learns_above_its_floor(tmp_path):
     accuracy = {r["model"]: r["metrics"]["test_accuracy"] for r in metrics["results"]}
     assert set(accuracy) == {"window(w=8)", "cnn"}
     assert accuracy["window(w=8)"] >= QUICK_FLOOR, accuracy
-    assert {"learning_curves.png", "time_vs_length.png", "attention_window-w-8.png"} <= {p.name for p in out.glob("*.png")}
+    figures = {p.name for p in out.glob("*.png")}
+    assert {"learning_curves.png", "time_vs_length.png", "attention_window-w-8.png"} <= figures
