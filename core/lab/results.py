@@ -204,10 +204,11 @@ TABLES: tuple[Table, ...] = (
     # --- text
     ModelTable("text-chunk", "docs/results/text-conll2000-chunk.metrics.json",
                (Column("test F1", "test_f1", **PCT), Column("test accuracy (%)", "test_accuracy", **PCT),
-                Column("dev F1", "dev_f1", **PCT)),
+                Column("dev F1", "dev_f1", **PCT), Column("train min", "train_seconds", scale=1 / 60, digits=1)),
                models=("attention", "bilstm", "cnn"), labels={"bilstm": "BiLSTM", "cnn": "CNN"},
                note="CoNLL-2000 chunking, conlleval span F1, one seed each, `python -m text compare --dataset conll2000 "
-                    "--task chunk`."),
+                    "--task chunk` (1 CPU thread; train min: training with its per-epoch evaluation, as the record "
+                    "took it)."),
     ModelTable("text-chunk-seeds", "docs/results/text-conll2000-chunk-seeds.metrics.json",
                (Column("test F1", "test_f1", **PCT), Column("dev F1", "dev_f1", **PCT)),
                note="The attention tagger over several seeds of one invocation."),
@@ -252,6 +253,47 @@ TABLES: tuple[Table, ...] = (
                f"results[model={model}].images_per_second", digits=0) for model in ("attention", "cnn", "resnet")) + (
         Figure("attention / cnn images/s", "benchmarks/results/vision.json", "results[model=attention].speed_vs_cnn", unit="×"),
     ), note="`python benchmarks/vision.py` (2 threads; the file records its own conditions)."),
+    # --- core: attention itself
+    FigureTable("core-attention", (
+        *(Figure(f"MultiHeadAttention / nn.MultiheadAttention time, B={b}, T={t}, D={d}, H={h} (same weights, same inputs)",
+                 "benchmarks/results/core_attention.json", f"multihead[B={b},T={t},D={d},H={h}].ratio", unit="×")
+          for b, t, d, h in ((32, 64, 128, 4), (16, 256, 256, 8), (8, 512, 512, 8), (2, 1024, 256, 4))),
+        *(Figure(f"speed-up of local over dense masked SDPA, T={t}, window ±128 (same band mask)",
+                 "benchmarks/results/core_attention.json", f"local_vs_dense[T={t}].speedup", unit="×", digits=1)
+          for t in (1024, 4096, 8192, 16384)),
+        Figure("local attention peak memory per 1k tokens, T=65536 (dense not run)", "benchmarks/results/core_attention.json",
+               "summary.local_peak_mib_per_1k_tokens.65536", unit=" MiB", digits=1),
+        Figure("local attention time, T=65536, forward + backward", "benchmarks/results/core_attention.json",
+               "local_vs_dense[T=65536].local_ms", scale=1 / 1000, unit=" s", digits=1),
+    ), note="`python benchmarks/core_attention.py` (2 threads): forward + backward, interleaved rounds, each ratio the "
+            "median of per-round ratios (time ratio < 1: ours faster; speed-up > 1: local faster); peak memory measured in a "
+            "fresh process per point."),
+    # --- core: the decoder's key/value cache
+    FigureTable("decoding", (
+        Figure("work per batch with the cache (counted, `torch.utils.flop_counter`)", "benchmarks/results/decoding.json",
+               "gflop_per_batch.cache", unit=" GFLOP", digits=1),
+        Figure("of which encoding (the same on both sides)", "benchmarks/results/decoding.json",
+               "gflop_per_batch.encode_only", unit=" GFLOP", digits=1),
+        Figure("work per batch recomputing the prefix", "benchmarks/results/decoding.json",
+               "gflop_per_batch.recompute", unit=" GFLOP", digits=1),
+        Figure("median time per batch with the cache", "benchmarks/results/decoding.json",
+               "timing_ms.cache.median_ms", scale=1 / 1000, unit=" s"),
+        Figure("median time per batch recomputing the prefix", "benchmarks/results/decoding.json",
+               "timing_ms.recompute.median_ms", scale=1 / 1000, unit=" s"),
+        Figure("words/s with the cache", "benchmarks/results/decoding.json", "words_per_s.cache", digits=0),
+        Figure("words/s recomputing the prefix", "benchmarks/results/decoding.json", "words_per_s.recompute", digits=0),
+        Figure("speed-up of the cache, end to end (median of per-round ratios)", "benchmarks/results/decoding.json",
+               "cache_speedup", unit="×"),
+        Figure("speed-up of the cache, decoding alone (each round's encoding time removed)",
+               "benchmarks/results/decoding.json", "decode_only_speedup", unit="×"),
+        *(Figure(f"time of step {step} ({side}; median of 3 rounds)", "benchmarks/results/decoding.json",
+                 f"per_step[step={step}].{key}", unit=" ms", digits=0)
+          for step in (1, 10, 22) for side, key in (("with the cache", "cache_ms"), ("recomputing", "recompute_ms"))),
+    ), note="`python benchmarks/decoding.py --threads 1 --rounds 9`: greedy decoding of 256 words for 10 tokens "
+            "(per-step times: 24 tokens), with and without the cache, interleaved rounds in alternating order, both "
+            "including encoding, outputs asserted equal; timed on a shared, loaded CPU (the JSON records the load "
+            "average), so absolute times are well below an idle machine's and the ratios and work counts are the "
+            "robust figures."),
     # --- README: one line per domain
     FigureTable("readme-headlines", (
         Figure("text: CoNLL-2000 chunking test F1, attention tagger", "docs/results/text-conll2000-chunk.metrics.json",
