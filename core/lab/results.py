@@ -212,6 +212,14 @@ TABLES: tuple[Table, ...] = (
     ModelTable("text-chunk-seeds", "docs/results/text-conll2000-chunk-seeds.metrics.json",
                (Column("test F1", "test_f1", **PCT), Column("dev F1", "dev_f1", **PCT)),
                note="The attention tagger over several seeds of one invocation."),
+    ModelTable("text-g2p", "docs/results/text-g2p.metrics.json",
+               (Column("test WER (%)", "test_wer", **PCT), Column("test PER (%)", "test_per", **PCT),
+                Column("val WER (%)", "val_wer", **PCT), Column("params", "params", digits=0),
+                Column("train min", "train_seconds", scale=1 / 60, digits=1)),
+               models=("transformer", "lstm-attention", "lstm"),
+               note="CMUdict, split by word (6,303 test words), no stress, greedy decoding, 5 epochs, seed 0, "
+                    "`python -m text g2p compare --threads 1` on a shared, loaded 2-core CPU (train minutes "
+                    "are wall time under that load)."),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
     FigureTable("text-throughput", (
@@ -302,6 +310,12 @@ TABLES: tuple[Table, ...] = (
                "results[model=bilstm].metrics.test_f1", scale=100),
         Figure("text: same run, CNN", "docs/results/text-conll2000-chunk.metrics.json",
                "results[model=cnn].metrics.test_f1", scale=100),
+        Figure("text: CMUdict grapheme-to-phoneme test WER, Transformer encoder-decoder (5 CPU epochs)",
+               "docs/results/text-g2p.metrics.json", "results[model=transformer].metrics.test_wer", scale=100, unit="%"),
+        Figure("text: same run, LSTM encoder-decoder with additive attention", "docs/results/text-g2p.metrics.json",
+               "results[model=lstm-attention].metrics.test_wer", scale=100, unit="%"),
+        Figure("text: same run, LSTM encoder-decoder without attention", "docs/results/text-g2p.metrics.json",
+               "results[model=lstm].metrics.test_wer", scale=100, unit="%"),
         Figure("text: attention tagger over the seeds of one run", "docs/results/text-conll2000-chunk-seeds.metrics.json",
                "results[model=attention].metrics.test_f1", scale=100,
                std_path="results[model=attention].std.test_f1", count_path="results[model=attention].runs"),
