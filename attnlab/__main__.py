@@ -1,6 +1,6 @@
 """``python -m attnlab``: the tour. The notes' lessons, then attention on text, audio, images and graphs, in minutes.
 
-    python -m attnlab                          # everything: lessons + the four quick demos (about 10 min on 2 cores)
+    python -m attnlab                          # everything: lessons + the four quick demos (minutes on 2 cores)
     python -m attnlab --domains graph,text     # the lessons and two domains
     python -m attnlab --domains none           # the lessons alone
 
