@@ -11,6 +11,7 @@ the record file it reads and what it takes from it; the documents carry only mar
 
     python -m core.lab.results render           # rewrite every marked region from the records
     python -m core.lab.results render --check   # exit 1 (and show the difference) when a region is stale
+                                                # (``render`` may be left out: ``--check`` alone does the same)
     python -m core.lab.results list             # the table names, their records, and where they are shown
 
 A multi-seed figure is the mean ± sample standard deviation that one record holds over its own runs, with
@@ -607,6 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--root", default=str(REPO), help="repository root (default: this checkout)")
     listing = sub.add_parser("list", help="table names, their records and where they are shown")
     listing.add_argument("--root", default=str(REPO), help="repository root (default: this checkout)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["render", *argv]  # `python -m core.lab.results --check` is `render --check`
     args = parser.parse_args(argv)
     root = Path(args.root)
     if args.command == "list":

@@ -112,3 +112,8 @@ def test_every_defined_table_renders_from_the_committed_records():
 def test_committed_documents_equal_the_records():
     """The check CI runs: `python -m core.lab.results render --check`."""
     assert results.main(["render", "--check"]) == 0
+
+
+def test_check_alone_is_render_check():
+    # the shortcut the pre-stop hook and people type; before it, argparse exited 2 asking for a command
+    assert results.main(["--check"]) == 0
