@@ -6,7 +6,6 @@ import pytest
 
 from attnlab.__main__ import build_parser, main
 from tests.attnlab.browser import open_in_chromium
-from core.lab.datasets import resolve_data_root
 
 
 def test_bad_options_are_refused_naming_them(capsys):
@@ -18,7 +17,6 @@ def test_bad_options_are_refused_naming_them(capsys):
     assert "unknown lesson(s) ['nope']" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not (resolve_data_root() / "planetoid/Cora/raw/ind.cora.x").exists(), reason="Cora is not in the data root")
 def test_short_tour_writes_a_page_that_a_browser_shows_whole(tmp_path, monkeypatch):
     out = tmp_path / "tour"
     args = ["--out", str(out), "--domains", "graph", "--lessons", "worked,matrix", "--no-progress", "--device", "cpu"]

@@ -9,7 +9,6 @@ import torch
 
 from audio.__main__ import QUICK_FLOOR, build_parser, main, model_specs
 from audio.models import AudioConfig, build_model
-from core.lab.datasets import resolve_data_root
 from core.lab.harness import save_checkpoint
 from core.lab.runner import check_metrics_payload
 
@@ -100,10 +99,6 @@ def test_stream_rejects_a_model_with_lookahead(tmp_path, write_wav):
         main(["stream", "--checkpoint", str(checkpoint(tmp_path, lookahead=4)), str(path)])
 
 
-FSDD = resolve_data_root() / "fsdd" / "recordings"
-
-
-@pytest.mark.skipif(not FSDD.is_dir(), reason="the shared FSDD recordings are absent")
 def test_quick_profile_learns_above_its_floor(tmp_path):
     """`compare --quick` on the real recordings: windowed attention at or above the stated floor."""
     out = tmp_path / "quick"

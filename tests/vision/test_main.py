@@ -1,12 +1,11 @@
 """The command line end to end on tiny ImageFolder trees (mirrors vision/__main__.py), and the --quick
-profile on the shared CIFAR-10 copy (skipped when it is absent)."""
+profile on the shared CIFAR-10 copy."""
 
 import json
 
 import pytest
 import torch
 
-from core.lab.datasets import resolve_data_root
 from core.lab.runner import check_metrics_payload
 from vision.__main__ import QUICK_FLOOR, build_parser, main
 
@@ -105,10 +104,6 @@ def test_quick_help_states_the_floor(capsys):
     assert f"{QUICK_FLOOR:.0%}" in capsys.readouterr().out
 
 
-CIFAR = resolve_data_root() / "cifar10-jpg"
-
-
-@pytest.mark.skipif(not CIFAR.is_dir(), reason="the shared CIFAR-10 copy is absent")
 def test_quick_profile_learns_above_its_floor(tmp_path):
     """`compare --quick` on the real images: attention and CNN both at or above the stated floor."""
     out = tmp_path / "quick"
