@@ -52,7 +52,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="data root (default: $ATTNLAB_DATA, else ~/.cache/attnlab)")
     parser.add_argument("--checkpoint-dir", default=None,
-                        help="folder with <model>-seed0.pt from 'python -m text compare' (default: fresh models)")
+                        help="a 'python -m text compare' --out folder: its <model>/seed0/best.pt weights are timed "
+                             "(default: fresh models)")
     parser.add_argument("--models", default="attention,bilstm,cnn", help="comma-separated (default: all three)")
     parser.add_argument("--batch-sizes", default="1,64", help="comma-separated sentences per batch (default: 1,64)")
     parser.add_argument("--repeats", type=int, default=5,
@@ -79,8 +80,11 @@ def main(argv=None) -> dict:
     words = sum(len(s) for s in test)
     contenders = {}  # "attention+crf" -> (model name, crf, model, dataset, weights)
     for name in args.models.split(","):
-        checkpoint = Path(args.checkpoint_dir) / f"{name}-seed0.pt" if args.checkpoint_dir else None
-        if checkpoint is not None and checkpoint.exists():
+        checkpoint = Path(args.checkpoint_dir) / name / "seed0" / "best.pt" if args.checkpoint_dir else None
+        if checkpoint is not None and not checkpoint.exists():
+            parser.error(f"--checkpoint-dir: {checkpoint} does not exist (train it with python -m text compare "
+                         f"--models {name} --out {args.checkpoint_dir})")
+        if checkpoint is not None:
             model, vocabs, _ = load_tagger(checkpoint)
             source = str(checkpoint)
         else:

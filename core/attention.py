@@ -5,7 +5,7 @@
 `scaled_dot_product_attention` computes exactly that. Asked for the weights, it takes the explicit path
 (scores, softmax, weighted sum: every intermediate visible). Otherwise it hands the work to
 `torch.nn.functional.scaled_dot_product_attention`, or, when the mask is a sliding window or a chunking
-over a long sequence, to the blocked O(T·w) path in `core.local`. The paths agree to rounding error, and a
+over a long sequence or a 2-D window over a large image, to the blocked O(T·w) paths in `core.local`. The paths agree to rounding error, and a
 query with nothing to attend to gets zeros from every path, in the output and in the gradients.
 
 Legend: B batch, H heads, T query length, S key length, Dh head dim, Dv value dim.
@@ -197,6 +197,15 @@ def scaled_dot_product_attention(
                 q_offset=q_offset, k_offset=k_offset, span=span,
             )
 
+        window = mask.window_2d()
+        if window is not None and q_offset == 0 and k_offset == 0:
+            from core.local import local_attention_2d, tile_for_radius
+
+            tile = tile_for_radius(window[2], window[3])
+            if (tile + 2 * window[2]) * (tile + 2 * window[3]) <= LOCAL_MAX_FRACTION * S:
+                return local_attention_2d(q, k, v, mask, scale=scale, dropout=dropout, position_bias=position_bias,
+                                          tile=tile)
+
     allowed, additive = _dense_terms(mask, position_bias, T, S, q_offset, k_offset, q.device, q.dtype)
 
     if return_weights:
@@ -235,5 +244,9 @@ def fused_attention(
             row_ok = ok
             zero = torch.zeros((), dtype=attn_mask.dtype, device=attn_mask.device)
             attn_mask = attn_mask | ~ok if is_bool else torch.where(ok, attn_mask, zero)
+    if attn_mask is not None and q.dim() == 4 and attn_mask.dim() not in (2, 4) and not attn_mask.requires_grad:
+        # The CPU flash kernel takes only 2-D or 4-D masks and silently falls back to the unfused math
+        # path (about 3x slower) for a (H, T, S) bias; an expanded view is free and keeps it fused.
+        attn_mask = attn_mask.expand(*q.shape[:-1], k.shape[-2])
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
     return out if row_ok is None else out * row_ok

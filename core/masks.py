@@ -21,6 +21,7 @@ __all__ = [
     "Mask",
     "BandMask",
     "ChunkMask",
+    "Window2dMask",
     "PaddingMask",
     "GraphMask",
     "DenseMask",
@@ -30,6 +31,7 @@ __all__ = [
     "causal_mask",
     "sliding_window_mask",
     "chunked_mask",
+    "window2d_mask",
     "adjacency_mask",
     "as_mask",
     "check_mask",
@@ -64,6 +66,12 @@ class Mask:
         """`(block, left, right)` such that the queries of block n (positions `n*block ..
         (n+1)*block - 1`) can only reach keys `n*block - left .. (n+1)*block - 1 + right`;
         None when the reach is unbounded (no local path possible)."""
+        return None
+
+    def window_2d(self) -> tuple[int, int, int, int] | None:
+        """`(height, width, radius_y, radius_x)` when the tokens are the pixels of a `height × width` grid
+        (flattened row-major) and pixel `(y, x)` can only reach pixels `|y' - y| <= radius_y`,
+        `|x' - x| <= radius_x`; None otherwise (no 2-D local path possible)."""
         return None
 
     @property
@@ -164,6 +172,31 @@ class ChunkMask(Mask):
 
     def __repr__(self) -> str:
         return f"ChunkMask(T={self.q_len}, chunk={self.chunk}, left_chunks={self.left_chunks}, right={self.right})"
+
+
+class Window2dMask(Mask):
+    """A 2-D neighbourhood on an image: the tokens are the pixels of a `height × width` grid, flattened
+    row-major (token `y * width + x`), and pixel `(y, x)` may attend pixel `(y', x')` iff
+    `|y' - y| <= radius_y` and `|x' - x| <= radius_x`: a `(2 radius_y + 1) × (2 radius_x + 1)` window centred
+    on the query, cut at the image border (a convolution's receptive field, as attention)."""
+
+    def __init__(self, height: int, width: int, radius_y: int, radius_x: int | None = None):
+        self.height, self.width = _check_length("height", height), _check_length("width", width)
+        self.radius_y = _check_length("radius_y", radius_y)
+        self.radius_x = self.radius_y if radius_x is None else _check_length("radius_x", radius_x)
+        self.q_len = self.k_len = self.height * self.width
+
+    def allows(self, q_idx: Tensor, k_idx: Tensor) -> Tensor:
+        w = self.width
+        dy = torch.div(k_idx, w, rounding_mode="floor") - torch.div(q_idx, w, rounding_mode="floor")
+        dx = k_idx % w - q_idx % w
+        return (dy.abs() <= self.radius_y) & (dx.abs() <= self.radius_x)
+
+    def window_2d(self) -> tuple[int, int, int, int] | None:
+        return self.height, self.width, self.radius_y, self.radius_x
+
+    def __repr__(self) -> str:
+        return f"Window2dMask({self.height}x{self.width}, radius_y={self.radius_y}, radius_x={self.radius_x})"
 
 
 class PaddingMask(Mask):
@@ -291,6 +324,13 @@ class AndMask(Mask):
         spans = [s for s in (p.local_span() for p in self.parts) if s is not None]
         return min(spans, key=lambda s: s[0] + s[1] + s[2]) if spans else None
 
+    def window_2d(self) -> tuple[int, int, int, int] | None:
+        # A 2-D window bounds the conjunction; the other parts are applied inside each tile's keys.
+        windows = [w for w in (p.window_2d() for p in self.parts) if w is not None]
+        if len({w[:2] for w in windows}) > 1:
+            raise ValueError(f"cannot combine 2-D windows over different grids: {self.parts}")
+        return min(windows, key=lambda w: (2 * w[2] + 1) * (2 * w[3] + 1)) if windows else None
+
     def __repr__(self) -> str:
         return " & ".join(map(repr, self.parts))
 
@@ -338,6 +378,16 @@ def chunked_mask(T: int, chunk: int, left_chunks: int | None, right: int = 0) ->
     """Truncated attention: chunks of `chunk` frames, each seeing `left_chunks` chunks of left context
     (None: all of it) and `right` frames of look-ahead. `dense()` is `(T, T)`."""
     return ChunkMask(T, chunk, left_chunks, right)
+
+
+def window2d_mask(height: int, width: int, size: int | tuple[int, int]) -> Window2dMask:
+    """A `size × size` (or `(size_y, size_x)`) neighbourhood around every pixel of a `height × width`
+    image whose pixels are the tokens, row-major; sizes are odd. `dense()` is `(T, T)`, T = height·width."""
+    size_y, size_x = (size, size) if isinstance(size, int) else size
+    for name, value in (("size_y", size_y), ("size_x", size_x)):
+        if _check_length(name, value) % 2 != 1:
+            raise ValueError(f"a 2-D window is centred on its pixel, so its size must be odd; got {name}={value}")
+    return Window2dMask(height, width, size_y // 2, size_x // 2)
 
 
 def adjacency_mask(edge_index: Tensor, num_nodes: int, self_loops: bool = True) -> GraphMask:

@@ -21,33 +21,19 @@ import sys
 from typing import Sequence
 
 from core.lab.cli import (UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args,
-                          cli_main, positive_int)
+                          cli_main, positive_int, subset_of)
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from text.data import CONLL2000_TASKS, TaggingDataError, TaggingDataset, Vocabularies, count_unseen_labels, load_task
 from text.models import MODELS, POSITIONS, TaggerConfig
 from text.plots import comparison_figures
-from text.train import TrainConfig, contract_for, load_tagger, tag_sentences, train_one
+from text.train import (ABLATIONS, TrainConfig, contract_for, load_tagger, protocol_note, report_intro, tag_lines,
+                        train_one)
 
 DEFAULT_OUT = "runs/text/<dataset>-<task>"
 ROLE = {"attention": "attention", "bilstm": "baseline", "cnn": "baseline"}
 #: --quick: CoNLL-2000 chunking, the attention tagger against the BiLSTM on the first 2000 training sentences
 #: (the full validation and test sets), 3 epochs, one seed.
 QUICK = dict(dataset="conll2000", task="chunk", models=["attention", "bilstm"], train_sentences=2000, epochs=3)
-# the attention tagger with one ingredient taken away (or swapped) at a time
-ABLATIONS = {
-    "attention -relative +sinusoidal": {"positions": "sinusoidal"},
-    "attention -relative +learned": {"positions": "learned"},
-    "attention -positions": {"positions": "none"},
-    "attention -crf": {"crf": False},
-    "attention -chars": {"char_channels": 0},
-    "attention -local init": {"local_init": False},
-    "attention 2 layers": {"layers": 2},
-}
-INTRO = ("Every model reads each word as the same vector (lowercased word embedding + capitalisation embedding + "
-         "character CNN{features}) and is trained with one protocol; they differ only in how a word learns about the "
-         "rest of the sentence: self-attention (every word reads every other word in one step, with a learned "
-         "direction-aware relative position bias), a BiLSTM (word by word, both directions) or stacked convolutions "
-         "(a fixed window per layer). Span scores follow conlleval.")
 
 
 def run_compare(args: argparse.Namespace):
@@ -82,11 +68,7 @@ def run_compare(args: argparse.Namespace):
                         layers=args.layers, ffn_dim=args.ffn_dim, positions=args.positions,
                         max_distance=args.max_distance, hidden=args.hidden)
     specs = [ModelSpec(m, ROLE[m], dataclasses.replace(base, model=m)) for m in args.models]
-    notes = [task.val_note,
-             f"protocol: AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size} sentences, "
-             f"{train.warmup_epochs:g} epoch warm-up then cosine decay to 0 over {train.epochs} epochs, counted in steps "
-             f"(relative position biases at {train.position_lr_scale:g}x the learning rate), grad clip {train.grad_clip}, "
-             f"early stopping on val_{task.metric} (patience {train.patience}); CRF output layer: {not args.no_crf}",
+    notes = [task.val_note, protocol_note(train, task.metric, crf=not args.no_crf),
              f"gold labels never seen in training: {unseen}"]
     if args.ablations:
         short = dataclasses.replace(train, epochs=args.ablation_epochs)
@@ -105,7 +87,7 @@ def run_compare(args: argparse.Namespace):
         train_one=functools.partial(train_one, data=data, vocabs=vocabs, task=task), config=train,
         data_identity=task.identity, notes=notes, table=["test_accuracy"],
         bookkeeping_table=["best_epoch", "epochs", "test_sentences_per_s"],
-        intro=INTRO.format(features=f" + embedding of input column(s) {features}" if features else ""),
+        intro=report_intro(args.positions, features),
         figures=functools.partial(comparison_figures, test=data["test"], monitor=f"val_{task.metric}", title=task.name),
         extra={"metric": task.metric, "columns": task.columns, "unseen_labels": unseen},
     )
@@ -113,28 +95,16 @@ def run_compare(args: argparse.Namespace):
 
 
 def run_tag(args: argparse.Namespace) -> list[list[tuple[str, str]]]:
-    try:
-        model, vocabs, columns = load_tagger(args.checkpoint)
-    except (ValueError, FileNotFoundError) as error:
-        raise UsageError(str(error)) from None
     lines = args.sentences or [line for line in sys.stdin.read().splitlines() if line.strip()]
     tokens = [line.split() for line in lines]
     if not tokens or not all(tokens):
         raise UsageError("nothing to tag: give sentences as arguments or on stdin")
-    features, wanted = None, len(vocabs.features)
-    if wanted and args.feature_tagger:
-        helper, helper_vocabs, _ = load_tagger(args.feature_tagger)
-        if wanted != 1 or helper_vocabs.features:
-            raise UsageError("--feature-tagger fills exactly one feature column and must need none itself")
-        features = [[column] for column in tag_sentences(helper, helper_vocabs, tokens)]
-    elif wanted:
-        parts = [[t.split("|") for t in sentence] for sentence in tokens]
-        if any(len(t) != wanted + 1 for sentence in parts for t in sentence):
-            raise UsageError(f"this model reads {wanted} extra column(s) {columns.get('feature_columns')} besides the "
-                             "word: write tokens as word|feature (e.g. He|PRP), or pass --feature-tagger CKPT (a POS tagger)")
-        tokens = [[t[0] for t in sentence] for sentence in parts]
-        features = [[[t[f + 1] for t in sentence] for f in range(wanted)] for sentence in parts]
-    tagged = [list(zip(words, labels)) for words, labels in zip(tokens, tag_sentences(model, vocabs, tokens, features))]
+    try:
+        model, vocabs, columns = load_tagger(args.checkpoint)
+        helper = load_tagger(args.feature_tagger)[:2] if args.feature_tagger and vocabs.features else None
+        tagged = tag_lines(model, vocabs, tokens, feature_tagger=helper, columns=columns.get("feature_columns"))
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
     for pairs in tagged:
         print(" ".join(f"{w}/{label}" for w, label in pairs))
     return tagged
@@ -145,13 +115,6 @@ def column_list(text: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated column numbers, got {text!r}") from None
-
-
-def model_list(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    if not names or any(n not in MODELS for n in names):
-        raise argparse.ArgumentTypeError(f"models are a comma-separated subset of {','.join(MODELS)}, got {text!r}")
-    return names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="selection and headline metric: span F1 (conlleval) or token accuracy; auto picks F1 "
                            "when the labels are B-/I-/O chunk tags (default: auto)")
     models = compare.add_argument_group("models")
-    models.add_argument("--models", type=model_list, default=list(MODELS),
+    models.add_argument("--models", type=subset_of(MODELS), default=list(MODELS),
                         help=f"comma-separated subset of {','.join(MODELS)} (default: all)")
     models.add_argument("--no-crf", action="store_true", help="per-word softmax instead of a CRF output layer")
     models.add_argument("--no-chars", action="store_true", help="turn the character CNN off")

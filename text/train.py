@@ -28,7 +28,46 @@ from text.data import Sentence, TaggingDataset, TaskData, Vocabularies, make_loa
 from text.metrics import conlleval
 from text.models import Tagger, TaggerConfig, build_tagger
 
-__all__ = ["TrainConfig", "contract_for", "predict_labels", "score", "train_one", "load_tagger", "tag_sentences"]
+__all__ = ["TrainConfig", "ABLATIONS", "contract_for", "protocol_note", "report_intro", "predict_labels", "score",
+           "train_one", "load_tagger", "tag_sentences", "tag_lines"]
+
+#: ``compare --ablations``: the attention tagger with one ingredient taken away (or swapped) at a time.
+ABLATIONS = {
+    "attention -relative +sinusoidal": {"positions": "sinusoidal"},
+    "attention -relative +learned": {"positions": "learned"},
+    "attention -positions": {"positions": "none"},
+    "attention -crf": {"crf": False},
+    "attention -chars": {"char_channels": 0},
+    "attention -local init": {"local_init": False},
+    "attention 2 layers": {"layers": 2},
+}
+
+#: How the attention tagger learns where words are, per ``TaggerConfig.positions``, for the report.
+POSITION_WORDS = {
+    "relative": "with a learned direction-aware relative position bias",
+    "sinusoidal": "with sinusoidal position encodings added to the word vectors",
+    "learned": "with learned absolute position vectors added to the word vectors",
+    "both": "with a learned direction-aware relative position bias and sinusoidal position encodings",
+    "none": "with no position information at all (it sees the sentence as a bag of words)",
+}
+
+
+def report_intro(positions: str, feature_columns: list[int] | None) -> str:
+    """The report's first paragraph: what every model reads and how they differ."""
+    features = f" + embedding of input column(s) {feature_columns}" if feature_columns else ""
+    return ("Every model reads each word as the same vector (lowercased word embedding + capitalisation embedding + "
+            f"character CNN{features}) and is trained with one protocol; they differ only in how a word learns about "
+            "the rest of the sentence: self-attention (every word reads every other word in one step, "
+            f"{POSITION_WORDS[positions]}), a BiLSTM (word by word, both directions) or stacked convolutions "
+            "(a fixed window per layer). Span scores follow conlleval.")
+
+
+def protocol_note(train: "TrainConfig", metric: str, crf: bool) -> str:
+    """One line of the report: the training protocol every model shared."""
+    return (f"protocol: AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size} sentences, "
+            f"{train.warmup_epochs:g} epoch warm-up then cosine decay to 0 over {train.epochs} epochs, counted in steps "
+            f"(relative position biases at {train.position_lr_scale:g}x the learning rate), grad clip {train.grad_clip}, "
+            f"early stopping on val_{metric} (patience {train.patience}); CRF output layer: {crf}")
 
 
 @dataclass
@@ -145,3 +184,30 @@ def tag_sentences(model: Tagger, vocabs: Vocabularies, token_lists: list[list[st
         warnings.simplefilter("ignore")
         dataset = TaggingDataset(sentences, vocabs)
     return predict_labels(model, dataset, vocabs, next(model.parameters()).device)
+
+
+def tag_lines(model: Tagger, vocabs: Vocabularies, tokens: list[list[str]], *,
+              feature_tagger: tuple[Tagger, Vocabularies] | None = None,
+              columns: list[int] | None = None) -> list[list[tuple[str, str]]]:
+    """``python -m text tag``: (word, label) pairs per sentence. A model that reads extra input columns
+    (chunking reads POS) gets them from ``feature_tagger`` (a POS tagger's checkpoint) or from tokens
+    written ``word|feature``.
+
+    Raises:
+        ValueError: the tokens do not carry the columns the model reads, or the feature tagger cannot
+            fill them (the message says what to write instead).
+    """
+    wanted, features = len(vocabs.features), None
+    if wanted and feature_tagger is not None:
+        helper, helper_vocabs = feature_tagger
+        if wanted != 1 or helper_vocabs.features:
+            raise ValueError("--feature-tagger fills exactly one feature column and must need none itself")
+        features = [[column] for column in tag_sentences(helper, helper_vocabs, tokens)]
+    elif wanted:
+        parts = [[t.split("|") for t in sentence] for sentence in tokens]
+        if any(len(t) != wanted + 1 for sentence in parts for t in sentence):
+            raise ValueError(f"this model reads {wanted} extra column(s) {columns} besides the word: write tokens "
+                             "as word|feature (e.g. He|PRP), or pass --feature-tagger CKPT (a POS tagger)")
+        tokens = [[t[0] for t in sentence] for sentence in parts]
+        features = [[[t[f + 1] for t in sentence] for f in range(wanted)] for sentence in parts]
+    return [list(zip(words, labels)) for words, labels in zip(tokens, tag_sentences(model, vocabs, tokens, features))]

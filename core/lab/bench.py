@@ -12,12 +12,15 @@ round: both sides of each ratio saw the same load, and the median drops the roun
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
-__all__ = ["interleaved_rounds", "paired_ratio", "summarize", "load_average"]
+__all__ = ["interleaved_rounds", "paired_ratio", "summarize", "load_average", "machine", "write_result"]
 
 
 def interleaved_rounds(fns: Mapping[str, Callable[[], object]], rounds: int, *, warmup: int = 1) -> list[dict[str, float]]:
@@ -72,3 +75,23 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:  # not available on this platform
         return None
+
+
+def machine() -> dict:
+    """What a benchmark record says about where it ran: torch version, threads, platform, CPU count, load."""
+    import torch
+
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
+            "cpu_count": os.cpu_count(), "load_average": load_average()}
+
+
+def write_result(path: str | os.PathLike, result: dict) -> Path:
+    """Write a benchmark's JSON record atomically (a crash mid-write leaves the previous record) and
+    return the path."""
+    from core.lab.harness import atomic_open
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path, "w") as f:
+        f.write(json.dumps(result, indent=2) + "\n")
+    return path

@@ -30,7 +30,7 @@ from core.lab.experiment import add_common_args, apply_common_args
 from core.lab.runner import RunnerError, check_out_dir
 
 __all__ = ["UsageError", "add_common_args", "apply_common_args", "add_schedule_args", "positive_int",
-           "non_negative_float", "check_common_args", "cli_main"]
+           "non_negative_float", "subset_of", "check_common_args", "cli_main"]
 
 
 class UsageError(ValueError):
@@ -57,6 +57,19 @@ def non_negative_float(text: str) -> float:
     if not value >= 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def subset_of(choices: Sequence[str], what: str = "models") -> Callable[[str], list[str]]:
+    """argparse type: a non-empty comma-separated subset of ``choices`` (``"attention,cnn"``), in the
+    order given; anything else is refused naming the choices."""
+
+    def parse(text: str) -> list[str]:
+        names = [x.strip() for x in text.split(",") if x.strip()]
+        if not names or any(n not in choices for n in names):
+            raise argparse.ArgumentTypeError(f"{what} are a comma-separated subset of {','.join(choices)}, got {text!r}")
+        return names
+
+    return parse
 
 
 def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budget: bool = True) -> None:

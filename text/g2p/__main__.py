@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from core.lab.cli import (UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args,
-                          cli_main, positive_int)
+                          cli_main, positive_int, subset_of)
 from core.lab.harness import load_checkpoint, select_device
 from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
@@ -35,14 +35,6 @@ CONTRACT = MetricsContract(headline="test_wer", select="val_wer", mode="min")
 # end to end in under two minutes, not what the models can do.
 QUICK = {"limit_words": 3000, "epochs": 3, "batch_size": 64, "warmup_steps": 40, "dim": 64, "layers": 2,
          "ffn_dim": 256, "hidden": 128}
-
-
-def model_list(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    unknown = [n for n in names if n not in MODELS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"models are a comma-separated subset of {','.join(MODELS)}, got {text!r}")
-    return names
 
 
 def fraction(text: str) -> float:
@@ -183,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="share of words for validation (default: 0.05)")
     data.add_argument("--test-fraction", type=fraction, default=0.05, help="share of words for test (default: 0.05)")
     models = compare.add_argument_group("models")
-    models.add_argument("--models", type=model_list, default=list(MODELS),
+    models.add_argument("--models", type=subset_of(MODELS), default=list(MODELS),
                         help=f"comma-separated subset of {','.join(MODELS)} (default: all)")
     models.add_argument("--dim", type=positive_int, default=TransformerG2PConfig.dim,
                         help=f"transformer model dim (default: {TransformerG2PConfig.dim})")
