@@ -1,6 +1,7 @@
 """Command line of the audio demo.
 
     python -m audio compare --task digits [--attention full window truncated] [--split speaker:theo]
+    python -m audio compare --split loso --attention window --baselines cnn   # every speaker held out in turn
     python -m audio compare --quick
     python -m audio compare --task connected --seeds 1
     python -m audio stream --checkpoint runs/audio/connected/truncated-c-32-l-2/seed0/best.pt FILE.wav
@@ -25,11 +26,11 @@ import soundfile
 import torch
 
 from audio.connected import ConnectedConfig, synthesize
-from audio.data import SAMPLE_RATE, AudioError, list_recordings, read_wav, split_recordings
-from audio.models import ATTENTIONS, AudioConfig
-from audio.plots import comparison_figures
+from audio.data import SAMPLE_RATE, AudioError, list_recordings, loso_folds, read_wav, split_recordings
+from audio.models import ATTENTIONS, FEATURE_NORMS, AudioConfig
+from audio.plots import comparison_figures, loso_figures
 from audio.streaming import load_streaming_model, stream_lines
-from audio.train import CONTRACTS, TrainConfig, load_task, summarize, train_one
+from audio.train import CONTRACTS, TrainConfig, load_task, loso_summary, summarize, train_one
 from core.lab.cli import (UsageError, add_common_args, apply_common_args, check_common_args, cli_main,
                           non_negative_float, positive_int)
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
@@ -73,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--baselines", nargs="*", choices=["cnn", "gru"], default=["cnn", "gru"],
                          help="baselines to train; give the flag alone for none (default: cnn gru)")
     compare.add_argument("--split", default="standard",
-                         help="'standard' (index 0-4 test) or 'speaker:NAME' (hold speaker NAME out) "
-                              "(default: standard)")
+                         help="'standard' (index 0-4 test), 'speaker:NAME' (hold speaker NAME out) or 'loso' (digits: "
+                              "one fold per speaker, each held out in turn; validation is held-out clips of the "
+                              "training speakers; per-speaker and mean ± spread reported) (default: standard)")
     compare.add_argument("--window-sweep", nargs="*", type=positive_int, default=None,
                          help="extra window sizes w (first seed only) for the validation-accuracy-vs-window plot "
                               "(default: 2 32 for digits, none for connected)")
@@ -89,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--left-chunks", type=int, default=2, help="truncated: chunks of left context L (default: 2)")
     model.add_argument("--lookahead", type=int, default=0,
                        help="truncated: frames of look-ahead r past each chunk; streaming needs 0 (default: 0)")
+    model.add_argument("--feature-norm", choices=FEATURE_NORMS, default="global",
+                       help="log-mel normalisation, every model: global (training-set mean and std per mel bin) or "
+                            "utterance (each clip's own mean and std: removes a voice's or microphone's fixed "
+                            "colouring; cannot stream) (default: global)")
     training = compare.add_argument_group("training")
     training.add_argument("--epochs", type=positive_int, help="most epochs (default: 20 digits, 15 connected)")
     training.add_argument("--time-budget", type=non_negative_float, metavar="MIN",
@@ -159,47 +165,71 @@ def run_compare(args: argparse.Namespace) -> int:
     apply_common_args(args)
     if args.window_sweep is None:
         args.window_sweep = [2, 32] if digits else []
+    loso = args.split == "loso"
+    if loso and not digits:
+        raise UsageError("--split loso runs the digits task; drop --task connected")
     try:
-        split = split_recordings(list_recordings(args.data_dir), args.split, seed=args.data_seed)
+        recordings = list_recordings(args.data_dir)
+        splits = loso_folds(recordings, seed=args.data_seed) if loso else {
+            args.split: split_recordings(recordings, args.split, seed=args.data_seed)}
     except ValueError as error:
         raise UsageError(str(error)) from None
-    split["train"] = sorted(split["train"], key=lambda r: r.path.name)[::args.train_every]
     low, high = args.train_seconds
-    data = load_task(args.task, split, split_name=args.split, data_seed=args.data_seed, progress=not args.no_progress,
-                     connected={"train": (args.train_utterances, low, high),
-                                "val": (max(8, args.train_utterances // 8), low, high),
-                                "test": (args.test_utterances, *args.test_seconds)})
+    tasks = {}
+    for name, split in splits.items():
+        split["train"] = sorted(split["train"], key=lambda r: r.path.name)[::args.train_every]
+        tasks[name] = load_task(args.task, split, split_name=f"speaker:{name}" if loso else name,
+                                data_seed=args.data_seed, progress=not args.no_progress,
+                                connected={"train": (args.train_utterances, low, high),
+                                           "val": (max(8, args.train_utterances // 8), low, high),
+                                           "test": (args.test_utterances, *args.test_seconds)})
+    data = next(iter(tasks.values()))
     base = AudioConfig(task=data.task, num_classes=data.num_classes, dim=args.dim, ffn_dim=2 * args.dim,
                        layers=args.layers, heads=args.heads, window=args.window or (8 if digits else 16),
                        chunk=args.chunk or (16 if digits else 32), left_chunks=args.left_chunks,
-                       lookahead=args.lookahead)
+                       lookahead=args.lookahead, feature_norm=args.feature_norm)
     train = TrainConfig(epochs=args.epochs or (20 if digits else 15), patience=args.patience, lr=args.lr,
                         max_frames=args.max_frames or (2400 if digits else 3000))
+    if loso:
+        args.window_sweep = []  # a sweep per fold would multiply the runs; LOSO compares the models
     specs = model_specs(args, base)
+    folds = {}  # LOSO: row name -> (model, held-out speaker)
+    if loso:
+        folds = {f"{s.name} | {speaker}": (s.name, speaker) for s in specs for speaker in tasks}
+        specs = [ModelSpec(row, s.role, s.config, seeds=s.seeds) for s in specs for row in folds
+                 if folds[row][0] == s.name]
     configs = {s.name: s.config for s in specs}
     contract = CONTRACTS[args.task]
     sizes = {n: f"{len(d)} {n} items ({sum(len(d[i][0]) for i in range(len(d))) / 6000:.1f} min)"
              for n, d in data.datasets.items()}
     subset = f" (every {args.train_every}-th training clip, --train-every)" if args.train_every > 1 else ""
-    notes = [", ".join(sizes.values()) + subset,
+    notes = [("fold " + next(iter(tasks)) + " held out: " if loso else "") + ", ".join(sizes.values()) + subset,
              f"attention model: D={base.dim}, {base.layers} layers, {base.heads} heads, causal conv stem, relative "
              f"position bias; window w={base.window}, truncated c={base.chunk}, L={base.left_chunks}, "
              f"r={base.lookahead}",
              f"protocol for every model: AdamW lr {train.lr}, one-cycle over {train.epochs} epochs (counted in steps), "
-             f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch"]
+             f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
+             f"feature normalisation: {base.feature_norm}"]
+    if loso:
+        notes.append(f"leave one speaker out: {len(tasks)} folds ({', '.join(tasks)}); each fold tests on every clip "
+                     "of its held-out speaker, trains on the others, and validates (chooses the epoch) on held-out "
+                     "clips of its training speakers only")
     if args.quick:
         notes.append(f"--quick floor: windowed attention >= {QUICK_FLOOR:.0%} {contract.headline}")
+    figures = functools.partial(comparison_figures, configs=configs, test=data.datasets["test"], select=contract.select,
+                                lengths=[250, 500, 1000] if args.quick else ([500, 1000, 2000, 4000] if digits
+                                                                               else [1000, 2000, 4000, 6000]))
+    summary = functools.partial(summarize, task=args.task, configs=configs, test=data.datasets["test"])
+    if loso:
+        figures, summary = (functools.partial(loso_figures, folds=folds), functools.partial(loso_summary, folds=folds))
     experiment = Experiment(
         domain="audio", dataset=f"FSDD ({args.task}, split {args.split})", title=f"Audio: FSDD {args.task} "
         f"(split {args.split}){' — quick' if args.quick else ''}", contract=contract, specs=specs,
-        train_one=functools.partial(train_one, datasets=data.datasets), config=train, data_identity=data.identity,
-        intro=INTRO[args.task], notes=notes, table=[] if digits else ["test_frame_accuracy", "val_der"],
-        bookkeeping_table=["best_epoch", "epochs", "seconds", "test_seconds"],
-        figures=functools.partial(comparison_figures, configs=configs, test=data.datasets["test"],
-                                  select=contract.select,
-                                  lengths=[250, 500, 1000] if args.quick else ([500, 1000, 2000, 4000] if digits
-                                                                                 else [1000, 2000, 4000, 6000])),
-        summary=functools.partial(summarize, task=args.task, configs=configs, test=data.datasets["test"]),
+        train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, datasets=tasks[folds[spec.name][1] if loso
+                                                                                    else args.split].datasets),
+        config=train, intro=INTRO[args.task], notes=notes, table=[] if digits else ["test_frame_accuracy", "val_der"],
+        data_identity=data.identity if not loso else {name: t.identity for name, t in tasks.items()},
+        bookkeeping_table=["best_epoch", "epochs", "seconds", "test_seconds"], figures=figures, summary=summary,
         extra={"command_name": "compare", "quick": args.quick})
     run_experiment(experiment, RunnerOptions.from_args(args, out=out))
     return 0

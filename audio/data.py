@@ -111,6 +111,18 @@ def split_recordings(
     return {"train": pool[num_val:], "val": pool[:num_val], "test": test}
 
 
+def loso_folds(recordings: list[Recording], *, val_fraction: float = 0.1,
+               seed: int = 0) -> dict[str, dict[str, list[Recording]]]:
+    """Leave-one-speaker-out: one fold per speaker, ``{speaker: {"train", "val", "test"}}``.
+
+    Fold ``s`` tests on every clip of speaker ``s`` (a voice the model has never heard) and trains on the
+    other speakers. Its validation set is ``val_fraction`` of the *training speakers'* clips (held-out
+    recordings, seeded by ``seed``), so nothing the fold's test speaker said chooses an epoch or a model.
+    """
+    return {name: split_recordings(recordings, f"speaker:{name}", val_fraction=val_fraction, seed=seed)
+            for name in speakers(recordings)}
+
+
 def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Tensor:
     """Decode a wav file to a mono float waveform at ``sample_rate``.
 

@@ -36,6 +36,7 @@ from core.positional import RelativePositionBias
 from core.transformer import TransformerEncoder
 
 MODELS = ("attention", "cnn", "gru")
+FEATURE_NORMS = ("global", "utterance")
 ATTENTIONS = ("full", "window", "truncated")
 TASKS = ("clip", "frame")
 
@@ -66,6 +67,10 @@ class AudioConfig:
         freq_masks (int), freq_mask_width (int): SpecAugment frequency masks per clip and their max width.
         time_masks (int), time_mask_width (int): SpecAugment time masks per second (at least one per
             clip) and their max width in frames.
+        feature_norm (str): ``"global"``: every mel bin normalised with the training set's mean and std;
+            ``"utterance"``: with the mean and std of the utterance's own frames (cepstral mean and variance
+            normalisation): a voice's or microphone's fixed spectral tilt and loudness are removed, but the
+            whole utterance must be there first, so such a model cannot stream.
     """
 
     model: str = "attention"
@@ -90,10 +95,12 @@ class AudioConfig:
     freq_mask_width: int = 8
     time_masks: int = 2
     time_mask_width: int = 8
+    feature_norm: str = "global"
 
     def __post_init__(self):
         for name, value, allowed in (("model", self.model, MODELS), ("task", self.task, TASKS),
-                                     ("attention", self.attention, ATTENTIONS)):
+                                     ("attention", self.attention, ATTENTIONS),
+                                     ("feature_norm", self.feature_norm, FEATURE_NORMS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r}; expected one of {', '.join(allowed)}")
 
@@ -123,13 +130,15 @@ def structure_mask(config: AudioConfig, T: int) -> Mask | None:
 
 
 class FrontEnd(nn.Module):
-    """Normalise log-mel frames with statistics of the training set; SpecAugment while training.
+    """Normalise log-mel frames with statistics of the training set (``feature_norm="global"``) or of
+    each utterance's own real frames (``"utterance"``); SpecAugment while training.
 
-    Masked regions are set to 0, the training mean after normalisation. The statistics are buffers, so
+    Masked regions are set to 0, the mean after normalisation. The training statistics are buffers, so
     they travel with the weights.
 
     Shapes:
-        features: (B, T, F) -> (B, T, F)
+        features: (B, T, F), lengths: (B,) (needed for ``"utterance"``; padding never enters the
+        statistics) -> (B, T, F)
     """
 
     def __init__(self, config: AudioConfig):
@@ -137,6 +146,7 @@ class FrontEnd(nn.Module):
         self.register_buffer("mean", torch.zeros(config.n_mels))
         self.register_buffer("std", torch.ones(config.n_mels))
         self.freq_masks, self.time_masks = config.freq_masks, config.time_masks
+        self.per_utterance = config.feature_norm == "utterance"
         self.freq_mask = torchaudio.transforms.FrequencyMasking(config.freq_mask_width, iid_masks=True)
         self.time_mask = torchaudio.transforms.TimeMasking(config.time_mask_width, iid_masks=True)
 
@@ -146,8 +156,17 @@ class FrontEnd(nn.Module):
         self.mean.copy_(frames.mean(0))
         self.std.copy_(frames.std(0).clamp_min(1e-3))
 
-    def forward(self, features: Tensor) -> Tensor:
-        x = (features - self.mean) / self.std
+    def forward(self, features: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if self.per_utterance:
+            if lengths is None:
+                raise ValueError("per-utterance feature normalisation needs the lengths of the utterances")
+            real = _frame_mask(lengths, features.shape[1]).unsqueeze(-1).to(features.dtype)  # (B, T, 1)
+            count = real.sum(1, keepdim=True).clamp_min(1)  # (B, 1, 1)
+            mean = (features * real).sum(1, keepdim=True) / count  # (B, 1, F)
+            var = (((features - mean) * real) ** 2).sum(1, keepdim=True) / count
+            x = (features - mean) / var.sqrt().clamp_min(1e-3) * real
+        else:
+            x = (features - self.mean) / self.std
         if not self.training:
             return x
         spec = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T): torchaudio's layout
@@ -275,7 +294,7 @@ class AttentionModel(nn.Module):
 
     def encode(self, features: Tensor, lengths: Tensor) -> Tensor:
         """Frame vectors after the encoder's final norm, ``(B, T, D)``."""
-        x = self.input(self.frontend(features))  # (B, T, D)
+        x = self.input(self.frontend(features, lengths))  # (B, T, D)
         return self.encoder(x, self.attention_mask(x.shape[1], lengths), self.position_bias)
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
@@ -292,6 +311,9 @@ class AttentionModel(nn.Module):
         config = self.config
         if config.attention != "truncated":
             raise ValueError(f"streaming needs a truncated-attention model, got {config.describe()}")
+        if config.feature_norm == "utterance":
+            raise ValueError("this model normalises features with statistics of the whole utterance "
+                             "(feature_norm='utterance'), which a stream has not heard yet; streaming needs 'global'")
         if config.lookahead:
             raise ValueError(
                 f"{config.describe()} has {config.lookahead} frames of look-ahead in every layer; streaming "
@@ -387,7 +409,7 @@ class ConvModel(nn.Module):
         real = _frame_mask(lengths, features.shape[1]).unsqueeze(1)  # (B, 1, T)
         # Padded frames are held at zero after every layer, as the convolutions' own padding is, so a
         # clip's outputs do not depend on how much padding its batch has.
-        x = (self.frontend(features).transpose(1, 2) * real).unsqueeze(1)  # (B, 1, F, T)
+        x = (self.frontend(features, lengths).transpose(1, 2) * real).unsqueeze(1)  # (B, 1, F, T)
         for block in self.blocks:
             x = block(x) * real.unsqueeze(1)  # (B, C', F', T)
         x = self.project(x.flatten(1, 2)) * real  # (B, D, T)
@@ -411,7 +433,7 @@ class RecurrentModel(nn.Module):
         self.head = Head(2 * config.rnn_hidden, config.num_classes, config.task, config.dropout)
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
-        x = self.frontend(features)
+        x = self.frontend(features, lengths)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.rnn(packed)
         x, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=features.shape[1])  # (B, T, 2h)

@@ -24,7 +24,7 @@ from core.lab.experiment import slug
 from core.lab.plots import plot_attention, plot_learning_curves, plot_series
 from core.lab.runner import RunRecord
 
-__all__ = ["comparison_figures", "window_sweep_figure", "cost_figures", "attention_figure"]
+__all__ = ["comparison_figures", "window_sweep_figure", "cost_figures", "attention_figure", "loso_figures"]
 
 
 def window_sweep_figure(records: dict[str, list[RunRecord]], configs: dict[str, AudioConfig], metric: str,
@@ -102,4 +102,62 @@ def comparison_figures(records: dict[str, list[RunRecord]], out: Path, *, config
         if runs and config.model == "attention" and config.attention not in shown:
             shown.add(config.attention)  # one map per variant: the sweep's extra windows look alike
             figures.append(attention_figure(name, load_model(config, runs[0]).cpu().eval(), features, out))
+    return figures
+
+
+def loso_figures(records: dict[str, list[RunRecord]], out: Path, *, folds: dict[str, tuple[str, str]],
+                 metric: str = "test_accuracy") -> list[tuple[str, str]]:
+    """Leave-one-speaker-out: ``metric`` per held-out speaker, one group of bars per model (each bar the mean
+    over seeds), the model's mean over folds as a line across its group; and the first fold's learning curves.
+
+    Args:
+        records (dict[str, list[RunRecord]]): the runner's records per row (one row per model and fold).
+        out (Path): the output folder.
+        folds (dict[str, tuple[str, str]]): row name -> (model, held-out speaker).
+        metric (str): the metric drawn. (default: ``"test_accuracy"``)
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = list(dict.fromkeys(model for model, _ in folds.values()))
+    speakers = sorted({speaker for _, speaker in folds.values()})
+    values = {(model, speaker): float(np.mean([r.metrics[metric] for r in records[row]]))
+              for row, (model, speaker) in folds.items() if records.get(row)}
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(models) * len(speakers) / 3), 4.0))
+    width = 0.8 / len(speakers)
+    colours = plt.get_cmap("tab10")
+    for j, speaker in enumerate(speakers):
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(models))]
+        ys = [100 * values.get((m, speaker), np.nan) for m in models]
+        ax.bar(xs, ys, width * 0.92, color=colours(j), label=speaker)
+    for i, model in enumerate(models):
+        mean = np.nanmean([values.get((model, s), np.nan) for s in speakers])
+        ax.hlines(100 * mean, i - 0.42, i + 0.42, colors="black", linewidth=1.5)
+        ax.text(i, 100 * mean + 0.8, f"mean {100 * mean:.1f}", ha="center", fontsize=8,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+    low = min([100 * v for v in values.values()] + [100.0])
+    ax.set_ylim(max(0.0, low - 10), 102)
+    ax.set_xticks(range(len(models)), models)
+    ax.set_ylabel(f"{metric} (%) on the held-out speaker")
+    ax.set_title("Leave one speaker out: accuracy on a voice never heard in training")
+    ax.legend(title="held-out speaker", fontsize=8, ncol=min(6, len(speakers)), loc="lower center",
+              bbox_to_anchor=(0.5, -0.32))
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "loso_accuracy.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    figures = [(f"{metric} per held-out speaker (bars: mean over seeds; line: mean over the folds)",
+                "loso_accuracy.png")]
+    first = speakers[0]
+    curves = {model: records[row][0].history for row, (model, speaker) in folds.items()
+              if speaker == first and records.get(row)}
+    select = "val_accuracy"
+    plot_learning_curves(curves, select, title=f"{select} per epoch, fold {first} held out (first seed)",
+                         path=out / "learning_curves.png")
+    figures.append((f"{select} per epoch, fold '{first}' held out, first seed of each model", "learning_curves.png"))
     return figures

@@ -32,7 +32,7 @@ from core.lab.harness import load_checkpoint
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 
 __all__ = ["CONTRACTS", "TrainConfig", "TaskData", "load_task", "Batches", "train_one", "evaluate", "load_model",
-           "summarize"]
+           "summarize", "loso_summary"]
 
 #: The digits task leads with test accuracy and keeps the weights best in validation accuracy; connected
 #: digits leads with the digit error rate and keeps the weights best in validation frame accuracy.
@@ -256,3 +256,36 @@ def summarize(records: dict[str, list[RunRecord]], results: list, *, task: str, 
                      f"{streaming['chunk_ms_max']:.1f}), real-time factor {streaming['real_time_factor']:.3f} "
                      "(model only)")
     return notes, extra
+
+
+def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
+                 folds: dict[str, tuple[str, str]]) -> tuple[list[str], dict]:
+    """Leave-one-speaker-out, per model: test accuracy on every held-out speaker (mean over seeds), the mean
+    and spread over the folds, the worst speaker, and the mean validation accuracy (held-out recordings of
+    the training speakers: what chose each fold's epoch). The runner's ``Experiment.summary``."""
+    per_model: dict[str, dict] = {}
+    for row, (model, speaker) in folds.items():
+        runs = records.get(row) or []
+        if not runs:
+            continue
+        entry = per_model.setdefault(model, {"test_accuracy": {}, "val_accuracy": {}})
+        for key in ("test_accuracy", "val_accuracy"):
+            entry[key][speaker] = sum(r.metrics[key] for r in runs) / len(runs)
+    notes, summary = [], {}
+    for model, entry in per_model.items():
+        tests = torch.tensor(list(entry["test_accuracy"].values()), dtype=torch.float64)
+        worst = min(entry["test_accuracy"], key=entry["test_accuracy"].get)
+        summary[model] = {
+            "per_speaker_test_accuracy": entry["test_accuracy"],
+            "per_speaker_val_accuracy": entry["val_accuracy"],
+            "mean_test_accuracy": float(tests.mean()),
+            "std_test_accuracy": float(tests.std()) if len(tests) > 1 else 0.0,
+            "min_test_accuracy": float(tests.min()), "worst_speaker": worst,
+            "mean_val_accuracy": sum(entry["val_accuracy"].values()) / len(entry["val_accuracy"]),
+            "folds": len(tests),
+        }
+        s = summary[model]
+        notes.append(f"LOSO {model}: test accuracy {100 * s['mean_test_accuracy']:.2f} ± {100 * s['std_test_accuracy']:.2f}% "
+                     f"over {s['folds']} held-out speakers (worst {worst} {100 * s['min_test_accuracy']:.2f}%); "
+                     f"validation (training speakers' held-out clips) {100 * s['mean_val_accuracy']:.2f}%")
+    return notes, {"loso": summary}

@@ -166,3 +166,17 @@ def test_feature_cache_tells_trees_with_the_same_names_apart(tmp_path, monkeypat
     assert not torch.allclose(a, b)
     # ... and feature settings apart: another mel count is another cache entry.
     assert clip_features(clips[:1], LogMel(n_mels=20))[0].shape[1] == 20
+
+
+def test_loso_folds_hold_each_speaker_out_once_and_validate_on_the_others(recordings):
+    from audio.data import loso_folds
+
+    folds = loso_folds(recordings, seed=3)
+    assert sorted(folds) == sorted({r.speaker for r in recordings})
+    for speaker, split in folds.items():
+        assert {r.speaker for r in split["test"]} == {speaker}
+        assert len(split["test"]) == sum(r.speaker == speaker for r in recordings)
+        assert speaker not in {r.speaker for r in split["train"] + split["val"]}
+        paths = [r.path for part in split.values() for r in part]
+        assert len(paths) == len(set(paths)) == len(recordings)
+        assert 0.08 < len(split["val"]) / (len(split["train"]) + len(split["val"])) < 0.12

@@ -110,3 +110,29 @@ def test_quick_profile_learns_above_its_floor(tmp_path):
     assert accuracy["window(w=8)"] >= QUICK_FLOOR, accuracy
     figures = {p.name for p in out.glob("*.png")}
     assert {"learning_curves.png", "time_vs_length.png", "attention_window-w-8.png"} <= figures
+
+
+def test_loso_end_to_end_reports_every_held_out_speaker(tmp_path):
+    # Every 40th training clip, tiny models, one epoch: the protocol's plumbing, not its accuracy.
+    out = tmp_path / "loso"
+    main(["compare", "--split", "loso", "--train-every", "40", "--attention", "window", "--baselines", "cnn",
+          "--feature-norm", "utterance", "--dim", "16", "--layers", "1", "--heads", "2", "--epochs", "1",
+          "--threads", "1", "--out", str(out), "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(metrics) == []
+    speakers = {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
+    assert {r["model"] for r in metrics["results"]} == {f"{m} | {s}" for m in ("window(w=8)", "cnn") for s in speakers}
+    for model in ("window(w=8)", "cnn"):
+        loso = metrics["loso"][model]
+        assert set(loso["per_speaker_test_accuracy"]) == speakers and loso["folds"] == 6
+        values = list(loso["per_speaker_test_accuracy"].values())
+        assert abs(loso["mean_test_accuracy"] - sum(values) / 6) < 1e-9 and loso["min_test_accuracy"] == min(values)
+    assert {c["feature_norm"] for c in metrics["config"]["models"].values()} == {"utterance"}
+    report = (out / "report.md").read_text()
+    assert "leave one speaker out" in report and "LOSO window(w=8)" in report
+    assert (out / "loso_accuracy.png").stat().st_size > 0
+
+
+def test_loso_refuses_the_connected_task(tmp_path):
+    with pytest.raises(SystemExit, match="error: .*loso runs the digits task"):
+        main(["compare", "--split", "loso", "--task", "connected", "--out", str(tmp_path / "bad")])

@@ -89,3 +89,35 @@ def test_unknown_options_are_rejected():
         AudioConfig(attention="sparse")
     with pytest.raises(ValueError, match="model"):
         AudioConfig(model="lstm")
+
+
+@pytest.mark.parametrize("model", ["attention", "cnn", "gru"])
+def test_utterance_normalisation_removes_a_fixed_colouring_and_ignores_padding(model):
+    """A voice or microphone that scales each mel band by a fixed gain adds a constant per bin to the
+    log-mel frames; with feature_norm="utterance" the outputs do not move, with "global" they do."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(2, 30, 40, generator=g)
+    lengths = torch.tensor([30, 21])
+    colour = 3.0 * torch.randn(2, 1, 40, generator=g)  # per utterance, per mel bin
+    outputs = {}
+    for norm in ("utterance", "global"):
+        torch.manual_seed(0)
+        net = build_model(AudioConfig(model=model, dim=16, heads=2, layers=1, ffn_dim=32, stem_channels=4,
+                                      feature_norm=norm)).eval()
+        with torch.no_grad():
+            plain, coloured = net(features, lengths), net(features + colour, lengths)
+            padded = net(torch.cat([features, torch.randn(2, 9, 40, generator=g)], 1), lengths)
+        outputs[norm] = (plain - coloured).abs().max().item()
+        if norm == "utterance":
+            assert (plain - padded).abs().max() < 1e-4
+    assert outputs["utterance"] < 1e-4
+    assert outputs["global"] > 1e-2
+
+
+def test_a_model_normalised_per_utterance_refuses_to_stream():
+    net = build_model(AudioConfig(attention="truncated", feature_norm="utterance", dim=16, heads=2, layers=1)).eval()
+    with pytest.raises(ValueError, match="whole utterance"):
+        net.infer(torch.randn(16, 40))
+    with pytest.raises(ValueError, match="feature_norm"):
+        AudioConfig(feature_norm="speaker")
