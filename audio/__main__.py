@@ -75,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="baselines to train; give the flag alone for none (default: cnn gru)")
     compare.add_argument("--split", default="standard",
                          help="'standard' (index 0-4 test), 'speaker:NAME' (hold speaker NAME out) or 'loso' (digits: "
-                              "one fold per speaker, each held out in turn; validation is held-out clips of the "
-                              "training speakers; per-speaker and mean ± spread reported) (default: standard)")
+                              "one fold per speaker, each held out in turn; per-speaker and mean ± spread reported) "
+                              "(default: standard)")
+    compare.add_argument("--loso-validation", choices=["speaker", "recordings"], default="speaker",
+                         help="--split loso: validate each fold on one more held-out speaker (the next in name order; "
+                              "validation then measures new voices, as test does) or on 10%% of the training "
+                              "speakers' clips (default: speaker)")
     compare.add_argument("--window-sweep", nargs="*", type=positive_int, default=None,
                          help="extra window sizes w (first seed only) for the validation-accuracy-vs-window plot "
                               "(default: 2 32 for digits, none for connected)")
@@ -170,7 +174,7 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UsageError("--split loso runs the digits task; drop --task connected")
     try:
         recordings = list_recordings(args.data_dir)
-        splits = loso_folds(recordings, seed=args.data_seed) if loso else {
+        splits = loso_folds(recordings, validation=args.loso_validation, seed=args.data_seed) if loso else {
             args.split: split_recordings(recordings, args.split, seed=args.data_seed)}
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -211,9 +215,10 @@ def run_compare(args: argparse.Namespace) -> int:
              f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
              f"feature normalisation: {base.feature_norm}"]
     if loso:
+        how = ("every clip of one more held-out speaker (the next in name order), so validation measures new voices "
+               "as test does" if args.loso_validation == "speaker" else "10% of the training speakers' clips")
         notes.append(f"leave one speaker out: {len(tasks)} folds ({', '.join(tasks)}); each fold tests on every clip "
-                     "of its held-out speaker, trains on the others, and validates (chooses the epoch) on held-out "
-                     "clips of its training speakers only")
+                     f"of its held-out speaker and trains on other speakers; validation (chooses the epoch): {how}")
     if args.quick:
         notes.append(f"--quick floor: windowed attention >= {QUICK_FLOOR:.0%} {contract.headline}")
     figures = functools.partial(comparison_figures, configs=configs, test=data.datasets["test"], select=contract.select,

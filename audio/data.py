@@ -111,16 +111,34 @@ def split_recordings(
     return {"train": pool[num_val:], "val": pool[:num_val], "test": test}
 
 
-def loso_folds(recordings: list[Recording], *, val_fraction: float = 0.1,
+def loso_folds(recordings: list[Recording], *, validation: str = "speaker", val_fraction: float = 0.1,
                seed: int = 0) -> dict[str, dict[str, list[Recording]]]:
     """Leave-one-speaker-out: one fold per speaker, ``{speaker: {"train", "val", "test"}}``.
 
-    Fold ``s`` tests on every clip of speaker ``s`` (a voice the model has never heard) and trains on the
-    other speakers. Its validation set is ``val_fraction`` of the *training speakers'* clips (held-out
-    recordings, seeded by ``seed``), so nothing the fold's test speaker said chooses an epoch or a model.
+    Fold ``s`` tests on every clip of speaker ``s`` (a voice the model has never heard) and trains on
+    other speakers; nothing speaker ``s`` said chooses an epoch or a model. Validation:
+
+    - ``"speaker"`` (default): every clip of one more held-out voice, the speaker after ``s`` in name order
+      (cyclically), and training on the remaining speakers: validation then measures what test measures,
+      accuracy on a new voice, so it can choose between front-ends and models;
+    - ``"recordings"``: ``val_fraction`` of the training speakers' clips (seeded by ``seed``): more voices to
+      train on, but validation only measures familiar voices.
     """
-    return {name: split_recordings(recordings, f"speaker:{name}", val_fraction=val_fraction, seed=seed)
-            for name in speakers(recordings)}
+    names = speakers(recordings)
+    if validation == "recordings":
+        return {name: split_recordings(recordings, f"speaker:{name}", val_fraction=val_fraction, seed=seed)
+                for name in names}
+    if validation != "speaker":
+        raise ValueError(f"LOSO validation is 'speaker' or 'recordings', got {validation!r}")
+    if len(names) < 3:
+        raise ValueError(f"leave-one-speaker-out with a validation speaker needs >= 3 speakers, got {names}")
+    folds = {}
+    for i, name in enumerate(names):
+        held = names[(i + 1) % len(names)]
+        folds[name] = {"train": [r for r in recordings if r.speaker not in (name, held)],
+                       "val": [r for r in recordings if r.speaker == held],
+                       "test": [r for r in recordings if r.speaker == name]}
+    return folds
 
 
 def read_wav(path: str | Path, sample_rate: int = SAMPLE_RATE) -> Tensor:

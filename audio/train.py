@@ -261,8 +261,8 @@ def summarize(records: dict[str, list[RunRecord]], results: list, *, task: str, 
 def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
                  folds: dict[str, tuple[str, str]]) -> tuple[list[str], dict]:
     """Leave-one-speaker-out, per model: test accuracy on every held-out speaker (mean over seeds), the mean
-    and spread over the folds, the worst speaker, and the mean validation accuracy (held-out recordings of
-    the training speakers: what chose each fold's epoch). The runner's ``Experiment.summary``."""
+    and spread over the folds, the worst speaker, and the mean validation accuracy (what chose each fold's
+    epoch, and what compares front-ends and models). The runner's ``Experiment.summary``."""
     per_model: dict[str, dict] = {}
     for row, (model, speaker) in folds.items():
         runs = records.get(row) or []
@@ -287,5 +287,5 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
         s = summary[model]
         notes.append(f"LOSO {model}: test accuracy {100 * s['mean_test_accuracy']:.2f} ± {100 * s['std_test_accuracy']:.2f}% "
                      f"over {s['folds']} held-out speakers (worst {worst} {100 * s['min_test_accuracy']:.2f}%); "
-                     f"validation (training speakers' held-out clips) {100 * s['mean_val_accuracy']:.2f}%")
+                     f"mean validation accuracy {100 * s['mean_val_accuracy']:.2f}%")
     return notes, {"loso": summary}

@@ -171,12 +171,21 @@ def test_feature_cache_tells_trees_with_the_same_names_apart(tmp_path, monkeypat
 def test_loso_folds_hold_each_speaker_out_once_and_validate_on_the_others(recordings):
     from audio.data import loso_folds
 
-    folds = loso_folds(recordings, seed=3)
-    assert sorted(folds) == sorted({r.speaker for r in recordings})
-    for speaker, split in folds.items():
-        assert {r.speaker for r in split["test"]} == {speaker}
-        assert len(split["test"]) == sum(r.speaker == speaker for r in recordings)
-        assert speaker not in {r.speaker for r in split["train"] + split["val"]}
-        paths = [r.path for part in split.values() for r in part]
-        assert len(paths) == len(set(paths)) == len(recordings)
-        assert 0.08 < len(split["val"]) / (len(split["train"]) + len(split["val"])) < 0.12
+    names = sorted({r.speaker for r in recordings})
+    for validation in ("speaker", "recordings"):
+        folds = loso_folds(recordings, validation=validation, seed=3)
+        assert sorted(folds) == names
+        for speaker, split in folds.items():
+            assert {r.speaker for r in split["test"]} == {speaker}
+            assert len(split["test"]) == sum(r.speaker == speaker for r in recordings)
+            assert speaker not in {r.speaker for r in split["train"] + split["val"]}
+            paths = [r.path for part in split.values() for r in part]
+            assert len(paths) == len(set(paths)) == len(recordings)
+            val_speakers = {r.speaker for r in split["val"]}
+            if validation == "speaker":  # one more voice, never trained on
+                assert val_speakers == {names[(names.index(speaker) + 1) % len(names)]}
+                assert not val_speakers & {r.speaker for r in split["train"]}
+            else:
+                assert 0.08 < len(split["val"]) / (len(split["train"]) + len(split["val"])) < 0.12
+    held = [next(iter({r.speaker for r in f["val"]})) for f in loso_folds(recordings).values()]
+    assert sorted(held) == names  # every speaker validates exactly one fold
