@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args, \
-    cli_main, positive_int
+    cli_main, positive_int, subset_of
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
-from vision.data import ImageDataError, read_image
+from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
 from vision.models import MODEL_NAMES, PixelHierarchy, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
 from vision.train import CONTRACT, TrainConfig, VisionData, load_model, load_vision_data, train_config_for, train_one
@@ -45,6 +45,10 @@ QUICK_FLOOR = 0.28
 
 def parse_list(text: str, kind=str) -> list:
     return [kind(item) for item in text.split(",") if item.strip()]
+
+
+def augment_list(text: str) -> tuple[str, ...]:
+    return () if text.strip() == "none" else tuple(subset_of(AUGMENTATIONS, "augmentations")(text))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="share of every class held out of the training images for validation when the tree "
                               "has no val/ folder (seeded by --data-seed) (default: 0.1)")
         sub.add_argument("--data-seed", type=int, default=0, help="seed of the validation hold-out (default: 0)")
+        sub.add_argument("--augment", type=augment_list, default=None,
+                         help="training augmentations, comma-separated from crop, flip, or none; flip also scores "
+                              "the test set with flip test-time augmentation (default: crop,flip for cifar10, crop "
+                              "for an imagefolder: a mirrored digit or letter is not the same symbol)")
         sub.add_argument("--relative-bias", action=argparse.BooleanOptionalAction, default=False,
                          help="a learned relative 2-D position bias in every attention layer (default: off)")
         sub.add_argument("--dims", help="width D of each stage of the attention and cnn hierarchies, comma-separated "
@@ -161,7 +169,9 @@ def prepare(args) -> tuple[list[str], VisionData, dict]:
 
 
 def train_config(args, name: str) -> TrainConfig:
-    return train_config_for(name, batch_size=args.batch_size, epochs=args.epochs, patience=args.patience)
+    augment = DEFAULT_AUGMENT[args.dataset] if args.augment is None else args.augment
+    return train_config_for(name, batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
+                            augment=tuple(augment))
 
 
 def run_compare(args) -> int:
@@ -171,7 +181,9 @@ def run_compare(args) -> int:
              f"images" + (" (--quick: the first images of every class of CIFAR-10)" if args.quick else ""),
              *[f"{s.name}: {DESCRIPTION[s.name]}; {s.train.optimizer}, lr {s.train.lr}, batch {s.train.batch_size}, "
                f"{s.train.epochs} epochs" for s in specs],
-             "test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation"]
+             f"training augmentation: {', '.join(specs[0].train.augment) or 'none'}"
+             + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation)"
+                if "flip" in specs[0].train.augment else "; no flip test-time augmentation")]
     if args.quick:
         notes.append(f"--quick floor: attention and CNN >= {QUICK_FLOOR:.0%} test_accuracy")
     experiment = Experiment(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -34,6 +34,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 CIFAR10_FOLDER = "cifar10-jpg"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+#: Training augmentations ``ImageBatches`` knows. CIFAR-10 trains with both; an ImageFolder with ``crop`` only
+#: unless asked (a mirrored digit or letter is another symbol, or none).
+AUGMENTATIONS = ("crop", "flip")
+DEFAULT_AUGMENT = {"cifar10": ("crop", "flip"), "imagefolder": ("crop",)}
 # Bump when the cached tensor format changes, so stale caches are rebuilt rather than misread.
 CACHE_VERSION = 1
 
@@ -383,13 +387,15 @@ def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pixels.mean(dim=1).float(), pixels.std(dim=1).clamp_min(1e-3).float()
 
 
-def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
     """Random ``padding``-pixel-shift crop (zero padding) and horizontal flip of a whole batch at once.
 
     Args:
         images (torch.Tensor): (B, C, H, W), any dtype.
         padding (int): the largest shift in each direction.
         generator (torch.Generator): source of the random offsets and flips.
+        flip (bool): also mirror half of the images (default: ``True``); ``False`` for data whose mirror
+            image is another thing (digits, letters).
 
     Returns:
         torch.Tensor: (B, C, H, W), each image shifted and possibly mirrored independently.
@@ -400,8 +406,9 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     dx = torch.randint(0, 2 * padding + 1, (B, 1), generator=generator)
     rows = dy + torch.arange(H)  # (B, H)
     cols = dx + torch.arange(W)  # (B, W)
-    flip = torch.rand(B, 1, generator=generator) < 0.5
-    cols = torch.where(flip, cols.flip(-1), cols)  # mirroring is reading the columns backwards
+    if flip:
+        mirrored = torch.rand(B, 1, generator=generator) < 0.5
+        cols = torch.where(mirrored, cols.flip(-1), cols)  # mirroring is reading the columns backwards
     batch = torch.arange(B).view(B, 1, 1)
     out = padded.permute(0, 2, 3, 1)[batch, rows.view(B, H, 1), cols.view(B, 1, W)]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2)  # (B, C, H, W)
@@ -414,8 +421,9 @@ class ImageBatches:
         split (ImageSplit): the images.
         batch_size (int): images per batch.
         mean, std (torch.Tensor): (C,) normalisation in [0, 1] units.
-        train (bool): shuffle and augment (random crop with ``padding`` and horizontal flip);
-            otherwise the images in order, unchanged.
+        train (bool): shuffle and augment as ``augment`` says; otherwise the images in order, unchanged.
+        augment (sequence of str): with ``train``, ``"crop"`` (a random shift of up to ``padding`` pixels,
+            zero-filled) and/or ``"flip"`` (half the images mirrored left-right). (default: both, CIFAR's)
         padding (int): crop shift for augmentation; 0 turns cropping off. Default 4 (of 32 pixels),
             scaled with the image size.
         seed (int): seed of the shuffling and augmentation stream.
@@ -424,8 +432,13 @@ class ImageBatches:
 
     def __init__(
         self, split: ImageSplit, batch_size: int, mean: torch.Tensor, std: torch.Tensor, *,
-        train: bool = False, padding: int | None = None, seed: int = 0, channels_last: bool = False,
+        train: bool = False, augment: Sequence[str] = ("crop", "flip"), padding: int | None = None, seed: int = 0,
+        channels_last: bool = False,
     ):
+        unknown = set(augment) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"augmentations are {', '.join(AUGMENTATIONS)}; got {sorted(unknown)}")
+        self.crop, self.flip = "crop" in augment, "flip" in augment
         self.split = split
         self.batch_size = batch_size
         self.mean = mean.view(1, -1, 1, 1) * 255.0
@@ -444,9 +457,9 @@ class ImageBatches:
         for start in range(0, count, self.batch_size):
             index = order[start:start + self.batch_size]
             images = self.split.images[index]
-            if self.train and self.padding > 0:
-                images = random_crop_flip(images, self.padding, self.generator)
-            elif self.train:
+            if self.train and self.crop and self.padding > 0:
+                images = random_crop_flip(images, self.padding, self.generator, flip=self.flip)
+            elif self.train and self.flip:
                 flip = torch.rand(len(index), generator=self.generator) < 0.5
                 images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
             images = (images.float() - self.mean) / self.std

@@ -160,6 +160,23 @@ def test_random_crop_flip_shifts_and_mirrors_each_image():
     assert len({tuple(out.flatten().tolist()) for out in shifted[::2]}) > 5  # not one fixed shift
 
 
+def test_crop_without_flip_never_mirrors_and_flip_alone_never_shifts():
+    images = (torch.arange(5 * 7, dtype=torch.uint8).view(1, 1, 5, 7) + 1).repeat(64, 1, 1, 1)
+    split = ImageSplit(images, torch.zeros(64, dtype=torch.long), ["x"])
+    mean, std = torch.zeros(1), torch.full((1,), 1 / 255)  # normalising becomes the identity
+    source = torch.nn.functional.pad(images[0].float(), (1, 1, 1, 1))
+    plain = [source[:, dy:dy + 5, dx:dx + 7] for dy in range(3) for dx in range(3)]
+    crop = torch.cat([x for x, _ in ImageBatches(split, 16, mean, std, train=True, augment=("crop",), padding=1)])
+    assert all(any(torch.equal(out, w) for w in plain) for out in crop)
+    assert len({tuple(out.flatten().tolist()) for out in crop}) > 3
+    both = torch.cat([x for x, _ in ImageBatches(split, 16, mean, std, train=True, padding=1)])
+    assert any(not any(torch.equal(out, w) for w in plain) for out in both)  # some are mirrored
+    flip = torch.cat([x for x, _ in ImageBatches(split, 16, mean, std, train=True, augment=("flip",), padding=1)])
+    assert all(torch.equal(out, images[0].float()) or torch.equal(out, images[0].float().flip(-1)) for out in flip)
+    with pytest.raises(ValueError, match="augmentations are crop, flip"):
+        ImageBatches(split, 16, mean, std, augment=("rotate",))
+
+
 def test_batches_normalise_and_cover_the_split():
     images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
     split = ImageSplit(images, torch.arange(10), [str(i) for i in range(10)])

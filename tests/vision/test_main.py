@@ -26,12 +26,13 @@ def test_compare_writes_metrics_report_figures_and_checkpoints(tmp_path, tiny_gr
     assert metrics["domain"] == "vision" and metrics["contract"]["select"] == "val_accuracy"
     assert metrics["data"]["train"] == 9 and metrics["data"]["val"] == 3 and metrics["data"]["test"] == 12
     assert [r["model"] for r in metrics["results"]] == ["attention", "cnn", "resnet"]
-    for result in metrics["results"]:
-        assert set(result["metrics"]) == {"val_accuracy", "val_loss", "test_accuracy", "test_loss",
-                                          "test_accuracy_flip"}
+    for result in metrics["results"]:  # an ImageFolder trains without mirroring, so no flip TTA either
+        assert set(result["metrics"]) == {"val_accuracy", "val_loss", "test_accuracy", "test_loss"}
+        assert metrics["config"]["spec_train"][result["model"]]["augment"] == ["crop"]
         assert result["bookkeeping"]["flops"] > 0 and result["bookkeeping"]["epochs"] == 2
     report = (out / "report.md").read_text()
     assert "validation" in report and "time budget" not in report.split("## Notes")[1].split("\n")[2]
+    assert "training augmentation: crop; no flip test-time augmentation" in report
     for figure in ("accuracy_vs_time.png", "learning_curves.png"):
         assert (out / figure).stat().st_size > 0
 
@@ -114,3 +115,16 @@ def test_quick_profile_learns_above_its_floor(tmp_path):
     assert set(accuracy) == {"attention", "cnn"}
     assert min(accuracy.values()) >= QUICK_FLOOR, accuracy
     assert {"accuracy_vs_time.png", "learning_curves.png"} <= {p.name for p in out.glob("*.png")}
+
+
+def test_augment_flag_turns_flip_on_for_an_imagefolder_and_is_checked(tmp_path, tiny_gray_set, monkeypatch, capsys):
+    monkeypatch.setenv("ATTNLAB_THREADS", "1")
+    out = tmp_path / "flip"
+    main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--models", "cnn", "--epochs", "1",
+          "--batch-size", "4", "--val-fraction", "0.25", "--augment", "crop,flip", "--out", str(out), "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "test_accuracy_flip" in metrics["results"][0]["metrics"]
+    assert metrics["config"]["spec_train"]["cnn"]["augment"] == ["crop", "flip"]
+    with pytest.raises(SystemExit):
+        main(["compare", "--augment", "crop,rotate", "--out", str(tmp_path / "bad")])
+    assert "augmentations are a comma-separated subset of crop,flip" in capsys.readouterr().err
