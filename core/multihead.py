@@ -84,6 +84,35 @@ class MultiHeadAttention(nn.Module):
             return [self.in_proj_weight]
         return [self.q_proj_weight, self.k_proj_weight, self.v_proj_weight]
 
+    def project_one(self, x: Tensor, role: str) -> Tensor:
+        """One input projection, split into heads: `x (B, L, ·)` as the `"query"`, `"key"` or `"value"`
+        -> `(B, H, L, Dh)`. What a key/value cache needs: a decoder step projects only its new token, and
+        cross-attention projects the encoder output once per sequence."""
+        which = ("query", "key", "value").index(role)
+        weight = self.in_proj_weight.chunk(3)[which] if self.packed else self._projection_weights()[which]
+        bias = None if self.in_proj_bias is None else self.in_proj_bias.chunk(3)[which]
+        B, L, _ = x.shape
+        return F.linear(x, weight, bias).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def attend_heads(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: Mask | Tensor | None = None, *,
+        position_bias: PositionBias | None = None, return_weights: bool = False, q_offset: int = 0, k_offset: int = 0,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The second half over projected heads: attention (dropout while training), capture, merge the
+        heads, output projection. q `(B, H, T, Dh)`, k/v `(B, H, S, Dh)` -> `(B, T, D)` (and the weights
+        `(B, H, T, S)` with `return_weights`)."""
+        want_weights = return_weights or capture.is_capturing()
+        result = scaled_dot_product_attention(
+            q, k, v, mask, dropout=self.dropout if self.training else 0.0, return_weights=want_weights,
+            position_bias=position_bias, q_offset=q_offset, k_offset=k_offset,
+        )
+        out, weights = result if want_weights else (result, None)
+        if weights is not None:
+            capture.record(self, weights)
+        B, H, T, Dh = out.shape
+        out = self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
+        return (out, weights) if return_weights else out
+
     def project(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Input projections, split into heads: `(B, H, T, Dh)`, `(B, H, S, Dh)`, `(B, H, S, Dh)`."""
         B, T, _ = query.shape
@@ -131,22 +160,9 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"key must be (B={query.shape[0]}, S, {self.kdim}), got {tuple(key.shape)}")
         if value.shape[:2] != key.shape[:2] or value.shape[-1] != self.vdim:
             raise ValueError(f"value must be (B, S, {self.vdim}) matching key {tuple(key.shape)}, got {tuple(value.shape)}")
-        B, T, D = query.shape
         q, k, v = self.project(query, key, value)
-        want_weights = return_weights or capture.is_capturing()
-        result = scaled_dot_product_attention(
-            q, k, v, mask,
-            dropout=self.dropout if self.training else 0.0,
-            return_weights=want_weights,
-            position_bias=position_bias,
-            q_offset=q_offset,
-            k_offset=k_offset,
-        )
-        out, weights = result if want_weights else (result, None)
-        if weights is not None:
-            capture.record(self, weights)
-        out = self.out_proj(out.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
-        return (out, weights) if return_weights else out
+        return self.attend_heads(q, k, v, mask, position_bias=position_bias, return_weights=return_weights,
+                                 q_offset=q_offset, k_offset=k_offset)
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:

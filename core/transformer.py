@@ -19,11 +19,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import capture
-from core.attention import PositionBias, scaled_dot_product_attention
+from core.attention import PositionBias
 from core.decoding import DecoderState, LayerCache, SearchResult, beam_search, greedy_search
 from core.masks import DenseMask, Mask, causal_mask, padding_mask
 from core.multihead import MultiHeadAttention
@@ -181,28 +179,6 @@ def decoder_masks(
     return self_mask, memory_mask
 
 
-def _project_one(mha: MultiHeadAttention, x: Tensor, which: int) -> Tensor:
-    """One of `mha`'s input projections (0 query, 1 key, 2 value) of `x (B, L, ·)`: `(B, H, L, Dh)`."""
-    weight = mha.in_proj_weight.chunk(3)[which] if mha.packed else mha._projection_weights()[which]
-    bias = None if mha.in_proj_bias is None else mha.in_proj_bias.chunk(3)[which]
-    B, L, _ = x.shape
-    return F.linear(x, weight, bias).view(B, L, mha.num_heads, mha.head_dim).transpose(1, 2)  # (B, H, L, Dh)
-
-
-def _attend_projected(mha: MultiHeadAttention, q: Tensor, k: Tensor, v: Tensor, mask: Mask | Tensor | None) -> Tensor:
-    """`mha`'s second half over already projected heads: attention, capture, merge heads, output
-    projection. q `(B, H, T, Dh)`, k/v `(B, H, S, Dh)` -> `(B, T, D)`."""
-    want_weights = capture.is_capturing()
-    result = scaled_dot_product_attention(
-        q, k, v, mask, dropout=mha.dropout if mha.training else 0.0, return_weights=want_weights
-    )
-    out, weights = result if want_weights else (result, None)
-    if weights is not None:
-        capture.record(mha, weights)
-    B, H, T, Dh = out.shape
-    return mha.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
-
-
 class TransformerDecoderLayer(nn.Module):
     """Causal self-attention, cross-attention over the encoder output, and a feed-forward network, each with
     a residual connection; the arrangement of `nn.TransformerDecoderLayer` (weights transfer one to one).
@@ -278,7 +254,7 @@ class TransformerDecoderLayer(nn.Module):
         B = memory.shape[0]
         H, Dh = self.self_attn.num_heads, self.self_attn.head_dim
         empty = memory.new_zeros(B, H, 0, Dh)  # (B, H, 0, Dh)
-        cross_k, cross_v = _project_one(self.cross_attn, memory, 1), _project_one(self.cross_attn, memory, 2)
+        cross_k, cross_v = self.cross_attn.project_one(memory, "key"), self.cross_attn.project_one(memory, "value")
         return LayerCache(empty, empty, cross_k, cross_v)
 
     def step(self, x: Tensor, cache: LayerCache, memory_mask: Mask | Tensor | None = None) -> tuple[Tensor, LayerCache]:
@@ -307,11 +283,11 @@ class TransformerDecoderLayer(nn.Module):
             k = torch.cat((cache.self_k, k), dim=2)  # (B, H, t, Dh)
             v = torch.cat((cache.self_v, v), dim=2)  # (B, H, t, Dh)
             new_cache = LayerCache(k, v, cache.cross_k, cache.cross_v)
-            return _attend_projected(self.self_attn, q, k, v, self_mask), new_cache
+            return self.self_attn.attend_heads(q, k, v, self_mask), new_cache
 
         def cross_attend(h: Tensor) -> Tensor:
-            q = _project_one(self.cross_attn, h, 0)  # (B, H, T_new, Dh)
-            return _attend_projected(self.cross_attn, q, cache.cross_k, cache.cross_v, memory_mask)
+            q = self.cross_attn.project_one(h, "query")  # (B, H, T_new, Dh)
+            return self.cross_attn.attend_heads(q, cache.cross_k, cache.cross_v, memory_mask)
 
         if self.norm_first:
             a, cache = self_attend(self.norm1(x))
@@ -451,6 +427,11 @@ class EncoderDecoder(nn.Module):
         self.encoder = TransformerEncoder(dim, num_heads, encoder_layers, **options)
         self.decoder = TransformerDecoder(dim, num_heads, decoder_layers, **options)
         self.output = nn.Linear(dim, tgt_vocab)
+        # The embeddings are scaled by sqrt(D) before the sinusoidal positions (values in [-1, 1]) are added;
+        # from nn.Embedding's N(0, 1) start they would be sqrt(D) times larger than the positions and drown
+        # them. N(0, 1/D), as Vaswani et al.'s shared embeddings start, puts both on one scale.
+        for embedding in (self.src_embed, self.tgt_embed):
+            nn.init.normal_(embedding.weight, std=dim ** -0.5)
 
     def _embed(self, embedding: nn.Embedding, tokens: Tensor, offset: int = 0) -> Tensor:
         x = embedding(tokens) * math.sqrt(self.dim)  # (B, T, D)

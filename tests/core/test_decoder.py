@@ -152,3 +152,15 @@ def test_encoder_decoder_source_padding_invariance_and_capture_names():
 def test_bad_token_ids_are_clear_errors():
     with pytest.raises(ValueError, match="eos_id=9"):
         EncoderDecoder(5, 9, dim=8, num_heads=2, eos_id=9)
+
+
+def test_encoder_decoder_embeddings_start_on_the_scale_of_the_positions():
+    """Scaled by sqrt(D), the token embeddings should be about as large as the sinusoidal positions (|x| <= 1),
+    not sqrt(D) times larger (nn.Embedding's N(0, 1) start would drown the positions)."""
+    from core.transformer import EncoderDecoder
+
+    torch.manual_seed(0)
+    model = EncoderDecoder(50, 40, dim=64, num_heads=4, encoder_layers=1, decoder_layers=1)
+    for embedding in (model.src_embed, model.tgt_embed):
+        scaled = embedding.weight * 64 ** 0.5
+        assert 0.8 < scaled.std().item() < 1.2

@@ -197,12 +197,7 @@ class TransformerG2P(EncoderDecoder):
                          encoder_layers=config.encoder_layers, decoder_layers=config.decoder_layers,
                          ffn_dim=config.ffn_dim, dropout=config.dropout, attn_dropout=config.attn_dropout,
                          bos_id=BOS, eos_id=EOS)
-        self.config = config
-        # EncoderDecoder scales the embeddings by sqrt(D) before adding the sinusoidal positions (values in
-        # [-1, 1]); with nn.Embedding's N(0, 1) start they would be sqrt(D) times larger than the positions
-        # and drown them. N(0, 1/D), as in Vaswani et al.'s shared embeddings, starts both on one scale.
-        for embedding in (self.src_embed, self.tgt_embed):
-            nn.init.normal_(embedding.weight, std=config.dim ** -0.5)
+        self.config = config  # EncoderDecoder starts the embeddings at N(0, 1/D), on the positions' scale
 
     def forward(self, letters: Tensor, lengths: Tensor, target_in: Tensor) -> Tensor:
         # no target lengths: the causal mask already keeps every real position off the padding after it,
