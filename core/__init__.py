@@ -9,7 +9,7 @@ plots, distributed) is `core.lab`, which the attention modules never import.
 from core.attention import scaled_dot_product_attention, softmax_attention
 from core.capture import capture_attention
 from core.decoding import SearchResult, beam_search, greedy_search
-from core.masks import adjacency_mask, causal_mask, chunked_mask, padding_mask, sliding_window_mask
+from core.masks import adjacency_mask, causal_mask, chunked_mask, padding_mask, sliding_window_mask, window2d_mask
 from core.multihead import MultiHeadAttention
 from core.positional import RelativePositionBias, SinusoidalPositionalEncoding
 from core.transformer import (
@@ -32,6 +32,7 @@ __all__ = [
     "chunked_mask",
     "padding_mask",
     "sliding_window_mask",
+    "window2d_mask",
     "MultiHeadAttention",
     "RelativePositionBias",
     "SinusoidalPositionalEncoding",
