@@ -26,6 +26,7 @@ import difflib
 import json
 import os
 import re
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -600,6 +601,36 @@ def render_files(root: Path = REPO, tables: tuple[Table, ...] = TABLES, *, check
     return 0
 
 
+def store_run(run_dir: Path, name: str, root: Path = REPO) -> list[Path]:
+    """Copy a finished run into ``docs/results/``: ``report.md`` as ``<name>.md`` (its figure links pointing
+    into ``<name>/``), ``metrics.json`` as ``<name>.metrics.json`` and the figures the report shows into
+    ``<name>/``. The run's checkpoints stay where they are.
+
+    Raises:
+        RecordError: ``run_dir`` has no ``report.md`` / ``metrics.json``, or a figure the report shows is missing.
+    """
+    run_dir, results = Path(run_dir), Path(root) / "docs" / "results"
+    report, metrics = run_dir / "report.md", run_dir / "metrics.json"
+    for path in (report, metrics):
+        if not path.is_file():
+            raise RecordError(f"{path} does not exist: is {run_dir} a finished run folder?")
+    text = report.read_text()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)/]+\.png)\)", text)
+    for figure in figures:
+        if not (run_dir / figure).is_file():
+            raise RecordError(f"{report} shows {figure}, which is not in {run_dir}")
+    written = []
+    if figures:
+        (results / name).mkdir(parents=True, exist_ok=True)
+    for figure in dict.fromkeys(figures):
+        shutil.copyfile(run_dir / figure, results / name / figure)
+        written.append(results / name / figure)
+    text = re.sub(r"(!\[[^\]]*\]\()([^)/]+\.png\))", lambda m: f"{m.group(1)}{name}/{m.group(2)}", text)
+    (results / f"{name}.md").write_text(text)
+    shutil.copyfile(metrics, results / f"{name}.metrics.json")
+    return [results / f"{name}.md", results / f"{name}.metrics.json", *written]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.lab.results", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -608,11 +639,23 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("--root", default=str(REPO), help="repository root (default: this checkout)")
     listing = sub.add_parser("list", help="table names, their records and where they are shown")
     listing.add_argument("--root", default=str(REPO), help="repository root (default: this checkout)")
+    store = sub.add_parser("store", help="copy a finished run folder's report, metrics and figures into docs/results")
+    store.add_argument("run_dir", help="the run's --out folder (holding report.md and metrics.json)")
+    store.add_argument("name", help="the record's name: docs/results/<name>.md, <name>.metrics.json, <name>/*.png")
+    store.add_argument("--root", default=str(REPO), help="repository root (default: this checkout)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["render", *argv]  # `python -m core.lab.results --check` is `render --check`
     args = parser.parse_args(argv)
     root = Path(args.root)
+    if args.command == "store":
+        try:
+            for path in store_run(Path(args.run_dir), args.name, root):
+                print(f"wrote {path.relative_to(root)}")
+        except RecordError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "list":
         shown: dict[str, list[str]] = {}
         for path in documents(root):

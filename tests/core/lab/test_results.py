@@ -117,3 +117,23 @@ def test_committed_documents_equal_the_records():
 def test_check_alone_is_render_check():
     # the shortcut the pre-stop hook and people type; before it, argparse exited 2 asking for a command
     assert results.main(["--check"]) == 0
+
+
+def test_store_copies_a_run_with_its_figures_and_relinks_them(tmp_path):
+    from core.lab.results import store_run
+
+    run = tmp_path / "runs" / "x"
+    run.mkdir(parents=True)
+    (run / "report.md").write_text("# t\n\n![curves](learning_curves.png)\n\n[metrics](metrics.json)\n")
+    (run / "metrics.json").write_text('{"results": []}')
+    (run / "learning_curves.png").write_bytes(b"png")
+    (run / "unshown.png").write_bytes(b"png")
+    written = store_run(run, "demo", root=tmp_path)
+    results = tmp_path / "docs" / "results"
+    assert (results / "demo.md").read_text().count("](demo/learning_curves.png)") == 1
+    assert (results / "demo.metrics.json").read_text() == '{"results": []}'
+    assert (results / "demo" / "learning_curves.png").read_bytes() == b"png"
+    assert not (results / "demo" / "unshown.png").exists() and len(written) == 3
+    (run / "learning_curves.png").unlink()
+    with pytest.raises(RecordError, match="learning_curves.png"):
+        store_run(run, "demo", root=tmp_path)
