@@ -10,6 +10,7 @@ build a page from the results (the tour).
     multihead   zero-block heads, split → attend → concat → Wo             multi_head.py
     scaling     softmax saturation without ÷√d                             scaling.py
     order       permutation equivariance without positions                 order.py
+    causal      a decoder position cannot see the tokens after it          causal.py
     sinusoidal  PE(p + k) = M_k · PE(p)                                    sinusoidal.py
     norms       LayerNorm vs BatchNorm on a padded batch                   norms.py
     rnn         LSTM vs attention: sequential steps and time               rnn_vs_attention.py
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.lessons import (
+    causal,
     matrix_form,
     multi_head,
     norms,
@@ -43,6 +45,7 @@ LESSONS = {
     "multihead": (multi_head, "two zero-block heads: split, attend, concat, Wo"),
     "scaling": (scaling, "why the scores are divided by √d"),
     "order": (order, "without positions, permuting the inputs permutes the outputs"),
+    "causal": (causal, "the decoder's causal mask: no position sees the tokens after it"),
     "sinusoidal": (sinusoidal, "a shift of the sinusoidal encoding is a fixed rotation"),
     "norms": (norms, "LayerNorm vs BatchNorm on a padded batch"),
     "rnn": (rnn_vs_attention, "LSTM vs attention: sequential steps and time"),

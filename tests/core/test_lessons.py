@@ -94,6 +94,19 @@ def test_permuting_inputs_permutes_outputs_without_positions_only():
     assert permutation_gap(attn, x, torch.arange(6), sinusoidal_encoding(6, 8)) < 1e-12  # identity: no change
 
 
+def test_causal_mask_keeps_every_earlier_output_exactly_and_no_mask_does_not(tmp_path):
+    from core.lessons.causal import future_leak, lesson
+
+    attn = random_attention(8, 2, seed=5)
+    x = torch.randn(2, 7, 8, generator=torch.Generator().manual_seed(6), **f64)
+    for t in range(1, 7):
+        assert future_leak(attn, x, t, masked=True) == 0.0  # not small: exactly nothing reaches back
+        assert future_leak(attn, x, t, masked=False) > 1e-2
+    result = lesson(Log(), tmp_path)
+    assert result.numbers["leak_masked_t1"] == 0.0 and result.numbers["leak_unmasked_t1"] > 1e-2
+    assert [p.name for p in result.figures] == ["causal_mask.png"] and result.figures[0].stat().st_size > 0
+
+
 @pytest.mark.parametrize("k", [1, 3, 40, -5])
 def test_sinusoidal_shift_is_one_rotation_for_every_position(k):
     D = 32
