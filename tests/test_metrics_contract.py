@@ -22,8 +22,6 @@ LEGACY_UNTIL_REGENERATED = {
     "audio-connected.metrics.json",
     "audio-digits-seeds3.metrics.json",
     "audio-digits-speaker-jackson.metrics.json",
-    "graph-cora.metrics.json",
-    "graph-cora-seeds3.metrics.json",
     "text-conll2000-chunk.metrics.json",
     "text-conll2000-chunk-ablations.metrics.json",
     "text-conll2000-chunk-seeds.metrics.json",

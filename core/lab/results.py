@@ -56,7 +56,8 @@ class Column:
     Args:
         header (str): the column heading.
         key (str): a metric of the result (``result["metrics"][key]``, shown as mean ± std over the record's
-            runs), or else a plain field of the result (``"params"``, ``"train_seconds"``).
+            runs), else a plain field of the result (``"params"``, ``"train_seconds"``), else a bookkeeping
+            entry of a runner record (``result["bookkeeping"][key]``, the mean over the runs: ``"epochs"``).
         scale (float, optional): multiply before formatting, e.g. 100 for fractions shown in percent. (default: 1)
         digits (int, optional): decimals. (default: 2)
         run (int, optional): show this one run (``0``: the first seed) instead of the mean. (default: ``None``)
@@ -157,7 +158,11 @@ TABLES: tuple[Table, ...] = (
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("ms / epoch", "ms_per_epoch", digits=1)),
                models=("gat", "pyg_gat", "gcn", "graph_transformer", "mlp"), labels=_GRAPH_MODELS,
-               note="Cora, public split, `python -m graph compare --dataset cora --seeds 10` (one invocation)."),
+               note="Cora, public split, `python -m graph compare --dataset cora --seeds 10 --threads 1` (one "
+                    "invocation through the runner; the ten test accuracies of every model equal those of the record "
+                    "it replaces, made before the runner). ms / epoch is wall time under the load each model met "
+                    "(other trainings shared the two cores, more of them late in the run), so it is no speed "
+                    "comparison: the benchmark below is."),
     FigureTable("graph-speed", (
         Figure("Cora training step, ours / PyG GATConv, both on the same dense features", "benchmarks/results/graph_attention.json",
                "cora.ours_over_pyg", unit="×"),
@@ -482,6 +487,9 @@ def _cell(result: dict, column: Column, record: str) -> str:
         return text
     if column.key in result and isinstance(result[column.key], (int, float)) and column.run is None:
         return _number(result[column.key] * column.scale, column.digits, column.thousands)
+    books = result.get("bookkeeping", {})  # the runner's records: epochs, seconds, ... (means over the runs)
+    if column.key in books and column.run is None:
+        return _number(books[column.key] * column.scale, column.digits, column.thousands)
     raise RecordError(f"{record}: model {model!r} lacks metric {column.key!r} (metrics: {', '.join(sorted(metrics))})")
 
 
