@@ -8,7 +8,7 @@ backward pass, so it trains on the CPU (FlexAttention has no CPU backward).
 
 `local_attention_2d` does the same on an image whose pixels are the tokens: the queries are cut into
 `tile × tile` squares, and under a 2-D window of radius r each square reaches only the
-`(tile + 2r) × (tile + 2r)` square of keys around it, gathered with two `unfold`s.
+`(tile + 2r) × (tile + 2r)` square of keys around it, gathered by row index.
 
 Legend: B batch, H heads, T length, Dh head dim, Dv value dim, n blocks, b block size, W keys per block.
 """
@@ -167,13 +167,6 @@ def local_attention_2d(
     qg = F.pad(grid(q), (0, 0, 0, nx * t - width, 0, ny * t - height))
     qb = qg.unflatten(-3, (ny, t)).unflatten(-2, (nx, t)).transpose(-4, -3).flatten(-5, -4).flatten(-3, -2)
 
-    def neighbourhoods(x: Tensor) -> Tensor:  # (B, H, T, D) -> (B, H, n, Ry*Rx, D), a contiguous copy
-        padded = F.pad(grid(x), (0, 0, rx, nx * t - width + rx, ry, ny * t - height + ry))
-        squares = padded.unfold(-3, Ry, t).unfold(-3, Rx, t)  # (B, H, ny, nx, D, Ry, Rx)
-        return squares.movedim(-3, -1).flatten(-5, -4).flatten(-3, -2).contiguous()
-
-    kb, vb = neighbourhoods(k), neighbourhoods(v)
-
     device = q.device
     ty = torch.arange(ny, device=device).view(ny, 1, 1, 1) * t  # top row of each tile
     tx = torch.arange(nx, device=device).view(1, nx, 1, 1) * t
@@ -185,6 +178,15 @@ def local_attention_2d(
     q_idx = qy.clamp(max=height - 1) * width + qx.clamp(max=width - 1)  # padded queries read a real pixel
     k_idx = ky.clamp(0, height - 1) * width + kx.clamp(0, width - 1)
     allowed = mask.allows(q_idx, k_idx) & in_image  # (n, t*t, Ry*Rx) or (B, 1, n, t*t, Ry*Rx)
+    # Each tile's key square, gathered by row index (a key off the image reads a clamped real pixel, which
+    # `allowed` masks); the backward is one index_add. (An overlapping unfold gathers the same squares, but
+    # its CPU backward is several times slower.)
+    rows = k_idx.expand(ny * nx, 1, Ry * Rx).flatten()  # (n * Ry*Rx,)
+
+    def neighbourhoods(x: Tensor) -> Tensor:  # (B, H, T, D) -> (B, H, n, Ry*Rx, D)
+        return x.index_select(-2, rows).unflatten(-2, (ny * nx, Ry * Rx))
+
+    kb, vb = neighbourhoods(k), neighbourhoods(v)
     additive = None
     if position_bias is not None:
         additive = position_bias(q_idx, k_idx).to(q.dtype)  # (H, n, t*t, Ry*Rx)
