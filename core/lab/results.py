@@ -309,6 +309,18 @@ TABLES: tuple[Table, ...] = (
             "including encoding, outputs asserted equal; timed on a shared, loaded CPU (the JSON records the load "
             "average), so absolute times are well below an idle machine's and the ratios and work counts are the "
             "robust figures."),
+    FigureTable("pixel-attention", (
+        *(Figure(f"2-D {k}×{k} window, {side}×{side} image: blocked path over the dense masked fused kernel, "
+                 "forward + backward (same inputs)", "benchmarks/results/pixel_attention.json",
+                 f"windows[side={side},K={k}].speedup", unit="×", digits=1)
+          for side in (32, 64) for k in (3, 5, 7)),
+        *(Figure(f"relative 2-D position bias, {side}×{side} global attention: with / without, {label}",
+                 "benchmarks/results/pixel_attention.json", f"bias[side={side}].{mode}.ratio", unit="×")
+          for side in (32, 64) for mode, label in (("train", "forward + backward (learned table)"),
+                                                   ("eval", "forward only, no gradient")))),
+        note="`python benchmarks/pixel_attention.py --threads 1`: B=4, H=2, Dh=32, interleaved rounds in alternating "
+             "order, each figure the median of per-round ratios; taken while trainings shared the two cores (the JSON "
+             "records the load average)."),
     # --- README: one line per domain
     FigureTable("readme-headlines", (
         Figure("text: CoNLL-2000 chunking test F1, attention tagger", "docs/results/text-conll2000-chunk.metrics.json",
