@@ -20,11 +20,7 @@ RECORDS = sorted(RESULTS.glob("*.metrics.json"))
 #: Written by the per-domain loops before core.lab.runner; remove each name when its record is regenerated.
 LEGACY_UNTIL_REGENERATED = {
     "audio-connected.metrics.json",
-    "audio-digits-seeds3.metrics.json",
-    "audio-digits-speaker-jackson.metrics.json",
-    "text-conll2000-chunk.metrics.json",
     "text-conll2000-chunk-ablations.metrics.json",
-    "text-conll2000-chunk-seeds.metrics.json",
     "text-conll2000-pos.metrics.json",
     "vision-compare.metrics.json",
     "vision-compare-resnet-seed1.metrics.json",

@@ -173,15 +173,26 @@ TABLES: tuple[Table, ...] = (
     ), note="Interleaved rounds in alternating order, median of per-round ratios (`python benchmarks/graph_attention.py`)."),
     # --- audio
     ModelTable("audio-digits", "docs/results/audio-digits-seeds3.metrics.json",
-               (Column("seed 0 accuracy (%)", "accuracy", run=0, **PCT), Column("accuracy (%)", "accuracy", **PCT)),
+               (Column("seed 0 test accuracy (%)", "test_accuracy", run=0, **PCT),
+                Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT)),
                models=("window(w=8)", "truncated(c=16,L=2)", "full", "window(w=2)", "window(w=32)", "cnn", "gru"),
                labels={"cnn": "CNN baseline", "gru": "BiGRU baseline"},
-               note="FSDD standard split, 300 test clips, `python -m audio compare --task digits --seeds 3` (one "
-                    "invocation; the window sweep ran seed 0 only)."),
-    ModelTable("audio-speaker", "docs/results/audio-digits-speaker-jackson.metrics.json",
-               (Column("accuracy (%)", "accuracy", **PCT),), models=("window(w=8)", "cnn"), labels={"cnn": "CNN baseline"},
-               note="Speaker jackson's 500 clips held out, seed 0, `python -m audio compare --task digits --split "
-                    "speaker:jackson`."),
+               note="FSDD standard split, 300 test clips, `python -m audio compare --task digits --seeds 3 --threads 1` "
+                    "(one invocation through the runner; the window sweep ran seed 0 only)."),
+    FigureTable("audio-loso", (
+        *(Figure(f"{model}: mean test accuracy over the 6 held-out speakers (± std over the folds)",
+                 "docs/results/audio-digits-loso.metrics.json", f"loso.{model}.mean_test_accuracy", scale=100, unit="%",
+                 std_path=f"loso.{model}.std_test_accuracy") for model in ("window(w=8)", "cnn")),
+        *(Figure(f"{model}: worst held-out speaker", "docs/results/audio-digits-loso.metrics.json",
+                 f"loso.{model}.min_test_accuracy", scale=100, unit="%") for model in ("window(w=8)", "cnn")),
+        *(Figure(f"{model}, {speaker} held out", "docs/results/audio-digits-loso.metrics.json",
+                 f"loso.{model}.per_speaker_test_accuracy.{speaker}", scale=100, unit="%")
+          for speaker in ("george", "jackson", "lucas", "nicolas", "theo", "yweweler") for model in ("window(w=8)", "cnn")),
+        *(Figure(f"{model}: mean validation accuracy (one more held-out speaker per fold)",
+                 "docs/results/audio-digits-loso.metrics.json", f"loso.{model}.mean_val_accuracy", scale=100, unit="%")
+          for model in ("window(w=8)", "cnn")),
+    ), note="Leave one speaker out, seed 0, `python -m audio compare --split loso --attention window --baselines cnn "
+            "--threads 1`: each fold trains on four speakers, validates on a fifth and tests on the sixth."),
     ModelTable("audio-connected", "docs/results/audio-connected.metrics.json",
                (Column("frame accuracy (%)", "frame_accuracy", **PCT), Column("DER, 30-60 s test", "der", digits=3),
                 Column("train s", "train_seconds", digits=0)),
@@ -211,14 +222,13 @@ TABLES: tuple[Table, ...] = (
     # --- text
     ModelTable("text-chunk", "docs/results/text-conll2000-chunk.metrics.json",
                (Column("test F1", "test_f1", **PCT), Column("test accuracy (%)", "test_accuracy", **PCT),
-                Column("dev F1", "dev_f1", **PCT), Column("train min", "train_seconds", scale=1 / 60, digits=1)),
+                Column("val F1", "val_f1", **PCT), Column("epochs", "epochs", digits=0),
+                Column("train min / run", "train_seconds", scale=1 / 60, digits=1)),
                models=("attention", "bilstm", "cnn"), labels={"bilstm": "BiLSTM", "cnn": "CNN"},
-               note="CoNLL-2000 chunking, conlleval span F1, one seed each, `python -m text compare --dataset conll2000 "
-                    "--task chunk` (1 CPU thread; train min: training with its per-epoch evaluation, as the record "
-                    "took it)."),
-    ModelTable("text-chunk-seeds", "docs/results/text-conll2000-chunk-seeds.metrics.json",
-               (Column("test F1", "test_f1", **PCT), Column("dev F1", "dev_f1", **PCT)),
-               note="The attention tagger over several seeds of one invocation."),
+               note="CoNLL-2000 chunking, conlleval span F1, 3 seeds of every model in one invocation through the "
+                    "runner, `python -m text compare --dataset conll2000 --task chunk --seeds 3 --threads 1` (12 "
+                    "epochs counted in steps, the epoch kept by validation F1; train min: wall time per run on a "
+                    "shared, loaded CPU)."),
     ModelTable("text-g2p", "docs/results/text-g2p.metrics.json",
                (Column("test WER (%)", "test_wer", **PCT), Column("test PER (%)", "test_per", **PCT),
                 Column("val WER (%)", "val_wer", **PCT), Column("params", "params", digits=0),
@@ -323,26 +333,26 @@ TABLES: tuple[Table, ...] = (
              "records the load average)."),
     # --- README: one line per domain
     FigureTable("readme-headlines", (
-        Figure("text: CoNLL-2000 chunking test F1, attention tagger", "docs/results/text-conll2000-chunk.metrics.json",
-               "results[model=attention].metrics.test_f1", scale=100),
-        Figure("text: same run, BiLSTM", "docs/results/text-conll2000-chunk.metrics.json",
-               "results[model=bilstm].metrics.test_f1", scale=100),
-        Figure("text: same run, CNN", "docs/results/text-conll2000-chunk.metrics.json",
-               "results[model=cnn].metrics.test_f1", scale=100),
+        *(Figure(label, "docs/results/text-conll2000-chunk.metrics.json", f"results[model={m}].metrics.test_f1", scale=100,
+                 std_path=f"results[model={m}].std.test_f1", count_path=f"results[model={m}].runs")
+          for m, label in (("attention", "text: CoNLL-2000 chunking test F1, attention tagger"),
+                           ("bilstm", "text: same run, BiLSTM"), ("cnn", "text: same run, CNN"))),
         Figure("text: CMUdict grapheme-to-phoneme test WER, Transformer encoder-decoder (5 CPU epochs)",
                "docs/results/text-g2p.metrics.json", "results[model=transformer].metrics.test_wer", scale=100, unit="%"),
         Figure("text: same run, LSTM encoder-decoder with additive attention", "docs/results/text-g2p.metrics.json",
                "results[model=lstm-attention].metrics.test_wer", scale=100, unit="%"),
         Figure("text: same run, LSTM encoder-decoder without attention", "docs/results/text-g2p.metrics.json",
                "results[model=lstm].metrics.test_wer", scale=100, unit="%"),
-        Figure("text: attention tagger over the seeds of one run", "docs/results/text-conll2000-chunk-seeds.metrics.json",
-               "results[model=attention].metrics.test_f1", scale=100,
-               std_path="results[model=attention].std.test_f1", count_path="results[model=attention].runs"),
         Figure("text: CoNLL-2000 POS token accuracy, attention tagger", "docs/results/text-conll2000-pos.metrics.json",
                "results[model=attention].metrics.test_accuracy", scale=100, unit="%"),
-        Figure("audio: FSDD accuracy, window(w=8)", "docs/results/audio-digits-seeds3.metrics.json",
-               "results[model=window(w=8)].metrics.accuracy", scale=100, unit="%",
-               std_path="results[model=window(w=8)].std.accuracy", count_path="results[model=window(w=8)].runs"),
+        Figure("audio: FSDD test accuracy, full attention (the variant best on validation)",
+               "docs/results/audio-digits-seeds3.metrics.json", "results[model=full].metrics.test_accuracy", scale=100,
+               unit="%", std_path="results[model=full].std.test_accuracy", count_path="results[model=full].runs"),
+        Figure("audio: a voice never heard (leave one speaker out), window(w=8), mean over 6 speakers",
+               "docs/results/audio-digits-loso.metrics.json", "loso.window(w=8).mean_test_accuracy", scale=100, unit="%",
+               std_path="loso.window(w=8).std_test_accuracy"),
+        Figure("audio: same run, CNN", "docs/results/audio-digits-loso.metrics.json", "loso.cnn.mean_test_accuracy",
+               scale=100, unit="%", std_path="loso.cnn.std_test_accuracy"),
         Figure("audio: digit error rate on 30-60 s, window(w=16)", "docs/results/audio-connected.metrics.json",
                "results[model=window(w=16)].metrics.der", digits=3),
         Figure("audio: window(w=16) over full attention at 60 s, speed (same inputs)", "benchmarks/results/audio_attention.json",
