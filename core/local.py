@@ -92,8 +92,18 @@ def local_attention(
     if position_bias is not None:
         additive = position_bias(q_idx + q_offset, k_idx + k_offset).to(q.dtype)  # (H, n, b, W)
 
-    # The fused (flash) CPU kernel takes only 4-D inputs and 2-D or 4-D masks; anything else silently
-    # falls back to the unfused math path. Fold batch and heads into one dim, blocks act as "heads".
+    out = _attend_blocks(qb, kb, vb, allowed, additive, dropout=dropout, scale=scale)  # (B, H, n, b, Dv)
+    return out.flatten(-3, -2)[..., :T, :]  # (B, H, T, Dv)
+
+
+def _attend_blocks(qb: Tensor, kb: Tensor, vb: Tensor, allowed: Tensor, additive: Tensor | None, *,
+                   dropout: float, scale: float) -> Tensor:
+    """Attention inside each block: qb `(B, H, n, b, Dh)` against its own keys kb/vb `(B, H, n, W, ·)`,
+    under `allowed` `(n, b, W)` or `(B, 1, n, b, W)` and an additive `(H, n, b, W)` -> `(B, H, n, b, Dv)`.
+
+    The fused (flash) CPU kernel takes only 4-D inputs and 2-D or 4-D masks; anything else silently falls
+    back to the unfused math path. So batch and heads are folded into one dim and the blocks act as "heads".
+    """
     lead_shape = qb.shape[:-3]
 
     def fold(x: Tensor) -> Tensor:
@@ -101,11 +111,9 @@ def local_attention(
             return x.unsqueeze(0)  # (1, n, b, W): broadcast over batch and heads
         return x.expand(*lead_shape, *x.shape[-3:]).flatten(0, -4)  # (B*H, n, ., .)
 
-    out = fused_attention(
-        fold(qb), fold(kb), fold(vb), fold(allowed), None if additive is None else fold(additive),
-        dropout=dropout, scale=scale,
-    )  # (B*H, n, b, Dv)
-    return out.unflatten(0, lead_shape).flatten(-3, -2)[..., :T, :]  # (B, H, T, Dv)
+    out = fused_attention(fold(qb), fold(kb), fold(vb), fold(allowed), None if additive is None else fold(additive),
+                          dropout=dropout, scale=scale)  # (B*H, n, b, Dv)
+    return out.unflatten(0, lead_shape)
 
 
 def tile_for_radius(radius_y: int, radius_x: int) -> int:
@@ -191,17 +199,7 @@ def local_attention_2d(
     if position_bias is not None:
         additive = position_bias(q_idx, k_idx).to(q.dtype)  # (H, n, t*t, Ry*Rx)
 
-    lead_shape = qb.shape[:-3]
-
-    def fold(x: Tensor) -> Tensor:  # 4-D for the fused kernel: (B*H, n, ., .), tiles act as "heads"
-        if x.dim() == 3:
-            return x.unsqueeze(0)
-        return x.expand(*lead_shape, *x.shape[-3:]).flatten(0, -4)
-
-    out = fused_attention(
-        fold(qb), fold(kb), fold(vb), fold(allowed), None if additive is None else fold(additive),
-        dropout=dropout, scale=scale,
-    )  # (B*H, n, t*t, Dv)
-    out = out.unflatten(0, lead_shape).unflatten(-3, (ny, nx)).unflatten(-2, (t, t))  # (B, H, ny, nx, t, t, Dv)
+    out = _attend_blocks(qb, kb, vb, allowed, additive, dropout=dropout, scale=scale)  # (B, H, n, t*t, Dv)
+    out = out.unflatten(-3, (ny, nx)).unflatten(-2, (t, t))  # (B, H, ny, nx, t, t, Dv)
     out = out.transpose(-4, -3).flatten(-5, -4).flatten(-3, -2)  # (B, H, ny*t, nx*t, Dv)
     return out[..., :height, :width, :].flatten(-3, -2)  # (B, H, T, Dv)
