@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import random
 import sys
 from dataclasses import replace
-from pathlib import Path
 
-import soundfile
 import torch
 
-from audio.connected import ConnectedConfig, synthesize
-from audio.data import SAMPLE_RATE, AudioError, list_recordings, loso_folds, read_wav, split_recordings
+from audio.connected import write_utterance
+from audio.data import AudioError, read_wav
 from audio.models import ATTENTIONS, FEATURE_NORMS, AudioConfig
 from audio.plots import comparison_figures, loso_figures
 from audio.streaming import load_streaming_model, stream_lines
-from audio.train import CONTRACTS, TrainConfig, load_task, loso_summary, summarize, train_one
+from audio.train import (CONTRACTS, INTROS, TrainConfig, compare_notes, fold_specs, load_tasks, loso_summary,
+                         summarize, train_one)
 from core.lab.cli import (UsageError, add_common_args, apply_common_args, check_common_args, cli_main,
                           non_negative_float, positive_int)
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
@@ -40,15 +38,7 @@ from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 #: windowed attention >= 90% test accuracy.
 QUICK = dict(attention=["window"], baselines=["cnn"], window_sweep=[], epochs=8, train_every=2, max_frames=800)
 QUICK_FLOOR = 0.90
-INTRO = {
-    "digits": "Free Spoken Digit Dataset, one clip one digit (log-mel frames, 100 per second). Attention "
-              "variants differ only in which frames each frame may see; the baselines share the front-end, "
-              "SpecAugment, optimiser, schedule and early stopping.",
-    "connected": "Connected digits: FSDD recordings of the split joined with pauses and low noise into long "
-                 "utterances, labelled per frame (digit or silence). Models train on short utterances and are "
-                 "tested on long ones; DER is the edit distance between decoded and true digit strings over "
-                 "the number of true digits.",
-}
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,21 +162,12 @@ def run_compare(args: argparse.Namespace) -> int:
     loso = args.split == "loso"
     if loso and not digits:
         raise UsageError("--split loso runs the digits task; drop --task connected")
-    try:
-        recordings = list_recordings(args.data_dir)
-        splits = loso_folds(recordings, validation=args.loso_validation, seed=args.data_seed) if loso else {
-            args.split: split_recordings(recordings, args.split, seed=args.data_seed)}
-    except ValueError as error:
-        raise UsageError(str(error)) from None
     low, high = args.train_seconds
-    tasks = {}
-    for name, split in splits.items():
-        split["train"] = sorted(split["train"], key=lambda r: r.path.name)[::args.train_every]
-        tasks[name] = load_task(args.task, split, split_name=f"speaker:{name}" if loso else name,
-                                data_seed=args.data_seed, progress=not args.no_progress,
-                                connected={"train": (args.train_utterances, low, high),
-                                           "val": (max(8, args.train_utterances // 8), low, high),
-                                           "test": (args.test_utterances, *args.test_seconds)})
+    tasks = load_tasks(args.task, args.split, data_dir=args.data_dir, loso_validation=args.loso_validation,
+                       train_every=args.train_every, data_seed=args.data_seed, progress=not args.no_progress,
+                       connected={"train": (args.train_utterances, low, high),
+                                  "val": (max(8, args.train_utterances // 8), low, high),
+                                  "test": (args.test_utterances, *args.test_seconds)})
     data = next(iter(tasks.values()))
     base = AudioConfig(task=data.task, num_classes=data.num_classes, dim=args.dim, ffn_dim=2 * args.dim,
                        layers=args.layers, heads=args.heads, window=args.window or (8 if digits else 16),
@@ -196,29 +177,13 @@ def run_compare(args: argparse.Namespace) -> int:
                         max_frames=args.max_frames or (2400 if digits else 3000))
     if loso:
         args.window_sweep = []  # a sweep per fold would multiply the runs; LOSO compares the models
-    specs = model_specs(args, base)
-    folds = {}  # LOSO: row name -> (model, held-out speaker)
+    specs, folds = model_specs(args, base), {}  # LOSO: row name -> (model, held-out speaker)
     if loso:
-        folds = {f"{s.name} | {speaker}": (s.name, speaker) for s in specs for speaker in tasks}
-        specs = [ModelSpec(row, s.role, s.config, seeds=s.seeds) for s in specs for row in folds
-                 if folds[row][0] == s.name]
+        specs, folds = fold_specs(specs, tasks)
     configs = {s.name: s.config for s in specs}
     contract = CONTRACTS[args.task]
-    sizes = {n: f"{len(d)} {n} items ({sum(len(d[i][0]) for i in range(len(d))) / 6000:.1f} min)"
-             for n, d in data.datasets.items()}
-    subset = f" (every {args.train_every}-th training clip, --train-every)" if args.train_every > 1 else ""
-    notes = [("fold " + next(iter(tasks)) + " held out: " if loso else "") + ", ".join(sizes.values()) + subset,
-             f"attention model: D={base.dim}, {base.layers} layers, {base.heads} heads, causal conv stem, relative "
-             f"position bias; window w={base.window}, truncated c={base.chunk}, L={base.left_chunks}, "
-             f"r={base.lookahead}",
-             f"protocol for every model: AdamW lr {train.lr}, one-cycle over {train.epochs} epochs (counted in steps), "
-             f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
-             f"feature normalisation: {base.feature_norm}"]
-    if loso:
-        how = ("every clip of one more held-out speaker (the next in name order), so validation measures new voices "
-               "as test does" if args.loso_validation == "speaker" else "10% of the training speakers' clips")
-        notes.append(f"leave one speaker out: {len(tasks)} folds ({', '.join(tasks)}); each fold tests on every clip "
-                     f"of its held-out speaker and trains on other speakers; validation (chooses the epoch): {how}")
+    notes = compare_notes(tasks, base, train, contract, loso_validation=args.loso_validation if loso else None,
+                          train_every=args.train_every)
     if args.quick:
         notes.append(f"--quick floor: windowed attention >= {QUICK_FLOOR:.0%} {contract.headline}")
     figures = functools.partial(comparison_figures, configs=configs, test=data.datasets["test"], select=contract.select,
@@ -232,7 +197,7 @@ def run_compare(args: argparse.Namespace) -> int:
         f"(split {args.split}){' — quick' if args.quick else ''}", contract=contract, specs=specs,
         train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, datasets=tasks[folds[spec.name][1] if loso
                                                                                     else args.split].datasets),
-        config=train, intro=INTRO[args.task], notes=notes, table=[] if digits else ["test_frame_accuracy", "val_der"],
+        config=train, intro=INTROS[args.task], notes=notes, table=[] if digits else ["test_frame_accuracy", "val_der"],
         data_identity=data.identity if not loso else {name: t.identity for name, t in tasks.items()},
         bookkeeping_table=["best_epoch", "epochs", "seconds", "test_seconds"], figures=figures, summary=summary,
         extra={"command_name": "compare", "quick": args.quick})
@@ -253,13 +218,7 @@ def run_stream(args: argparse.Namespace) -> int:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    recordings = split_recordings(list_recordings(args.data_dir), args.split)["test"]
-    config = ConnectedConfig(count=1, min_seconds=args.seconds, max_seconds=args.seconds, seed=args.seed)
-    utterance = synthesize(recordings, args.seconds, random.Random(args.seed), config)
-    Path(args.file).parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(args.file, utterance.waveform.clamp(-1, 1).numpy(), SAMPLE_RATE)
-    digits = "".join(map(str, utterance.digits))
-    print(f"{args.file}: {utterance.waveform.numel() / SAMPLE_RATE:.2f} s, digits {digits}")
+    print(write_utterance(args.file, args.seconds, seed=args.seed, split=args.split, data_dir=args.data_dir))
     return 0
 
 

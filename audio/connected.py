@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import soundfile
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from audio.data import SAMPLE_RATE, SILENCE, LogMel, Recording, read_wav
+from audio.data import SAMPLE_RATE, SILENCE, LogMel, Recording, list_recordings, read_wav, split_recordings
 from core.lab.datasets import cache_dir, content_key
 
 
@@ -89,6 +91,18 @@ def synthesize(recordings: list[Recording], seconds: float, rng: random.Random, 
     noise = torch.Generator().manual_seed(rng.getrandbits(62))
     waveform = waveform + _SPEECH_RMS * 10 ** (config.noise_db / 20) * torch.randn(waveform.numel(), generator=noise)
     return Utterance(waveform, digits, spans)
+
+
+def write_utterance(path: str | Path, seconds: float, *, seed: int = 0, split: str = "standard",
+                    data_dir: str | None = None) -> str:
+    """Write one connected-digit utterance of about ``seconds`` made from ``split``'s test recordings to
+    ``path`` (8 kHz wav); returns a line naming its length and digit string."""
+    recordings = split_recordings(list_recordings(data_dir), split)["test"]
+    config = ConnectedConfig(count=1, min_seconds=seconds, max_seconds=seconds, seed=seed)
+    utterance = synthesize(recordings, seconds, random.Random(seed), config)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, utterance.waveform.clamp(-1, 1).numpy(), SAMPLE_RATE)
+    return f"{path}: {utterance.waveform.numel() / SAMPLE_RATE:.2f} s, digits {''.join(map(str, utterance.digits))}"
 
 
 def frame_labels(spans: list[tuple[int, int]], digits: list[int], num_frames: int, logmel: LogMel) -> Tensor:

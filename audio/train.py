@@ -23,22 +23,32 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from audio.connected import ConnectedConfig, decode_frames, digit_error_rate, make_connected_set
-from audio.data import (IGNORE_INDEX, NUM_DIGITS, ClipDataset, FrameDataset, LogMel, Recording, clip_features,
-                        collate, length_batches)
+from audio.data import (IGNORE_INDEX, NUM_DIGITS, AudioError, ClipDataset, FrameDataset, LogMel, Recording,
+                        clip_features, collate, length_batches, list_recordings, loso_folds, split_recordings)
 from audio.models import AudioConfig, build_model
 from audio.streaming import check_streaming
 from core.lab.datasets import content_key
 from core.lab.harness import load_checkpoint
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 
-__all__ = ["CONTRACTS", "TrainConfig", "TaskData", "load_task", "Batches", "train_one", "evaluate", "load_model",
-           "summarize", "loso_summary"]
+__all__ = ["CONTRACTS", "INTROS", "TrainConfig", "TaskData", "load_task", "load_tasks", "fold_specs", "compare_notes",
+           "Batches", "train_one", "evaluate", "load_model", "summarize", "loso_summary"]
 
 #: The digits task leads with test accuracy and keeps the weights best in validation accuracy; connected
 #: digits leads with the digit error rate and keeps the weights best in validation frame accuracy.
 CONTRACTS = {
     "digits": MetricsContract(headline="test_accuracy", select="val_accuracy", mode="max"),
     "connected": MetricsContract(headline="test_der", select="val_frame_accuracy", mode="max"),
+}
+#: The report's opening paragraph per task.
+INTROS = {
+    "digits": "Free Spoken Digit Dataset, one clip one digit (log-mel frames, 100 per second). Attention "
+              "variants differ only in which frames each frame may see; the baselines share the front-end, "
+              "SpecAugment, optimiser, schedule and early stopping.",
+    "connected": "Connected digits: FSDD recordings of the split joined with pauses and low noise into long "
+                 "utterances, labelled per frame (digit or silence). Models train on short utterances and are "
+                 "tested on long ones; DER is the edit distance between decoded and true digit strings over "
+                 "the number of true digits.",
 }
 
 
@@ -113,6 +123,58 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
         datasets[name] = FrameDataset(generated["features"], generated["labels"])
     return TaskData(datasets, "frame", NUM_DIGITS + 1, {"task": task, "split": split_name, "data_seed": data_seed,
                                                         "files": files, "connected": connected})
+
+
+def load_tasks(task: str, split: str, *, data_dir: str | None = None, loso_validation: str = "speaker",
+               train_every: int = 1, data_seed: int = 0, connected: dict[str, tuple[int, float, float]] | None = None,
+               progress: bool = True) -> dict[str, TaskData]:
+    """The data of every fold of ``split``: one entry named by the split (``"standard"``, ``"speaker:NAME"``),
+    or for ``"loso"`` one per held-out speaker (validated as ``loso_validation`` says). Every
+    ``train_every``-th training clip in name order is kept; validation and test stay whole."""
+    recordings = list_recordings(data_dir)
+    loso = split == "loso"
+    try:
+        splits = loso_folds(recordings, validation=loso_validation, seed=data_seed) if loso else {
+            split: split_recordings(recordings, split, seed=data_seed)}
+    except ValueError as error:  # an unknown split or speaker: the user's to fix
+        raise AudioError(str(error)) from None
+    tasks = {}
+    for name, parts in splits.items():
+        parts["train"] = sorted(parts["train"], key=lambda r: r.path.name)[::train_every]
+        tasks[name] = load_task(task, parts, split_name=f"speaker:{name}" if loso else name, data_seed=data_seed,
+                                progress=progress, connected=connected)
+    return tasks
+
+
+def fold_specs(specs: list[ModelSpec], speakers) -> tuple[list[ModelSpec], dict[str, tuple[str, str]]]:
+    """Leave-one-speaker-out: one row per model and held-out speaker, named ``"MODEL | SPEAKER"``. Returns the
+    rows and ``{row: (model, speaker)}``."""
+    folds = {f"{s.name} | {speaker}": (s.name, speaker) for s in specs for speaker in speakers}
+    rows = [ModelSpec(row, s.role, s.config, seeds=s.seeds) for s in specs for row, (model, _) in folds.items()
+            if model == s.name]
+    return rows, folds
+
+
+def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainConfig, contract: MetricsContract, *,
+                  loso_validation: str | None = None, train_every: int = 1) -> list[str]:
+    """The report's notes on the data, the attention model, the shared protocol and (LOSO) the folds."""
+    name, data = next(iter(tasks.items()))
+    sizes = [f"{len(d)} {n} items ({sum(len(d[i][0]) for i in range(len(d))) / 6000:.1f} min)"
+             for n, d in data.datasets.items()]
+    subset = f" (every {train_every}-th training clip, --train-every)" if train_every > 1 else ""
+    notes = [(f"fold {name} held out: " if loso_validation else "") + ", ".join(sizes) + subset,
+             f"attention model: D={base.dim}, {base.layers} layers, {base.heads} heads, causal conv stem, relative "
+             f"position bias; window w={base.window}, truncated c={base.chunk}, L={base.left_chunks}, "
+             f"r={base.lookahead}",
+             f"protocol for every model: AdamW lr {train.lr}, one-cycle over {train.epochs} epochs (counted in steps), "
+             f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
+             f"feature normalisation: {base.feature_norm}"]
+    if loso_validation:
+        how = ("every clip of one more held-out speaker (the next in name order), so validation measures new voices "
+               "as test does" if loso_validation == "speaker" else "10% of the training speakers' clips")
+        notes.append(f"leave one speaker out: {len(tasks)} folds ({', '.join(tasks)}); each fold tests on every clip "
+                     f"of its held-out speaker and trains on other speakers; validation (chooses the epoch): {how}")
+    return notes
 
 
 class Batches:

@@ -15,22 +15,13 @@ from pathlib import Path
 
 import torch
 
+from core.lab.cli import number_list
 from core.lab.harness import set_num_threads_from_env
 from core.lessons import LESSONS, run_lessons
 from core.lessons.rnn_vs_attention import FULL_LENGTHS, QUICK_LENGTHS
 from core.lessons.worked_example import worked_example
 
 __all__ = ["build_parser", "main", "run", "worked_example"]
-
-
-def _lengths(text: str) -> tuple[int, ...]:
-    try:
-        lengths = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--lengths takes comma-separated integers like 16,64,256; got {text!r}")
-    if not lengths or min(lengths) < 1:
-        raise argparse.ArgumentTypeError(f"--lengths must be positive integers, got {text!r}")
-    return lengths
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"time the LSTM vs attention at lengths {','.join(map(str, QUICK_LENGTHS))} (default)")
     size.add_argument("--full", action="store_true",
                       help=f"time at lengths {','.join(map(str, FULL_LENGTHS))} (several minutes on 2 cores)")
-    size.add_argument("--lengths", type=_lengths, metavar="T1,T2,...",
+    size.add_argument("--lengths", type=number_list(int, minimum=1), metavar="T1,T2,...",
                       help="time at these sequence lengths instead")
     parser.add_argument("--device", default="cpu", help="device for the timing lesson, e.g. cuda (default: cpu)")
     parser.add_argument("--threads", type=int, default=None,

@@ -21,7 +21,7 @@ import sys
 from typing import Sequence
 
 from core.lab.cli import (UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args,
-                          cli_main, positive_int, subset_of)
+                          cli_main, number_list, positive_int, subset_of)
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from text.data import CONLL2000_TASKS, TaggingDataError, TaggingDataset, Vocabularies, count_unseen_labels, load_task
 from text.models import MODELS, POSITIONS, TaggerConfig
@@ -110,13 +110,6 @@ def run_tag(args: argparse.Namespace) -> list[list[tuple[str, str]]]:
     return tagged
 
 
-def column_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated column numbers, got {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m text", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--label-column", default=None,
                       help="conll: the label's column number, negative from the end (default: -1, the last); "
                            "conllu: upos or xpos (default: upos)")
-    data.add_argument("--feature-columns", type=column_list, default=None,
+    data.add_argument("--feature-columns", type=number_list(int, minimum=0), default=None,
                       help="conll: comma-separated extra input columns, e.g. 1 for a POS column (default: 1 for "
                            "conll2000 chunk, none otherwise)")
     data.add_argument("--train-sentences", type=positive_int, default=None, metavar="N",

@@ -23,28 +23,21 @@ from pathlib import Path
 import torch
 
 from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args, \
-    cli_main, positive_int, subset_of
+    cli_main, number_list, positive_int, subset_of
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
 from vision.models import MODEL_NAMES, PixelHierarchy, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
-from vision.train import CONTRACT, TrainConfig, VisionData, load_model, load_vision_data, train_config_for, train_one
+from vision.train import (CONTRACT, ROLE, TrainConfig, VisionData, compare_notes, load_model, load_vision_data,
+                          sweep_specs, train_config_for, train_one)
 
-ROLE = {"attention": "attention", "cnn": "baseline", "resnet": "baseline"}
-DESCRIPTION = {"attention": "pixel self-attention (local windows, then global)",
-               "cnn": "same hierarchy, 3×3 convolution as the operator",
-               "resnet": "ResNet-9 (Page's DAWNBench net, width-scaled)"}
 #: --quick: CIFAR-10's first 1000 training (10% of them held out for validation) and 200 test images per class,
 #: attention and the CNN, 2 epochs of batches of 64: sized to about two minutes on 2 CPU cores.
-QUICK = dict(models="attention,cnn", epochs=2, batch_size=64, per_class={"train": 1000, "test": 200})
+QUICK = dict(models=["attention", "cnn"], epochs=2, batch_size=64, per_class={"train": 1000, "test": 200})
 #: Measured 36.2% (attention) and 32.4% (CNN), 231 CPU-seconds on one thread; the tour's target of 45% needs
 #: about four times the training (3 epochs of 12,600 images: CNN 37.7%), well past two minutes on 2 cores.
 QUICK_FLOOR = 0.28
-
-
-def parse_list(text: str, kind=str) -> list:
-    return [kind(item) for item in text.split(",") if item.strip()]
 
 
 def augment_list(text: str) -> tuple[str, ...]:
@@ -67,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sweep", help="train on fractions of the training set: test accuracy vs training-set size",
         description="Train each model on stratified fractions of the training set with one protocol: every fraction "
                     "gets about the same optimizer steps (--epochs / fraction passes) and as many validations.")
-    sweep.add_argument("--fractions", default="0.01,0.05,0.2,1.0",
+    sweep.add_argument("--fractions", type=number_list(float), default="0.01,0.05,0.2,1.0",
                        help="comma-separated fractions of the training set (default: 0.01,0.05,0.2,1.0)")
     for sub, models, epochs in ((compare, "attention,cnn,resnet", 15), (sweep, "attention,cnn", 4)):
         sub.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagefolder"],
@@ -75,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "imagefolder: --data-dir ROOT with ROOT/train/<class>/*, ROOT/test/<class>/* (and "
                               "ROOT/val/<class>/*, used as the validation split when present)")
         sub.add_argument("--image-size", type=positive_int, help="resize ImageFolder images to this square size")
-        sub.add_argument("--models", default=models, help=f"comma-separated, from {', '.join(MODEL_NAMES)} "
+        sub.add_argument("--models", type=subset_of(MODEL_NAMES), default=models, help=f"comma-separated, from {', '.join(MODEL_NAMES)} "
                                                           f"(default: {models})")
         add_schedule_args(sub, epochs=epochs)
         sub.add_argument("--patience", type=positive_int, help="stop after this many epochs without a better "
@@ -91,9 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "for an imagefolder: a mirrored digit or letter is not the same symbol)")
         sub.add_argument("--relative-bias", action=argparse.BooleanOptionalAction, default=False,
                          help="a learned relative 2-D position bias in every attention layer (default: off)")
-        sub.add_argument("--dims", help="width D of each stage of the attention and cnn hierarchies, comma-separated "
+        sub.add_argument("--dims", type=number_list(int, minimum=1), help="width D of each stage of the attention and cnn hierarchies, comma-separated "
                                         "(default: 16,48,96)")
-        sub.add_argument("--depths", help="blocks per stage, comma-separated, one per --dims entry (default: 1,1,2)")
+        sub.add_argument("--depths", type=number_list(int, minimum=1), help="blocks per stage, comma-separated, one per --dims entry (default: 1,1,2)")
         add_common_args(sub, default_out=f"runs/vision/{'compare' if sub is compare else 'sweep'}")
     attention_map = commands.add_parser(
         "attention-map", help="where each attention layer looks from one query pixel of an image",
@@ -120,28 +113,16 @@ def main(argv: list[str] | None = None):
     return cli_main(build_parser(), argv, lambda args: COMMANDS[args.command](args), errors=(ImageDataError,))
 
 
-def checked_models(args) -> tuple[list[str], dict]:
-    """``--models`` and the ``--dims`` / ``--depths`` keywords, refused before any data is read."""
-    names = parse_list(args.models)
-    unknown = [name for name in names if name not in MODEL_NAMES]
-    if unknown or not names:
-        raise UsageError(f"--models: unknown {unknown or 'empty list'}; choose from {', '.join(MODEL_NAMES)}")
-    sizes = {}
-    for key in ("dims", "depths"):
-        if getattr(args, key) is not None:
-            try:
-                sizes[key] = tuple(parse_list(getattr(args, key), int))
-            except ValueError:
-                raise UsageError(f"--{key} must be comma-separated whole numbers, got {getattr(args, key)!r}") from None
-            if not sizes[key] or min(sizes[key]) < 1:
-                raise UsageError(f"--{key} must be positive whole numbers, got {getattr(args, key)!r}")
+def checked_models(args) -> dict:
+    """The ``--dims`` / ``--depths`` keywords, checked together, and ``--val-fraction``, before any data is read."""
+    sizes = {key: tuple(getattr(args, key)) for key in ("dims", "depths") if getattr(args, key) is not None}
     try:
         default_config("attention", 3, 32, 32, 10, **sizes)
     except ValueError as error:
         raise UsageError(f"--dims/--depths: {error}") from None
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
-    return names, sizes
+    return sizes
 
 
 def prepare(args) -> tuple[list[str], VisionData, dict]:
@@ -152,7 +133,7 @@ def prepare(args) -> tuple[list[str], VisionData, dict]:
         args.models, args.epochs, args.batch_size = QUICK["models"], QUICK["epochs"], QUICK["batch_size"]
         if args.out == "runs/vision/compare":
             args.out = "runs/vision/compare-quick"
-    names, sizes = checked_models(args)
+    names, sizes = args.models, checked_models(args)
     check_common_args(args)
     apply_common_args(args)
     try:
@@ -177,13 +158,7 @@ def train_config(args, name: str) -> TrainConfig:
 def run_compare(args) -> int:
     names, data, prepared = prepare(args)
     specs = [ModelSpec(name, ROLE[name], prepared["configs"][name], train=train_config(args, name)) for name in names]
-    notes = [f"data: {len(data.train)} training, {len(data.val)} validation ({prepared['how']}), {len(data.test)} test "
-             f"images" + (" (--quick: the first images of every class of CIFAR-10)" if args.quick else ""),
-             *[f"{s.name}: {DESCRIPTION[s.name]}; {s.train.optimizer}, lr {s.train.lr}, batch {s.train.batch_size}, "
-               f"{s.train.epochs} epochs" for s in specs],
-             f"training augmentation: {', '.join(specs[0].train.augment) or 'none'}"
-             + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation)"
-                if "flip" in specs[0].train.augment else "; no flip test-time augmentation")]
+    notes = compare_notes(specs, data, prepared["how"], quick=args.quick)
     if args.quick:
         notes.append(f"--quick floor: attention and CNN >= {QUICK_FLOOR:.0%} test_accuracy")
     experiment = Experiment(
@@ -200,20 +175,11 @@ def run_compare(args) -> int:
 
 
 def run_sweep(args) -> int:
-    fractions = sorted(parse_list(args.fractions, float))
-    if not fractions or any(not 0 < f <= 1 for f in fractions):
+    fractions = sorted(args.fractions)
+    if any(not 0 < f <= 1 for f in fractions):
         raise UsageError(f"--fractions must be numbers in (0, 1], got {args.fractions!r}")
     names, data, prepared = prepare(args)
-    specs, rows = [], {}
-    for name in names:
-        for f in fractions:
-            k = max(1, round(1 / f))  # --epochs / f passes over the fraction: about the same optimizer steps
-            base = train_config(args, name)
-            train = train_config_for(name, batch_size=base.batch_size, epochs=base.epochs * k, fraction=f,
-                                     eval_every=k, patience=None)
-            row = f"{name} @ {100 * f:g}%"
-            specs.append(ModelSpec(row, ROLE[name], prepared["configs"][name], train=train))
-            rows[row] = (name, f)
+    specs, rows = sweep_specs({name: train_config(args, name) for name in names}, prepared["configs"], fractions)
     experiment = Experiment(
         domain="vision", dataset=data.name, title=f"Vision: accuracy vs training-set size on {data.name}",
         contract=CONTRACT, specs=specs, train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, data=data,

@@ -31,9 +31,9 @@ from core.lab.schedule import warmup_cosine_scheduler
 from vision.data import ImageBatches, ImageSplit, channel_stats, holdout, load_dataset
 from vision.models import build_model, flops_per_image
 
-__all__ = ["CONTRACT", "TrainConfig", "train_config_for", "VisionData", "load_vision_data", "train_one", "accuracy",
-           "make_optimizer",
-           "classification_step", "timed_steps", "load_model"]
+__all__ = ["CONTRACT", "ROLE", "DESCRIPTION", "TrainConfig", "train_config_for", "compare_notes", "sweep_specs",
+           "VisionData", "load_vision_data", "train_one", "accuracy", "make_optimizer", "classification_step",
+           "timed_steps", "load_model"]
 
 #: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).
 CONTRACT = MetricsContract(headline="test_accuracy", select="val_accuracy", mode="max")
@@ -92,6 +92,42 @@ def train_config_for(model_name: str, **changes) -> TrainConfig:
         if value is not None:
             setattr(config, key, value)
     return config
+
+
+#: Each model's part in a comparison, and a line on what it is.
+ROLE = {"attention": "attention", "cnn": "baseline", "resnet": "baseline"}
+DESCRIPTION = {"attention": "pixel self-attention (local windows, then global)",
+               "cnn": "same hierarchy, 3×3 convolution as the operator",
+               "resnet": "ResNet-9 (Page's DAWNBench net, width-scaled)"}
+
+
+def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: bool = False) -> list[str]:
+    """The report's notes: the splits, each model and its recipe, the augmentation."""
+    augment = specs[0].train.augment
+    return [f"data: {len(data.train)} training, {len(data.val)} validation ({how}), {len(data.test)} test images"
+            + (" (--quick: the first images of every class of CIFAR-10)" if quick else ""),
+            *[f"{s.name}: {DESCRIPTION[s.name]}; {s.train.optimizer}, lr {s.train.lr}, batch {s.train.batch_size}, "
+              f"{s.train.epochs} epochs" for s in specs],
+            f"training augmentation: {', '.join(augment) or 'none'}"
+            + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation)"
+               if "flip" in augment else "; no flip test-time augmentation")]
+
+
+def sweep_specs(recipes: dict[str, TrainConfig], configs: dict, fractions: list[float]
+                ) -> tuple[list[ModelSpec], dict[str, tuple[str, float]]]:
+    """The data-size sweep's rows, ``"MODEL @ P%"``: each model's recipe on every fraction, for ``1 / fraction``
+    times its epochs (about the same optimizer steps and as many validations for every fraction). Returns the
+    rows and ``{row: (model, fraction)}``."""
+    specs, rows = [], {}
+    for name, base in recipes.items():
+        for f in fractions:
+            k = max(1, round(1 / f))
+            train = train_config_for(name, batch_size=base.batch_size, epochs=base.epochs * k, fraction=f,
+                                     eval_every=k, patience=None, augment=base.augment)
+            row = f"{name} @ {100 * f:g}%"
+            specs.append(ModelSpec(row, ROLE[name], configs[name], train=train))
+            rows[row] = (name, f)
+    return specs, rows
 
 
 @dataclass

@@ -72,6 +72,25 @@ def subset_of(choices: Sequence[str], what: str = "models") -> Callable[[str], l
     return parse
 
 
+def number_list(kind: type = int, *, minimum: float | None = None) -> Callable[[str], list]:
+    """argparse type: a non-empty comma-separated list of ``kind`` (``"16,48,96"``), each ``>= minimum`` when
+    given; anything else is refused, quoting the text."""
+    what = "whole numbers" if kind is int else "numbers"
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
+        if minimum is not None and min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what} >= {minimum:g}, got {text!r}")
+        return values
+
+    return parse
+
+
 def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budget: bool = True) -> None:
     """Add ``--epochs`` (>= 1), ``--checkpoint-every`` (steps, >= 1) and, when ``time_budget``,
     ``--time-budget`` (minutes per run, >= 0; 0 or absent: none).
