@@ -30,7 +30,7 @@ from audio.streaming import load_streaming_model, stream_lines
 from audio.train import (CONTRACTS, INTROS, TrainConfig, compare_notes, fold_specs, load_tasks, loso_summary,
                          summarize, train_one)
 from core.lab.cli import (UsageError, add_common_args, apply_common_args, check_common_args, cli_main,
-                          non_negative_float, positive_int)
+                          non_negative_float, number_list, positive_int)
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 
 #: --quick: windowed attention and the CNN on every other FSDD training clip (every speaker and digit), batches
@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     long_form.add_argument("--test-utterances", type=positive_int, default=20, help="test utterances (default: 20)")
     long_form.add_argument("--test-seconds", type=float, nargs=2, default=[30.0, 60.0], metavar=("MIN", "MAX"),
                            help="length range of test utterances (default: 30 60)")
+    compare.add_argument("--speed-perturb", type=number_list(float), default=(), metavar="S1,S2",
+                         help="digits: speed perturbation: every training clip also played at these speeds (e.g. "
+                              "0.9,1.1: pitch, formants and tempo scaled, as by a shorter or longer vocal tract), one "
+                              "version drawn per clip and batch; epochs keep their steps (default: none)")
     compare.add_argument("--train-every", type=positive_int, default=1, metavar="N",
                          help="train on every N-th training clip in name order (less data; validation and test "
                               "stay whole) (default: 1, all)")
@@ -162,9 +166,13 @@ def run_compare(args: argparse.Namespace) -> int:
     loso = args.split == "loso"
     if loso and not digits:
         raise UsageError("--split loso runs the digits task; drop --task connected")
+    if args.speed_perturb and (not digits or any(not 0.5 <= v <= 2 or v == 1 for v in args.speed_perturb)):
+        raise UsageError("--speed-perturb takes speeds in [0.5, 2] other than 1, for the digits task; got "
+                         f"{','.join(map(str, args.speed_perturb))} with --task {args.task}")
     low, high = args.train_seconds
     tasks = load_tasks(args.task, args.split, data_dir=args.data_dir, loso_validation=args.loso_validation,
-                       train_every=args.train_every, data_seed=args.data_seed, progress=not args.no_progress,
+                       train_every=args.train_every, data_seed=args.data_seed, speeds=tuple(args.speed_perturb),
+                       progress=not args.no_progress,
                        connected={"train": (args.train_utterances, low, high),
                                   "val": (max(8, args.train_utterances // 8), low, high),
                                   "test": (args.test_utterances, *args.test_seconds)})

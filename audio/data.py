@@ -199,9 +199,25 @@ class LogMel(nn.Module):
         return torch.log(mel + 1e-6).transpose(-1, -2)  # (..., T, F)
 
 
-def wav_features(path: str | Path, logmel: LogMel) -> Tensor:
-    """Read ``path`` and return its log-mel frames ``(T, F)``; a clip shorter than one window raises."""
-    waveform = read_wav(path)
+def change_speed(waveform: Tensor, speed: float) -> Tensor:
+    """The waveform played ``speed`` times faster (Kaldi's speed perturbation): resampled from
+    ``SAMPLE_RATE`` to ``SAMPLE_RATE / speed`` and read back at ``SAMPLE_RATE``, so duration scales by
+    ``1 / speed`` and every frequency (pitch, formants) by ``speed``: a shorter or longer vocal tract.
+
+    Shapes:
+        waveform: (N,) -> (about N / speed,)
+    """
+    if speed == 1:
+        return waveform
+    if not 0.5 <= speed <= 2:
+        raise ValueError(f"speed {speed} is outside [0.5, 2]")
+    return torchaudio.functional.resample(waveform, SAMPLE_RATE, round(SAMPLE_RATE / speed))
+
+
+def wav_features(path: str | Path, logmel: LogMel, speed: float = 1.0) -> Tensor:
+    """Read ``path`` and return its log-mel frames ``(T, F)`` (of the clip played ``speed`` times faster);
+    a clip shorter than one window raises."""
+    waveform = change_speed(read_wav(path), speed)
     if logmel.num_frames(waveform.numel()) < 1:
         raise AudioError(
             f"{path}: {waveform.numel() / SAMPLE_RATE * 1000:.1f} ms of audio is shorter than one "
@@ -211,16 +227,32 @@ def wav_features(path: str | Path, logmel: LogMel) -> Tensor:
 
 
 class ClipDataset(Dataset):
-    """Whole clips with one digit label each (the ``digits`` task)."""
+    """Whole clips with one digit label each (the ``digits`` task).
 
-    def __init__(self, features: list[Tensor], labels: list[int]):
-        self.features, self.labels = features, labels
+    ``variants`` (optional) holds other versions of every clip (the clips at other speeds, for speed
+    perturbation): ``variants[v][i]`` is version ``v + 1`` of clip ``i``, version 0 being ``features[i]``.
+    Indexing returns version 0; ``item(i, v)`` any version (training batches draw one at random).
+    """
+
+    def __init__(self, features: list[Tensor], labels: list[int], variants: list[list[Tensor]] | None = None):
+        self.features, self.labels, self.variants = features, labels, variants or []
+        if any(len(v) != len(features) for v in self.variants):
+            raise ValueError("every variant needs one version of every clip")
 
     def __len__(self) -> int:
         return len(self.features)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         return self.features[i], torch.tensor(self.labels[i])
+
+    @property
+    def versions(self) -> int:
+        """How many versions each clip has (1 without variants)."""
+        return 1 + len(self.variants)
+
+    def item(self, i: int, version: int) -> tuple[Tensor, Tensor]:
+        features = self.features[i] if version == 0 else self.variants[version - 1][i]
+        return features, torch.tensor(self.labels[i])
 
 
 class FrameDataset(Dataset):
@@ -275,23 +307,26 @@ def length_batches(lengths: list[int], max_frames: int, *, shuffle: bool, seed: 
     return batches
 
 
-def clip_features(recordings: list[Recording], logmel: LogMel, progress: bool = True) -> list[Tensor]:
+def clip_features(recordings: list[Recording], logmel: LogMel, progress: bool = True, speed: float = 1.0
+                  ) -> list[Tensor]:
     """Log-mel frames ``(T, F)`` of every recording, cached outside the data folder.
 
     Decoding 3000 clips takes several seconds on a small CPU; the cache makes later runs start at once.
     One cache file per feature setting; inside it each clip is keyed by ``core.lab.datasets.content_key``
     of its wav (resolved path, size, modification time), so a recording replaced under the same name, or
     another data tree with the same file names, is decoded again rather than served stale. ``progress``
-    shows a bar while decoding (``--no-progress`` hides it).
+    shows a bar while decoding (``--no-progress`` hides it). ``speed`` != 1: the frames of every clip played
+    that many times faster (``change_speed``), cached on their own.
     """
     setting = {"version": FEATURE_CACHE_VERSION, "n_mels": logmel.mel.n_mels, "win": logmel.win, "hop": logmel.hop,
-               "sample_rate": SAMPLE_RATE}
+               "sample_rate": SAMPLE_RATE, **({"speed": speed} if speed != 1 else {})}
     path = cache_dir("fsdd") / f"logmel-{content_key([], setting)}.pt"
     cached: dict[str, Tensor] = torch.load(path, weights_only=True) if path.exists() else {}
     keys = [content_key([r.path]) for r in recordings]
     missing = [(key, r) for key, r in zip(keys, recordings) if key not in cached]
-    for key, recording in tqdm(missing, desc="log-mel features", leave=False, disable=not (missing and progress)):
-        cached[key] = wav_features(recording.path, logmel)
+    desc = "log-mel features" + (f" (speed {speed:g})" if speed != 1 else "")
+    for key, recording in tqdm(missing, desc=desc, leave=False, disable=not (missing and progress)):
+        cached[key] = wav_features(recording.path, logmel, speed)
     if missing:
         with atomic_open(path) as f:  # a temp file of its own: concurrent runs cannot collide
             torch.save(cached, f)

@@ -94,7 +94,8 @@ class TaskData:
 
 
 def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, data_seed: int,
-              connected: dict[str, tuple[int, float, float]] | None = None, progress: bool = True) -> TaskData:
+              connected: dict[str, tuple[int, float, float]] | None = None, speeds: tuple[float, ...] = (),
+              progress: bool = True) -> TaskData:
     """The datasets of ``task`` from recordings already split into ``train`` / ``val`` / ``test``.
 
     Args:
@@ -104,6 +105,8 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
         data_seed (int): seeds the utterance generation (connected).
         connected (dict[str, tuple[int, float, float]], optional): per split ``(count, min_seconds,
             max_seconds)`` of the generated utterances; needed for ``"connected"``.
+        speeds (tuple[float, ...]): digits: speed perturbation: the training clips also played at these
+            speeds (``audio.data.change_speed``); each training batch draws one version of every clip.
         progress (bool): bars while features are computed or utterances generated. (default: ``True``)
     """
     logmel = LogMel()
@@ -113,8 +116,11 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
         by_path = dict(zip((r.path for r in every), clip_features(every, logmel, progress)))
         datasets = {name: ClipDataset([by_path[r.path] for r in part], [r.digit for r in part])
                     for name, part in split.items()}
+        datasets["train"].variants = [clip_features(split["train"], logmel, progress, speed) for speed in speeds]
         return TaskData(datasets, "clip", NUM_DIGITS, {"task": task, "split": split_name, "data_seed": data_seed,
-                                                       "files": files})
+                                                       "files": files, **({"speeds": list(speeds)} if speeds else {})})
+    if speeds:
+        raise ValueError("speed perturbation is for the digits task")
     datasets = {}
     for offset, (name, (count, low, high)) in enumerate(connected.items()):
         config = ConnectedConfig(count=count, min_seconds=low, max_seconds=high, seed=data_seed * 10 + offset)
@@ -127,7 +133,7 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
 
 def load_tasks(task: str, split: str, *, data_dir: str | None = None, loso_validation: str = "speaker",
                train_every: int = 1, data_seed: int = 0, connected: dict[str, tuple[int, float, float]] | None = None,
-               progress: bool = True) -> dict[str, TaskData]:
+               speeds: tuple[float, ...] = (), progress: bool = True) -> dict[str, TaskData]:
     """The data of every fold of ``split``: one entry named by the split (``"standard"``, ``"speaker:NAME"``),
     or for ``"loso"`` one per held-out speaker (validated as ``loso_validation`` says). Every
     ``train_every``-th training clip in name order is kept; validation and test stay whole."""
@@ -142,7 +148,7 @@ def load_tasks(task: str, split: str, *, data_dir: str | None = None, loso_valid
     for name, parts in splits.items():
         parts["train"] = sorted(parts["train"], key=lambda r: r.path.name)[::train_every]
         tasks[name] = load_task(task, parts, split_name=f"speaker:{name}" if loso else name, data_seed=data_seed,
-                                progress=progress, connected=connected)
+                                progress=progress, connected=connected, speeds=speeds)
     return tasks
 
 
@@ -162,6 +168,10 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
     sizes = [f"{len(d)} {n} items ({sum(len(d[i][0]) for i in range(len(d))) / 6000:.1f} min)"
              for n, d in data.datasets.items()]
     subset = f" (every {train_every}-th training clip, --train-every)" if train_every > 1 else ""
+    speeds = data.identity.get("speeds")
+    if speeds:
+        subset += (f"; speed perturbation: each training clip drawn at speed 1 or {', '.join(f'{v:g}' for v in speeds)}"
+                   " (resampled audio), one version per batch")
     notes = [(f"fold {name} held out: " if loso_validation else "") + ", ".join(sizes) + subset,
              f"attention model: D={base.dim}, {base.layers} layers, {base.heads} heads, causal conv stem, relative "
              f"position bias; window w={base.window}, truncated c={base.chunk}, L={base.left_chunks}, "
@@ -181,7 +191,8 @@ class Batches:
     """Length-bucketed batches of a dataset, in a new order every epoch; this process's share of each.
 
     The shuffling uses ``self.generator``, which ``core.lab.harness.fit`` saves and restores with its
-    checkpoints, so a resumed run sees the batches an uninterrupted one would have. With ``world_size``
+    checkpoints, so a resumed run sees the batches an uninterrupted one would have. Shuffled batches of a
+    ``ClipDataset`` with speed variants take each clip in a version drawn with the same generator. With ``world_size``
     processes each batch is split by item (``items[rank::world_size]``); a batch with fewer items than
     processes gives the missing ranks its last item, so every process takes every step.
     """
@@ -199,10 +210,15 @@ class Batches:
     def __iter__(self):
         count = len(self.batches)
         order = torch.randperm(count, generator=self.generator) if self.shuffle else range(count)
+        versions = getattr(self.dataset, "versions", 1) if self.shuffle else 1
         for i in order:
             items = self.batches[int(i)]
-            share = items[self.rank::self.world_size] or items[-1:]
-            yield collate([self.dataset[j] for j in share])
+            if versions > 1:  # drawn for the whole batch, so every process draws the same
+                drawn = torch.randint(versions, (len(items),), generator=self.generator).tolist()
+                chosen = [self.dataset.item(j, v) for j, v in zip(items, drawn)]
+            else:
+                chosen = [self.dataset[j] for j in items]
+            yield collate(chosen[self.rank::self.world_size] or chosen[-1:])
 
 
 def loss_of(model: nn.Module, batch: dict[str, Tensor], device: torch.device) -> Tensor:

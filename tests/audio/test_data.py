@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import audio.data
-from audio.data import (IGNORE_INDEX, SAMPLE_RATE, AudioError, LogMel, clip_features, collate, length_batches,
-                        parse_recording, read_wav, speakers, split_recordings, wav_features)
+from audio.data import (IGNORE_INDEX, SAMPLE_RATE, AudioError, ClipDataset, LogMel, change_speed, clip_features,
+                        collate, length_batches, parse_recording, read_wav, speakers, split_recordings, wav_features)
+from audio.train import Batches
 
 
 def names(part):
@@ -136,7 +137,8 @@ def _tone(hz, seconds=0.3):
 def test_feature_cache_rereads_a_recording_replaced_under_the_same_name(write_wav, tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
     decoded = []
-    monkeypatch.setattr(audio.data, "wav_features", lambda path, logmel: decoded.append(path.name) or wav_features(path, logmel))
+    monkeypatch.setattr(audio.data, "wav_features",
+                        lambda path, logmel, speed=1.0: decoded.append(path.name) or wav_features(path, logmel, speed))
     logmel = LogMel()
     clips = [parse_recording(write_wav("3_theo_0.wav", _tone(300))), parse_recording(write_wav("4_theo_0.wav", _tone(900)))]
     first = clip_features(clips, logmel)
@@ -189,3 +191,47 @@ def test_loso_folds_hold_each_speaker_out_once_and_validate_on_the_others(record
                 assert 0.08 < len(split["val"]) / (len(split["train"]) + len(split["val"])) < 0.12
     held = [next(iter({r.speaker for r in f["val"]})) for f in loso_folds(recordings).values()]
     assert sorted(held) == names  # every speaker validates exactly one fold
+
+
+def _peak_hz(waveform):
+    spectrum = torch.fft.rfft(waveform).abs()
+    return int(spectrum.argmax()) * SAMPLE_RATE / len(waveform)
+
+
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+def test_speed_change_scales_duration_and_every_frequency(speed):
+    tone = _tone(1000, seconds=1.0)
+    faster = change_speed(tone, speed)
+    assert abs(len(faster) - len(tone) / speed) <= 1
+    assert abs(_peak_hz(faster) - 1000 * speed) <= 2  # a 1000 Hz tone played at 1.1x sounds at 1100 Hz
+    assert change_speed(tone, 1.0) is tone
+    with pytest.raises(ValueError, match="outside"):
+        change_speed(tone, 3.0)
+
+
+def test_speed_variants_are_cached_apart_from_the_originals(write_wav, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_CACHE", str(tmp_path / "cache"))
+    clips = [parse_recording(write_wav("3_theo_0.wav", _tone(300, seconds=0.5)))]
+    normal, slow = clip_features(clips, LogMel()), clip_features(clips, LogMel(), speed=0.9)
+    assert slow[0].shape[0] > normal[0].shape[0]  # played slower: more frames
+    assert torch.equal(clip_features(clips, LogMel())[0], normal[0])  # the original's cache entry is untouched
+
+
+def test_shuffled_batches_draw_one_version_per_clip_and_rank_shares_agree():
+    features = [torch.full((4 + i % 3, 2), float(i)) for i in range(12)]
+    variants = [[f + 100 for f in features], [f + 200 for f in features]]
+    dataset = ClipDataset(features, list(range(12)), variants)
+    assert dataset.versions == 3 and torch.equal(dataset.item(5, 2)[0], features[5] + 200)
+
+    def drawn(batches):  # (clip, version) of every item of one epoch
+        return [(int(lab), int(f[0, 0]) // 100) for b in batches for f, lab in zip(b["features"], b["labels"])]
+
+    epoch = drawn(Batches(dataset, 20, shuffle=True, seed=3))
+    assert sorted(clip for clip, _ in epoch) == list(range(12))  # every clip once per epoch
+    assert {v for _, v in epoch} == {0, 1, 2}  # in all three versions
+    assert epoch == drawn(Batches(dataset, 20, shuffle=True, seed=3))  # seeded by the generator fit checkpoints
+    assert {v for _, v in drawn(Batches(dataset, 20, shuffle=False))} == {0}  # evaluation: the clips as recorded
+    shares = [drawn(Batches(dataset, 20, shuffle=True, seed=3, rank=r, world_size=2)) for r in (0, 1)]
+    assert set(shares[0]) | set(shares[1]) == set(epoch)  # processes split one draw, never draw apart
+    with pytest.raises(ValueError, match="every variant"):
+        ClipDataset(features, list(range(12)), [features[:3]])

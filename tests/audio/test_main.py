@@ -71,7 +71,9 @@ def test_compare_end_to_end_learns_and_follows_the_contract(tmp_path):
 
 def test_bad_flags_are_one_line_errors_before_anything_runs(tmp_path):
     for flags, message in ((["--epochs", "0"], None), (["--split", "speaker:nobody"], "unknown speaker"),
-                           (["--quick", "--task", "connected"], "digits")):
+                           (["--quick", "--task", "connected"], "digits"),
+                           (["--speed-perturb", "0.9,1"], "other than 1"), (["--speed-perturb", "3"], r"\[0.5, 2\]"),
+                           (["--speed-perturb", "0.9", "--task", "connected"], "digits task")):
         with pytest.raises(SystemExit, match=f"error: .*{message}" if message else None):
             main(["compare", *flags, "--out", str(tmp_path / "bad")])
     assert f"{QUICK_FLOOR:.0%}" in build_parser()._subparsers._group_actions[0].choices["compare"].format_help()
