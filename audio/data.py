@@ -200,9 +200,11 @@ class LogMel(nn.Module):
 
 
 def change_speed(waveform: Tensor, speed: float) -> Tensor:
-    """The waveform played ``speed`` times faster (Kaldi's speed perturbation): resampled from
-    ``SAMPLE_RATE`` to ``SAMPLE_RATE / speed`` and read back at ``SAMPLE_RATE``, so duration scales by
-    ``1 / speed`` and every frequency (pitch, formants) by ``speed``: a shorter or longer vocal tract.
+    """The waveform played ``speed`` times faster (Kaldi's and sox's speed perturbation): taken as sampled
+    at ``SAMPLE_RATE * speed`` and resampled to ``SAMPLE_RATE``, so duration scales by ``1 / speed`` and every
+    frequency (pitch, formants) by ``speed``: a shorter or longer vocal tract. The source rate is rounded
+    to whole hundreds of Hz (speed in steps of 1/80 at 8 kHz): rates such as 7200 -> 8000 share a large
+    divisor, which keeps torchaudio's polyphase filter small (7304 -> 8000 would need 1000 phases).
 
     Shapes:
         waveform: (N,) -> (about N / speed,)
@@ -211,7 +213,7 @@ def change_speed(waveform: Tensor, speed: float) -> Tensor:
         return waveform
     if not 0.5 <= speed <= 2:
         raise ValueError(f"speed {speed} is outside [0.5, 2]")
-    return torchaudio.functional.resample(waveform, SAMPLE_RATE, round(SAMPLE_RATE / speed))
+    return torchaudio.functional.resample(waveform, round(SAMPLE_RATE * speed / 100) * 100, SAMPLE_RATE)
 
 
 def wav_features(path: str | Path, logmel: LogMel, speed: float = 1.0) -> Tensor:
