@@ -22,8 +22,6 @@ LEGACY_UNTIL_REGENERATED = {
     "audio-connected.metrics.json",
     "text-conll2000-chunk-ablations.metrics.json",
     "text-conll2000-pos.metrics.json",
-    "vision-compare.metrics.json",
-    "vision-compare-resnet-seed1.metrics.json",
     "vision-sweep.metrics.json",
     "vision-sweep-1pct-attention.metrics.json",
     "vision-sweep-1pct-cnn.metrics.json",
