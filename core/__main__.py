@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> None:
         set_num_threads_from_env()
     start = time.perf_counter()
     results = run_lessons(
-        Path(args.out), quick=not args.full, names=args.lesson, plots=not args.no_plots, lengths=args.lengths,
+        Path(args.out), quick=not args.full, names=args.lesson, plots=not args.no_plots,
+        lengths=tuple(args.lengths) if args.lengths else None,
         device=args.device, echo=print, command=shlex.join(["python", "-m", "core", *getattr(args, "argv", [])]),
     )
     print(f"\n{len(results)} lesson(s) in {time.perf_counter() - start:.0f} s; wrote {Path(args.out) / 'report.md'}")

@@ -168,7 +168,7 @@ def test_cli_flags(tmp_path, capsys):
     args = build_parser().parse_args([])
     assert args.full is False and args.lengths is None and args.lesson is None
     assert build_parser().parse_args(["--full"]).full is True
-    assert build_parser().parse_args(["--lengths", "16,64"]).lengths == (16, 64)
+    assert build_parser().parse_args(["--lengths", "16,64"]).lengths == [16, 64]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--lengths", "16,x"])
     main(["--lesson", "order", "--lesson", "scaling", "--no-plots", "--out", str(tmp_path)])
