@@ -213,12 +213,11 @@ class Batches:
         versions = getattr(self.dataset, "versions", 1) if self.shuffle else 1
         for i in order:
             items = self.batches[int(i)]
-            if versions > 1:  # drawn for the whole batch, so every process draws the same
-                drawn = torch.randint(versions, (len(items),), generator=self.generator).tolist()
-                chosen = [self.dataset.item(j, v) for j, v in zip(items, drawn)]
-            else:
-                chosen = [self.dataset[j] for j in items]
-            yield collate(chosen[self.rank::self.world_size] or chosen[-1:])
+            drawn = ([0] * len(items) if versions == 1  # drawn for the whole batch: every process draws the same
+                     else torch.randint(versions, (len(items),), generator=self.generator).tolist())
+            pairs = list(zip(items, drawn))
+            share = pairs[self.rank::self.world_size] or pairs[-1:]  # only this process's items are read
+            yield collate([self.dataset.item(j, v) if v else self.dataset[j] for j, v in share])
 
 
 def loss_of(model: nn.Module, batch: dict[str, Tensor], device: torch.device) -> Tensor:

@@ -71,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "imagefolder: --data-dir ROOT with ROOT/train/<class>/*, ROOT/test/<class>/* (and "
                               "ROOT/val/<class>/*, used as the validation split when present)")
         sub.add_argument("--image-size", type=positive_int, help="resize ImageFolder images to this square size")
-        sub.add_argument("--models", type=subset_of(MODEL_NAMES), default=models, help=f"comma-separated, from {', '.join(MODEL_NAMES)} "
-                                                          f"(default: {models})")
+        sub.add_argument("--models", type=subset_of(MODEL_NAMES), default=models,
+                         help=f"comma-separated, from {', '.join(MODEL_NAMES)} (default: {models})")
         add_schedule_args(sub, epochs=epochs)
         sub.add_argument("--patience", type=positive_int, help="stop after this many epochs without a better "
                                                                "validation accuracy (default: none)")
@@ -87,9 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "for an imagefolder: a mirrored digit or letter is not the same symbol)")
         sub.add_argument("--relative-bias", action=argparse.BooleanOptionalAction, default=False,
                          help="a learned relative 2-D position bias in every attention layer (default: off)")
-        sub.add_argument("--dims", type=number_list(int, minimum=1), help="width D of each stage of the attention and cnn hierarchies, comma-separated "
-                                        "(default: 16,48,96)")
-        sub.add_argument("--depths", type=number_list(int, minimum=1), help="blocks per stage, comma-separated, one per --dims entry (default: 1,1,2)")
+        sub.add_argument("--dims", type=number_list(int, minimum=1),
+                         help="width D of each stage of the attention and cnn hierarchies, comma-separated "
+                              "(default: 16,48,96)")
+        sub.add_argument("--depths", type=number_list(int, minimum=1),
+                         help="blocks per stage, comma-separated, one per --dims entry (default: 1,1,2)")
         add_common_args(sub, default_out=f"runs/vision/{'compare' if sub is compare else 'sweep'}")
     attention_map = commands.add_parser(
         "attention-map", help="where each attention layer looks from one query pixel of an image",
