@@ -48,7 +48,7 @@ DOMAINS = {
         "The figures show the band of weights a frame spreads over its window, and how the models learned.",
     )),
     "vision": DomainStep("vision", "Vision: pixels as tokens, against a CNN", (
-        "CIFAR-10 (a subset): every pixel (a vector of channels) is a token, and attention within a local "
+        "CIFAR-10 (a subset, shrunk to 16×16 pixels): every pixel (a vector of channels) is a token, and attention within a local "
         "neighbourhood plays the part a convolution's kernel plays. The CNN beside it has the same layout "
         "with a convolution in place of attention: a convolution is a special case of self-attention, with "
         "fixed weights per relative position, and that built-in prior is why it needs less data.",

@@ -104,8 +104,10 @@ DESCRIPTION = {"attention": "pixel self-attention (local windows, then global)",
 def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: bool = False) -> list[str]:
     """The report's notes: the splits, each model and its recipe, the augmentation."""
     augment = specs[0].train.augment
-    return [f"data: {len(data.train)} training, {len(data.val)} validation ({how}), {len(data.test)} test images"
-            + (" (--quick: the first images of every class of CIFAR-10)" if quick else ""),
+    _, height, width = data.shape
+    return [f"data: {len(data.train)} training, {len(data.val)} validation ({how}), {len(data.test)} test images "
+            f"of {height}×{width} pixels"
+            + (" (--quick: the first images of every class of CIFAR-10, shrunk from 32×32)" if quick else ""),
             *[f"{s.name}: {DESCRIPTION[s.name]}; {s.train.optimizer}, lr {s.train.lr}, batch {s.train.batch_size}, "
               f"{s.train.epochs} epochs" for s in specs],
             f"training augmentation: {', '.join(augment) or 'none'}"

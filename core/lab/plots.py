@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter
 from torch import Tensor
 
 __all__ = ["save_figure", "plot_attention", "plot_positional_encoding", "plot_learning_curves", "plot_series"]
@@ -95,6 +95,7 @@ def plot_learning_curves(
         xs = [e["epoch"] for e in epochs if metric in e]
         ax.plot(xs, [e[metric] for e in epochs if metric in e], marker=".", label=name)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 2.5
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend()

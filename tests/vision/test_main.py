@@ -108,6 +108,11 @@ def test_quick_help_states_the_floor(capsys):
     assert f"{QUICK_FLOOR:.0%}" in capsys.readouterr().out
 
 
+def test_quick_refuses_another_image_size(tmp_path):
+    with pytest.raises(SystemExit, match="^error: --quick runs at 16x16 pixels"):
+        main(["compare", "--quick", "--image-size", "32", "--out", str(tmp_path)])
+
+
 def test_quick_profile_learns_above_its_floor(tmp_path):
     """`compare --quick` on the real images: attention and CNN both at or above the stated floor."""
     out = tmp_path / "quick"
