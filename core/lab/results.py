@@ -152,6 +152,31 @@ _GRAPH_MODELS = {"gat": "GAT (ours)", "pyg_gat": "PyG GATConv", "gcn": "GCN", "g
                  "mlp": "MLP (no edges)"}
 
 
+def decoding_figures(path: str) -> tuple[Figure, ...]:
+    """The key/value cache benchmark's figures (``benchmarks/decoding.py``), read from the record at ``path``."""
+    return (
+        Figure("work per batch with the cache (counted, `torch.utils.flop_counter`)", path,
+               "gflop_per_batch.cache", unit=" GFLOP", digits=1),
+        Figure("of which encoding (the same on both sides)", path,
+               "gflop_per_batch.encode_only", unit=" GFLOP", digits=1),
+        Figure("work per batch recomputing the prefix", path,
+               "gflop_per_batch.recompute", unit=" GFLOP", digits=1),
+        Figure("median time per batch with the cache", path,
+               "timing_ms.cache.median_ms", scale=1 / 1000, unit=" s"),
+        Figure("median time per batch recomputing the prefix", path,
+               "timing_ms.recompute.median_ms", scale=1 / 1000, unit=" s"),
+        Figure("words/s with the cache", path, "words_per_s.cache", digits=0),
+        Figure("words/s recomputing the prefix", path, "words_per_s.recompute", digits=0),
+        Figure("speed-up of the cache, end to end (median of per-round ratios)", path,
+               "cache_speedup", unit="×"),
+        Figure("speed-up of the cache, decoding alone (each round's encoding time removed)",
+               path, "decode_only_speedup", unit="×"),
+        *(Figure(f"time of step {step} ({side}; median of 3 rounds)", path,
+                 f"per_step[step={step}].{key}", unit=" ms", digits=0)
+          for step in (1, 10, 22) for side, key in (("with the cache", "cache_ms"), ("recomputing", "recompute_ms"))),
+    )
+
+
 TABLES: tuple[Table, ...] = (
     # --- graph
     ModelTable("graph-cora", "docs/results/graph-cora.metrics.json",
@@ -309,31 +334,15 @@ TABLES: tuple[Table, ...] = (
             "median of per-round ratios (time ratio < 1: ours faster; speed-up > 1: local faster); peak memory measured in a "
             "fresh process per point."),
     # --- core: the decoder's key/value cache
-    FigureTable("decoding", (
-        Figure("work per batch with the cache (counted, `torch.utils.flop_counter`)", "benchmarks/results/decoding.json",
-               "gflop_per_batch.cache", unit=" GFLOP", digits=1),
-        Figure("of which encoding (the same on both sides)", "benchmarks/results/decoding.json",
-               "gflop_per_batch.encode_only", unit=" GFLOP", digits=1),
-        Figure("work per batch recomputing the prefix", "benchmarks/results/decoding.json",
-               "gflop_per_batch.recompute", unit=" GFLOP", digits=1),
-        Figure("median time per batch with the cache", "benchmarks/results/decoding.json",
-               "timing_ms.cache.median_ms", scale=1 / 1000, unit=" s"),
-        Figure("median time per batch recomputing the prefix", "benchmarks/results/decoding.json",
-               "timing_ms.recompute.median_ms", scale=1 / 1000, unit=" s"),
-        Figure("words/s with the cache", "benchmarks/results/decoding.json", "words_per_s.cache", digits=0),
-        Figure("words/s recomputing the prefix", "benchmarks/results/decoding.json", "words_per_s.recompute", digits=0),
-        Figure("speed-up of the cache, end to end (median of per-round ratios)", "benchmarks/results/decoding.json",
-               "cache_speedup", unit="×"),
-        Figure("speed-up of the cache, decoding alone (each round's encoding time removed)",
-               "benchmarks/results/decoding.json", "decode_only_speedup", unit="×"),
-        *(Figure(f"time of step {step} ({side}; median of 3 rounds)", "benchmarks/results/decoding.json",
-                 f"per_step[step={step}].{key}", unit=" ms", digits=0)
-          for step in (1, 10, 22) for side, key in (("with the cache", "cache_ms"), ("recomputing", "recompute_ms"))),
-    ), note="`python benchmarks/decoding.py --threads 1 --rounds 9`: greedy decoding of 256 words for 10 tokens "
-            "(per-step times: 24 tokens), with and without the cache, interleaved rounds in alternating order, both "
+    FigureTable("decoding", decoding_figures("benchmarks/results/decoding.json"), note=(
+            "`python benchmarks/decoding.py --threads 1 --rounds 9`: greedy decoding of 256 words for 10 tokens (per-step times: 24 tokens), with and without the cache, interleaved rounds in alternating order, both "
             "including encoding, outputs asserted equal; timed on a shared, loaded CPU (the JSON records the load "
             "average), so absolute times are well below an idle machine's and the ratios and work counts are the "
-            "robust figures."),
+            "robust figures.")),
+    FigureTable("decoding-g2p", decoding_figures("benchmarks/results/decoding_g2p_size.json"), note=(
+        "`python benchmarks/decoding.py --dim 128 --layers 3 --threads 2 --rounds 9`: the size `python -m text g2p` "
+        "trains (D=128, 3 + 3 layers, FFN 512), otherwise as above; timed on an idle machine (load average in the "
+        "JSON).")),
     FigureTable("pixel-attention", (
         *(Figure(f"2-D {k}×{k} window, {side}×{side} image: blocked path over the dense masked fused kernel, "
                  "forward + backward (same inputs)", "benchmarks/results/pixel_attention.json",
