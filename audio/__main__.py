@@ -24,7 +24,7 @@ import torch
 
 from audio.connected import write_utterance
 from audio.data import AudioError, read_wav
-from audio.models import ATTENTIONS, FEATURE_NORMS, AudioConfig
+from audio.models import ATTENTIONS, FEATURE_NORMS, POOLINGS, AudioConfig
 from audio.plots import comparison_figures, loso_figures
 from audio.streaming import load_streaming_model, stream_lines
 from audio.train import (CONTRACTS, INTROS, TrainConfig, compare_notes, fold_specs, load_tasks, loso_summary,
@@ -89,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log-mel normalisation, every model: global (training-set mean and std per mel bin) or "
                             "utterance (each clip's own mean and std: removes a voice's or microphone's fixed "
                             "colouring; cannot stream) (default: global)")
+    model.add_argument("--pooling", choices=POOLINGS, default="mean",
+                       help="how a clip's frame vectors become one vector, every model: their mean over the real "
+                            "frames, or attention: a learned score per frame, softmax, the weighted sum "
+                            "(default: mean)")
+    model.add_argument("--dropout", type=non_negative_float, default=0.1,
+                       help="dropout in the encoder, the CNN and before the head, every model (default: 0.1)")
+    model.add_argument("--spec-augment", type=number_list(int, minimum=0), default="2,2", metavar="F,T",
+                       help="SpecAugment while training, every model: F frequency masks per clip (each up to 8 mel "
+                            "bins) and T time masks per second (each up to 8 frames; at least one per clip when T > "
+                            "0); 0,0 turns it off (default: 2,2)")
     training = compare.add_argument_group("training")
     training.add_argument("--epochs", type=positive_int, help="most epochs (default: 20 digits, 15 connected)")
     training.add_argument("--time-budget", type=non_negative_float, metavar="MIN",
@@ -164,6 +174,8 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.window_sweep is None:
         args.window_sweep = [2, 32] if digits else []
     loso = args.split == "loso"
+    if len(args.spec_augment) != 2:
+        raise UsageError(f"--spec-augment takes two counts F,T; got {','.join(map(str, args.spec_augment))}")
     if loso and not digits:
         raise UsageError("--split loso runs the digits task; drop --task connected")
     if args.speed_perturb and (not digits or any(not 0.5 <= v <= 2 or v == 1 for v in args.speed_perturb)):
@@ -180,7 +192,8 @@ def run_compare(args: argparse.Namespace) -> int:
     base = AudioConfig(task=data.task, num_classes=data.num_classes, dim=args.dim, ffn_dim=2 * args.dim,
                        layers=args.layers, heads=args.heads, window=args.window or (8 if digits else 16),
                        chunk=args.chunk or (16 if digits else 32), left_chunks=args.left_chunks,
-                       lookahead=args.lookahead, feature_norm=args.feature_norm)
+                       lookahead=args.lookahead, feature_norm=args.feature_norm, dropout=args.dropout,
+                       freq_masks=args.spec_augment[0], time_masks=args.spec_augment[1], pooling=args.pooling)
     train = TrainConfig(epochs=args.epochs or (20 if digits else 15), patience=args.patience, lr=args.lr,
                         max_frames=args.max_frames or (2400 if digits else 3000))
     if loso:

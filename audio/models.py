@@ -31,6 +31,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import Tensor, nn
 
+from core.attention import softmax_attention
 from core.masks import Mask, chunked_mask, padding_mask, sliding_window_mask
 from core.positional import RelativePositionBias
 from core.transformer import TransformerEncoder
@@ -38,6 +39,7 @@ from core.transformer import TransformerEncoder
 MODELS = ("attention", "cnn", "gru")
 FEATURE_NORMS = ("global", "utterance")
 ATTENTIONS = ("full", "window", "truncated")
+POOLINGS = ("mean", "attention")
 TASKS = ("clip", "frame")
 
 
@@ -71,6 +73,9 @@ class AudioConfig:
             ``"utterance"``: with the mean and std of the utterance's own frames (cepstral mean and variance
             normalisation): a voice's or microphone's fixed spectral tilt and loudness are removed, but the
             whole utterance must be there first, so such a model cannot stream.
+        pooling (str): clip task: how frame vectors become one clip vector: ``"mean"`` over the real
+            frames, or ``"attention"``: a learned score per frame, softmax over the real frames, the
+            weighted sum (one query attending over the frames, through core's ``softmax_attention``).
     """
 
     model: str = "attention"
@@ -96,11 +101,13 @@ class AudioConfig:
     time_masks: int = 2
     time_mask_width: int = 8
     feature_norm: str = "global"
+    pooling: str = "mean"
 
     def __post_init__(self):
         for name, value, allowed in (("model", self.model, MODELS), ("task", self.task, TASKS),
                                      ("attention", self.attention, ATTENTIONS),
-                                     ("feature_norm", self.feature_norm, FEATURE_NORMS)):
+                                     ("feature_norm", self.feature_norm, FEATURE_NORMS),
+                                     ("pooling", self.pooling, POOLINGS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r}; expected one of {', '.join(allowed)}")
 
@@ -182,30 +189,40 @@ def _frame_mask(lengths: Tensor, T: int) -> Tensor:
 
 
 class Head(nn.Module):
-    """Frame vectors to logits: per frame, or the mean over each clip's real frames.
+    """Frame vectors to logits: per frame, or pooled over each clip's real frames (mean or attention).
 
     Args:
         dim (int): D. num_classes (int): K. task (str): ``"clip"`` or ``"frame"``. dropout (float): before
             the output layer. norm (bool): a LayerNorm first (default: ``True``; ``False`` when the encoder
-            ends in one).
+            ends in one). pooling (str): clip task: ``"mean"`` or ``"attention"`` (see ``AudioConfig``).
 
     Shapes:
         x: (B, T, D), lengths: (B,) -> (B, K) for ``clip``, (B, T, K) for ``frame``
     """
 
-    def __init__(self, dim: int, num_classes: int, task: str, dropout: float, norm: bool = True):
+    def __init__(self, dim: int, num_classes: int, task: str, dropout: float, norm: bool = True,
+                 pooling: str = "mean"):
         super().__init__()
         self.task = task
         self.norm = nn.LayerNorm(dim) if norm else nn.Identity()  # the attention encoder ends in its own
+        self.score = nn.Linear(dim, 1) if task == "clip" and pooling == "attention" else None
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(dim, num_classes)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         x = self.norm(x)
         if self.task == "clip":
-            real = _frame_mask(lengths, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
-            x = (x * real).sum(1) / lengths.clamp_min(1).unsqueeze(-1).to(x.dtype)  # (B, D)
+            x = self.pool(x, lengths)  # (B, D)
         return self.out(self.dropout(x))
+
+    def pool(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """``(B, T, D)`` normalised frame vectors -> ``(B, D)``: their mean, or their attention-weighted sum."""
+        if self.score is None:
+            real = _frame_mask(lengths, x.shape[1]).unsqueeze(-1)  # (B, T, 1)
+            return (x * real).sum(1) / lengths.clamp_min(1).unsqueeze(-1).to(x.dtype)
+        scores = self.score(x).transpose(1, 2)  # (B, 1, T): one query's score for every frame
+        keys = padding_mask(lengths, x.shape[1]).dense(x.device).squeeze(1)  # (B, 1, T), True on real frames
+        return softmax_attention(scores, x, keys, record_as=self).squeeze(1)  # (B, 1, D) -> (B, D)
 
 
 class CausalConvStem(nn.Module):
@@ -254,7 +271,11 @@ class StreamState:
         layers (list[Tensor]): per encoder layer, ``(1, S, D)``: that layer's input over the last L * c
             frames, the left context the next chunk's queries attend to.
         position (int): frames consumed so far (the absolute position of the next chunk's first frame).
-        pooled (Tensor): ``(D,)`` clip task: the sum of the final frame vectors so far.
+        pooled (Tensor): ``(D,)`` clip task: the sum of the final frame vectors so far; with attention
+            pooling their sum weighted by ``exp(score - pool_max)`` (an online softmax, as flash attention
+            keeps it).
+        pool_max (float): attention pooling: the largest frame score so far (``-inf`` before any frame).
+        pool_sum (float): attention pooling: the sum of ``exp(score - pool_max)`` over the frames so far.
         finished (bool): a chunk shorter than c has ended the stream.
     """
 
@@ -263,6 +284,8 @@ class StreamState:
     position: int = 0
     pooled: Tensor = field(default_factory=lambda: torch.zeros(0))
     finished: bool = False
+    pool_max: float = -math.inf
+    pool_sum: float = 0.0
 
 
 class AttentionModel(nn.Module):
@@ -285,7 +308,8 @@ class AttentionModel(nn.Module):
         self.position_bias = RelativePositionBias(config.heads, config.max_distance)
         self.encoder = TransformerEncoder(config.dim, config.heads, config.layers, ffn_dim=config.ffn_dim,
                                           dropout=config.dropout)
-        self.head = Head(config.dim, config.num_classes, config.task, config.dropout, norm=False)
+        self.head = Head(config.dim, config.num_classes, config.task, config.dropout, norm=False,
+                         pooling=config.pooling)
 
     def attention_mask(self, T: int, lengths: Tensor) -> Mask:
         keys = padding_mask(lengths, T)
@@ -372,8 +396,18 @@ class AttentionModel(nn.Module):
                           position=position + n, pooled=state.pooled, finished=n < c)
         if self.config.task == "frame":
             return self.head(x, torch.tensor([n], device=x.device))[0], new  # (n, K)
-        new.pooled = state.pooled + self.head.norm(x)[0].sum(0)  # (D,)
-        return self.head.out(new.pooled / new.position), new  # (K,)
+        final = self.head.norm(x)[0]  # (n, D)
+        if self.head.score is None:
+            new.pooled = state.pooled + final.sum(0)  # (D,)
+            return self.head.out(new.pooled / new.position), new  # (K,)
+        # Attention pooling, one chunk at a time: rescale what was summed under the old maximum score.
+        scores = self.head.score(final).squeeze(-1)  # (n,)
+        new.pool_max = max(state.pool_max, scores.max().item())
+        rescale = math.exp(state.pool_max - new.pool_max)  # 0 before the first chunk
+        weights = torch.exp(scores - new.pool_max)  # (n,)
+        new.pool_sum = state.pool_sum * rescale + weights.sum().item()
+        new.pooled = state.pooled * rescale + weights @ final  # (D,)
+        return self.head.out(new.pooled / new.pool_sum), new  # (K,)
 
 
 class ConvModel(nn.Module):
@@ -403,7 +437,7 @@ class ConvModel(nn.Module):
                           nn.Dropout(config.dropout))
             for d in (1, 2, 4, 8)
         )
-        self.head = Head(D, config.num_classes, config.task, config.dropout)
+        self.head = Head(D, config.num_classes, config.task, config.dropout, pooling=config.pooling)
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
         real = _frame_mask(lengths, features.shape[1]).unsqueeze(1)  # (B, 1, T)
@@ -430,7 +464,8 @@ class RecurrentModel(nn.Module):
         self.frontend = FrontEnd(config)
         self.rnn = nn.GRU(config.n_mels, config.rnn_hidden, num_layers=2, batch_first=True,
                           bidirectional=True, dropout=config.dropout)
-        self.head = Head(2 * config.rnn_hidden, config.num_classes, config.task, config.dropout)
+        self.head = Head(2 * config.rnn_hidden, config.num_classes, config.task, config.dropout,
+                         pooling=config.pooling)
 
     def forward(self, features: Tensor, lengths: Tensor) -> Tensor:
         x = self.frontend(features, lengths)

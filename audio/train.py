@@ -178,7 +178,11 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
              f"r={base.lookahead}",
              f"protocol for every model: AdamW lr {train.lr}, one-cycle over {train.epochs} epochs (counted in steps), "
              f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
-             f"feature normalisation: {base.feature_norm}"]
+             f"feature normalisation: {base.feature_norm}; {base.pooling} pooling; dropout {base.dropout}; "
+             "SpecAugment: "
+             + (f"{base.freq_masks} frequency masks per clip (up to {base.freq_mask_width} bins), {base.time_masks} "
+                f"time masks per second (up to {base.time_mask_width} frames)"
+                if base.freq_masks or base.time_masks else "off")]
     if loso_validation:
         how = ("every clip of one more held-out speaker (the next in name order), so validation measures new voices "
                "as test does" if loso_validation == "speaker" else "10% of the training speakers' clips")

@@ -46,11 +46,13 @@ def test_compare_end_to_end_learns_and_follows_the_contract(tmp_path):
     out = tmp_path / "run"
     main(["compare", "--train-every", "40", "--attention", "truncated", "window", "--baselines", "gru",
           "--window-sweep", "2", "--dim", "16", "--layers", "1", "--heads", "2", "--epochs", "2",
-          "--threads", "1", "--out", str(out), "--no-progress"])
+          "--dropout", "0.2", "--spec-augment", "0,1", "--threads", "1", "--out", str(out), "--no-progress"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert check_metrics_payload(metrics) == []
     rows = {r["model"]: r for r in metrics["results"]}
     assert set(rows) == {"truncated(c=16,L=2)", "window(w=8)", "window(w=2)", "gru"}
+    saved = torch.load(out / "gru" / "seed0" / "best.pt", weights_only=True)["config"]["config"]
+    assert (saved["dropout"], saved["freq_masks"], saved["time_masks"]) == (0.2, 0, 1)
     for row in rows.values():
         assert set(row["metrics"]) == {"val_accuracy", "test_accuracy"} and "test_seconds" in row["bookkeeping"]
         assert row["bookkeeping"]["epochs"] == 2
@@ -61,6 +63,7 @@ def test_compare_end_to_end_learns_and_follows_the_contract(tmp_path):
     assert metrics["streaming"]["max_abs_diff"] < 1e-4
     report = (out / "report.md").read_text()
     assert "chosen on validation" in report and "test_accuracy" in report
+    assert "mean pooling; dropout 0.2; SpecAugment: 0 frequency masks per clip" in report
     for figure in ("learning_curves.png", "accuracy_vs_window.png", "time_vs_length.png", "memory_vs_length.png",
                    "attention_window-w-8.png", "attention_truncated-c-16-l-2.png"):
         assert (out / figure).stat().st_size > 0, figure
@@ -73,7 +76,9 @@ def test_bad_flags_are_one_line_errors_before_anything_runs(tmp_path):
     for flags, message in ((["--epochs", "0"], None), (["--split", "speaker:nobody"], "unknown speaker"),
                            (["--quick", "--task", "connected"], "digits"),
                            (["--speed-perturb", "0.9,1"], "other than 1"), (["--speed-perturb", "3"], r"\[0.5, 2\]"),
-                           (["--speed-perturb", "0.9", "--task", "connected"], "digits task")):
+                           (["--speed-perturb", "0.9", "--task", "connected"], "digits task"),
+                           (["--spec-augment", "1,2,3"], "two counts F,T"), (["--spec-augment", "-1,2"], None),
+                           (["--dropout", "-0.1"], None)):
         with pytest.raises(SystemExit, match=f"error: .*{message}" if message else None):
             main(["compare", *flags, "--out", str(tmp_path / "bad")])
     assert f"{QUICK_FLOOR:.0%}" in build_parser()._subparsers._group_actions[0].choices["compare"].format_help()

@@ -72,6 +72,26 @@ def test_padding_does_not_change_real_outputs(model_name, attention):
     assert torch.allclose(alone, padded[:, :13], atol=1e-5)
 
 
+@pytest.mark.parametrize("model_name", ["attention", "cnn"])
+def test_attention_pooling_weighs_only_real_frames_and_learns(model_name):
+    """Clip logits with attention pooling: padded frames (here loud noise) change nothing, the pooled vector
+    is a convex combination of the frame vectors, and the scoring layer gets a gradient."""
+    torch.manual_seed(0)
+    config = AudioConfig(model=model_name, attention="full", num_classes=10, pooling="attention", **SMALL)
+    model = build_model(config).eval()
+    features = torch.randn(1, 13, 40)
+    alone = model(features, torch.tensor([13]))
+    padded = model(torch.cat([features, 50 * torch.randn(1, 7, 40)], dim=1), torch.tensor([13]))
+    assert torch.allclose(alone, padded, atol=1e-5)
+    frames = torch.randn(2, 6, 32)
+    pooled = model.head.pool(frames, torch.tensor([6, 3]))  # (2, D)
+    assert torch.allclose(pooled[1], model.head.pool(frames[1:, :3], torch.tensor([3]))[0], atol=1e-6)
+    low, high = frames.min(1).values, frames.max(1).values
+    assert ((pooled >= low - 1e-6) & (pooled <= high + 1e-6))[0].all()  # inside the frames' hull, per dim
+    model.train()(features, torch.tensor([13])).square().sum().backward()
+    assert model.head.score.weight.grad.abs().sum() > 0
+
+
 def test_window_model_output_depends_only_on_its_receptive_field():
     # Two layers of +-2 frames after a stem that looks 4 frames back: frame 0 cannot see frame 15.
     torch.manual_seed(0)
@@ -89,6 +109,8 @@ def test_unknown_options_are_rejected():
         AudioConfig(attention="sparse")
     with pytest.raises(ValueError, match="model"):
         AudioConfig(model="lstm")
+    with pytest.raises(ValueError, match="pooling"):
+        AudioConfig(pooling="max")
 
 
 @pytest.mark.parametrize("model", ["attention", "cnn", "gru"])

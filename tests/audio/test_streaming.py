@@ -21,13 +21,13 @@ def stream_features(model, features):
     return torch.cat(outputs) if model.config.task == "frame" else torch.stack(outputs)
 
 
-def truncated_model(task="frame", chunk=8, left_chunks=2):
+def truncated_model(task="frame", chunk=8, left_chunks=2, pooling="mean"):
     """A small truncated-attention model whose biases, LayerNorms and relative position bias are all
     random: freshly initialised they are zeros (or the identity), and a wrong query or key offset, or a
     dropped projection bias, would then change nothing."""
     torch.manual_seed(0)
     config = AudioConfig(attention="truncated", task=task, num_classes=11 if task == "frame" else 10,
-                         chunk=chunk, left_chunks=left_chunks, **SMALL)
+                         chunk=chunk, left_chunks=left_chunks, pooling=pooling, **SMALL)
     model = build_model(config).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -54,8 +54,9 @@ def test_streaming_equals_offline_per_frame(T, left_chunks):
     assert (streamed - offline).abs().max() < 1e-5
 
 
-def test_streaming_clip_logits_after_the_last_chunk_equal_offline():
-    model = truncated_model(task="clip")
+@pytest.mark.parametrize("pooling", ["mean", "attention"])  # attention: an online softmax across chunks
+def test_streaming_clip_logits_after_the_last_chunk_equal_offline(pooling):
+    model = truncated_model(task="clip", pooling=pooling)
     features = torch.randn(45, 40)
     with torch.no_grad():
         offline = model(features.unsqueeze(0), torch.tensor([45]))[0]
