@@ -63,14 +63,44 @@ def cost_figures(base: AudioConfig, lengths: list[int], out: Path) -> list[tuple
             ("Attention memory (saved for backward) against input length", "memory_vs_length.png")]
 
 
-def attention_figure(name: str, model: torch.nn.Module, features: torch.Tensor, out: Path) -> tuple[str, str]:
-    """Layer 1's attention (heads averaged) of ``model`` over ``features (T, F)``."""
+def attention_figure(name: str, model: torch.nn.Module, features: torch.Tensor, out: Path) -> list[tuple[str, str]]:
+    """Layer 1's attention (heads averaged) of ``model`` over ``features (T, F)``; with attention pooling,
+    also the pooling weights over the utterance's frames."""
     with torch.no_grad(), capture_attention(model) as maps:
         model(features.unsqueeze(0), torch.tensor([features.shape[0]]))
     weights = maps[0].weights[0].mean(0)  # (T, T): first layer, heads averaged
     file = f"attention_{slug(name)}.png"
     plot_attention(weights, title=f"{name}: layer 1, mean over heads", path=out / file)
-    return f"Attention map of one test utterance, {name}", file
+    figures = [(f"Attention map of one test utterance, {name}", file)]
+    pooling = [m for m in maps if m.name == "head"]
+    if pooling:
+        file = f"pooling_{slug(name)}.png"
+        pooling_figure(features, pooling[0].weights.reshape(-1), name, out / file)
+        figures.append((f"Attention pooling of one test utterance, {name}: which frames make the clip's vector",
+                        file))
+    return figures
+
+
+def pooling_figure(features: torch.Tensor, weights: torch.Tensor, name: str, path: Path) -> None:
+    """The log-mel frames ``(T, F)`` above the attention-pooling weight of every frame ``(T,)``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4.5), sharex=True, height_ratios=(2, 1))
+    top.imshow(features.T.cpu(), origin="lower", aspect="auto", cmap="magma")
+    top.set_ylabel("mel bin")
+    top.set_title(f"{name}: attention pooling over one test utterance")
+    bottom.plot(weights.cpu(), color="tab:blue")
+    bottom.axhline(1 / len(weights), color="grey", linestyle="--", linewidth=1, label="mean pooling (1/T)")
+    bottom.set_xlabel("frame (10 ms)")
+    bottom.set_ylabel("weight")
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def comparison_figures(records: dict[str, list[RunRecord]], out: Path, *, configs: dict[str, AudioConfig],
@@ -101,7 +131,7 @@ def comparison_figures(records: dict[str, list[RunRecord]], out: Path, *, config
         config = configs[name]
         if runs and config.model == "attention" and config.attention not in shown:
             shown.add(config.attention)  # one map per variant: the sweep's extra windows look alike
-            figures.append(attention_figure(name, load_model(config, runs[0]).cpu().eval(), features, out))
+            figures += attention_figure(name, load_model(config, runs[0]).cpu().eval(), features, out)
     return figures
 
 
