@@ -24,7 +24,7 @@ import torch
 
 from audio.connected import write_utterance
 from audio.data import AudioError, read_wav
-from audio.models import ATTENTIONS, FEATURE_NORMS, POOLINGS, AudioConfig
+from audio.models import ATTENTIONS, FEATURE_NORMS, POOLINGS, STEMS, AudioConfig
 from audio.plots import comparison_figures, loso_figures
 from audio.streaming import load_streaming_model, stream_lines
 from audio.train import (CONTRACTS, INTROS, TrainConfig, compare_notes, fold_specs, load_tasks, loso_summary,
@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log-mel normalisation, every model: global (training-set mean and std per mel bin) or "
                             "utterance (each clip's own mean and std: removes a voice's or microphone's fixed "
                             "colouring; cannot stream) (default: global)")
+    model.add_argument("--stem", choices=STEMS, default="strided",
+                       help="the attention model's causal convolution front-end: strided (two 3x3 convolutions, "
+                            "stride 2 along frequency) or cnn (the CNN baseline's four 3x3 blocks, each with a 2x "
+                            "max pool along frequency) (default: strided)")
     model.add_argument("--pooling", choices=POOLINGS, default="mean",
                        help="how a clip's frame vectors become one vector, every model: their mean over the real "
                             "frames, or attention: a learned score per frame, softmax, the weighted sum "
@@ -193,7 +197,8 @@ def run_compare(args: argparse.Namespace) -> int:
                        layers=args.layers, heads=args.heads, window=args.window or (8 if digits else 16),
                        chunk=args.chunk or (16 if digits else 32), left_chunks=args.left_chunks,
                        lookahead=args.lookahead, feature_norm=args.feature_norm, dropout=args.dropout,
-                       freq_masks=args.spec_augment[0], time_masks=args.spec_augment[1], pooling=args.pooling)
+                       freq_masks=args.spec_augment[0], time_masks=args.spec_augment[1], pooling=args.pooling,
+                       stem=args.stem)
     train = TrainConfig(epochs=args.epochs or (20 if digits else 15), patience=args.patience, lr=args.lr,
                         max_frames=args.max_frames or (2400 if digits else 3000))
     if loso:

@@ -40,6 +40,7 @@ MODELS = ("attention", "cnn", "gru")
 FEATURE_NORMS = ("global", "utterance")
 ATTENTIONS = ("full", "window", "truncated")
 POOLINGS = ("mean", "attention")
+STEMS = ("strided", "cnn")
 TASKS = ("clip", "frame")
 
 
@@ -64,6 +65,9 @@ class AudioConfig:
         lookahead (int): truncated: frames of look-ahead past the chunk end, r.
         max_distance (int): relative position bias: offsets beyond this share one bucket.
         stem_channels (int): channels of the attention model's causal convolution stem (0: none).
+        stem (str): its layout: ``"strided"``, two 3×3 convolutions with stride 2 along frequency; or
+            ``"cnn"``, the CNN baseline's four 3×3 blocks (channels C, C, 2C, 2C, each followed by a 2× max
+            pool along frequency), made causal in time.
         conv_channels (int): CNN: channels of the 2-D blocks.
         rnn_hidden (int): GRU: hidden size per direction.
         freq_masks (int), freq_mask_width (int): SpecAugment frequency masks per clip and their max width.
@@ -94,6 +98,7 @@ class AudioConfig:
     lookahead: int = 0
     max_distance: int = 64
     stem_channels: int = 32
+    stem: str = "strided"
     conv_channels: int = 32
     rnn_hidden: int = 96
     freq_masks: int = 2
@@ -107,7 +112,7 @@ class AudioConfig:
         for name, value, allowed in (("model", self.model, MODELS), ("task", self.task, TASKS),
                                      ("attention", self.attention, ATTENTIONS),
                                      ("feature_norm", self.feature_norm, FEATURE_NORMS),
-                                     ("pooling", self.pooling, POOLINGS)):
+                                     ("pooling", self.pooling, POOLINGS), ("stem", self.stem, STEMS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r}; expected one of {', '.join(allowed)}")
 
@@ -226,12 +231,15 @@ class Head(nn.Module):
 
 
 class CausalConvStem(nn.Module):
-    """Two 2-D convolutions over (frequency, time) that look only backwards in time, then a projection.
+    """2-D convolutions over (frequency, time) that look only backwards in time, then a projection.
 
     A small convolutional stem learns time-frequency shapes that single frames cannot show (what a CNN
-    gets for free). Its kernels cover the current frame and the ``2 * 2`` frames before it, never a
-    later one, so it adds no look-ahead: streaming only has to keep the last ``context`` input frames.
-    ``stem_channels=0`` replaces it by a frame-wise linear projection.
+    gets for free). Every kernel covers the current frame and the 2 frames before it, never a later one,
+    so it adds no look-ahead: streaming only has to keep the last ``context`` input frames (2 per layer).
+    ``stem="strided"``: two layers, each halving frequency by its stride; ``stem="cnn"``: the CNN
+    baseline's four blocks, each halving frequency by a max pool (more invariant to where in frequency a
+    shape sits, as a different voice moves it). ``stem_channels=0`` replaces it by a frame-wise linear
+    projection.
 
     Shapes:
         x: (B, T, F) -> (B, T, D)
@@ -239,18 +247,16 @@ class CausalConvStem(nn.Module):
 
     def __init__(self, config: AudioConfig):
         super().__init__()
-        C = config.stem_channels
-        self.context = 4 if C else 0  # input frames before t that output t depends on
-        if C:
-            self.convs = nn.ModuleList([nn.Conv2d(1, C, 3, stride=(2, 1)), nn.Conv2d(C, C, 3, stride=(2, 1))])
-            freq = config.n_mels
-            for _ in self.convs:
-                freq = (freq + 2 - 3) // 2 + 1
-            width = C * freq
-        else:
-            self.convs = nn.ModuleList()
-            width = config.n_mels
-        self.project = nn.Linear(width, config.dim)
+        C, freq = config.stem_channels, config.n_mels
+        self.pool = config.stem == "cnn"
+        widths = ((C, C, 2 * C, 2 * C) if self.pool else (C, C)) if C else ()
+        stride = (1, 1) if self.pool else (2, 1)
+        self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 3, stride=stride)
+                                   for c_in, c_out in zip((1,) + widths, widths))
+        for _ in self.convs:
+            freq = freq // 2 if self.pool else (freq + 2 - 3) // 2 + 1
+        self.context = 2 * len(self.convs)  # input frames before t that output t depends on
+        self.project = nn.Linear(widths[-1] * freq if C else config.n_mels, config.dim)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -258,7 +264,9 @@ class CausalConvStem(nn.Module):
             x = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
             for conv in self.convs:
                 x = F.gelu(conv(F.pad(x, (2, 0, 1, 1))))  # time padded on the left only: causal
-            x = x.flatten(1, 2).transpose(1, 2)  # (B, T, C * F')
+                if self.pool:
+                    x = F.max_pool2d(x, (2, 1))  # (B, C', F'/2, T)
+            x = x.flatten(1, 2).transpose(1, 2)  # (B, T, C' * F')
         return self.dropout(self.project(x))
 
 

@@ -173,9 +173,9 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
         subset += (f"; speed perturbation: each training clip drawn at speed 1 or {', '.join(f'{v:g}' for v in speeds)}"
                    " (resampled audio), one version per batch")
     notes = [(f"fold {name} held out: " if loso_validation else "") + ", ".join(sizes) + subset,
-             f"attention model: D={base.dim}, {base.layers} layers, {base.heads} heads, causal conv stem, relative "
-             f"position bias; window w={base.window}, truncated c={base.chunk}, L={base.left_chunks}, "
-             f"r={base.lookahead}",
+             f"attention model: D={base.dim}, {base.layers} layers, {base.heads} heads, causal conv stem "
+             f"({base.stem}), relative position bias; window w={base.window}, truncated c={base.chunk}, "
+             f"L={base.left_chunks}, r={base.lookahead}",
              f"protocol for every model: AdamW lr {train.lr}, one-cycle over {train.epochs} epochs (counted in steps), "
              f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
              f"feature normalisation: {base.feature_norm}; {base.pooling} pooling; dropout {base.dropout}; "

@@ -44,12 +44,15 @@ def test_window_mask_is_combined_with_padding():
 
 CASES = [("attention", a, t) for a in ("full", "window", "truncated") for t in ("clip", "frame")]
 CASES += [(m, "window", t) for m in ("cnn", "gru") for t in ("clip", "frame")]
+CASES += [("attention-cnn-stem", "window", "clip")]
 
 
 @pytest.mark.parametrize("model_name, attention, task", CASES)
 def test_shapes_finite_and_every_parameter_learns(model_name, attention, task):
     torch.manual_seed(0)
-    config = AudioConfig(model=model_name, attention=attention, task=task, num_classes=11, window=2, chunk=4, **SMALL)
+    stem = "cnn" if model_name == "attention-cnn-stem" else "strided"
+    config = AudioConfig(model=model_name.split("-")[0], attention=attention, task=task, num_classes=11, window=2,
+                         chunk=4, stem=stem, **SMALL)
     model = build_model(config).train()
     features, lengths = torch.randn(3, 20, 40), torch.tensor([20, 13, 7])
     logits = model(features, lengths)
@@ -111,6 +114,8 @@ def test_unknown_options_are_rejected():
         AudioConfig(model="lstm")
     with pytest.raises(ValueError, match="pooling"):
         AudioConfig(pooling="max")
+    with pytest.raises(ValueError, match="stem"):
+        AudioConfig(stem="vgg")
 
 
 @pytest.mark.parametrize("model", ["attention", "cnn", "gru"])
