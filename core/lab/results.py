@@ -177,6 +177,36 @@ def decoding_figures(path: str) -> tuple[Figure, ...]:
     )
 
 
+
+#: The leave-one-speaker-out ablation of windowed attention: (row label, record name), one invocation each.
+LOSO_ABLATIONS = (
+    ("window(w=8), global normalisation (the first comparison)", "audio-digits-loso"),
+    ("+ speed perturbation 0.9 / 1.1 (`--speed-perturb 0.9,1.1`)", "audio-digits-loso-speed"),
+    ("+ per-utterance normalisation (`--feature-norm utterance`)", "audio-digits-loso-utterance"),
+    ("per-utterance + lighter SpecAugment (`--spec-augment 1,1`)", "audio-digits-loso-specaug1"),
+    ("per-utterance + stronger SpecAugment (`--spec-augment 4,4`)", "audio-digits-loso-specaug4"),
+    ("per-utterance + dropout 0.3 (`--dropout 0.3`)", "audio-digits-loso-dropout"),
+    ("per-utterance + attention pooling (`--pooling attention`)", "audio-digits-loso-attnpool"),
+    ("per-utterance + the CNN's 2-D blocks as the stem (`--stem cnn`)", "audio-digits-loso-stemcnn"),
+)
+
+
+def loso_comparison(path: str, models: tuple[str, ...] = ("window(w=8)", "cnn")) -> tuple[Figure, ...]:
+    """A leave-one-speaker-out record's figures: each model's mean and worst fold, every held-out speaker, and
+    the mean validation accuracy."""
+    speakers = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+    return (
+        *(Figure(f"{model}: mean test accuracy over the 6 held-out speakers (± std over the folds)", path,
+                 f"loso.{model}.mean_test_accuracy", scale=100, unit="%", std_path=f"loso.{model}.std_test_accuracy")
+          for model in models),
+        *(Figure(f"{model}: worst held-out speaker", path, f"loso.{model}.min_test_accuracy", scale=100, unit="%")
+          for model in models),
+        *(Figure(f"{model}, {speaker} held out", path, f"loso.{model}.per_speaker_test_accuracy.{speaker}",
+                 scale=100, unit="%") for speaker in speakers for model in models),
+        *(Figure(f"{model}: mean validation accuracy (one more held-out speaker per fold)", path,
+                 f"loso.{model}.mean_val_accuracy", scale=100, unit="%") for model in models),
+    )
+
 TABLES: tuple[Table, ...] = (
     # --- graph
     ModelTable("graph-cora", "docs/results/graph-cora.metrics.json",
@@ -207,30 +237,21 @@ TABLES: tuple[Table, ...] = (
     FigureTable("audio-loso-ablation", tuple(
         Figure(f"{label}: {what}", f"docs/results/{record}.metrics.json", f"loso.window(w=8).{key}", scale=100, unit="%",
                std_path="loso.window(w=8).std_test_accuracy" if key == "mean_test_accuracy" else None)
-        for label, record in (
-            ("window(w=8), global normalisation (the run above)", "audio-digits-loso"),
-            ("+ speed perturbation 0.9 / 1.1 (`--speed-perturb 0.9,1.1`)", "audio-digits-loso-speed"),
-            ("+ per-utterance normalisation (`--feature-norm utterance`)", "audio-digits-loso-utterance"))
+        for label, record in LOSO_ABLATIONS
         for key, what in (("mean_val_accuracy", "mean validation accuracy (chooses)"),
                           ("mean_test_accuracy", "mean test accuracy (± std over the folds)"),
                           ("min_test_accuracy", "worst held-out speaker"))
     ), note="Windowed attention (w=8), leave one speaker out, seed 0, one candidate changed at a time, each its own "
-            "invocation (`python -m audio compare --split loso --attention window --baselines [FLAG] --threads 1`); "
-            "validation (a sixth speaker per fold) is what chooses, test is shown beside it."),
-    FigureTable("audio-loso", (
-        *(Figure(f"{model}: mean test accuracy over the 6 held-out speakers (± std over the folds)",
-                 "docs/results/audio-digits-loso.metrics.json", f"loso.{model}.mean_test_accuracy", scale=100, unit="%",
-                 std_path=f"loso.{model}.std_test_accuracy") for model in ("window(w=8)", "cnn")),
-        *(Figure(f"{model}: worst held-out speaker", "docs/results/audio-digits-loso.metrics.json",
-                 f"loso.{model}.min_test_accuracy", scale=100, unit="%") for model in ("window(w=8)", "cnn")),
-        *(Figure(f"{model}, {speaker} held out", "docs/results/audio-digits-loso.metrics.json",
-                 f"loso.{model}.per_speaker_test_accuracy.{speaker}", scale=100, unit="%")
-          for speaker in ("george", "jackson", "lucas", "nicolas", "theo", "yweweler") for model in ("window(w=8)", "cnn")),
-        *(Figure(f"{model}: mean validation accuracy (one more held-out speaker per fold)",
-                 "docs/results/audio-digits-loso.metrics.json", f"loso.{model}.mean_val_accuracy", scale=100, unit="%")
-          for model in ("window(w=8)", "cnn")),
-    ), note="Leave one speaker out, seed 0, `python -m audio compare --split loso --attention window --baselines cnn "
-            "--threads 1`: each fold trains on four speakers, validates on a fifth and tests on the sixth."),
+            "invocation (`python -m audio compare --split loso --attention window --baselines [FLAGS]`); validation "
+            "(a sixth speaker per fold) is what chooses, test is shown beside it."),
+    FigureTable("audio-loso", loso_comparison("docs/results/audio-digits-loso.metrics.json"),
+                note="Leave one speaker out, seed 0, `python -m audio compare --split loso --attention window "
+                     "--baselines cnn --threads 1`: each fold trains on four speakers, validates on a fifth and tests "
+                     "on the sixth."),
+    FigureTable("audio-loso-utterance", loso_comparison("docs/results/audio-digits-loso-utterance-cnn.metrics.json"),
+                note="The same comparison with per-utterance normalisation for both models, seed 0, one invocation: "
+                     "`python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
+                     "utterance --threads 2`."),
     ModelTable("audio-connected", "docs/results/audio-connected.metrics.json",
                (Column("frame accuracy (%)", "frame_accuracy", **PCT), Column("DER, 30-60 s test", "der", digits=3),
                 Column("train s", "train_seconds", digits=0)),
@@ -372,11 +393,11 @@ TABLES: tuple[Table, ...] = (
         Figure("audio: FSDD test accuracy, full attention (the variant best on validation)",
                "docs/results/audio-digits-seeds3.metrics.json", "results[model=full].metrics.test_accuracy", scale=100,
                unit="%", std_path="results[model=full].std.test_accuracy", count_path="results[model=full].runs"),
-        Figure("audio: a voice never heard (leave one speaker out), window(w=8), mean over 6 speakers",
-               "docs/results/audio-digits-loso.metrics.json", "loso.window(w=8).mean_test_accuracy", scale=100, unit="%",
-               std_path="loso.window(w=8).std_test_accuracy"),
-        Figure("audio: same run, CNN", "docs/results/audio-digits-loso.metrics.json", "loso.cnn.mean_test_accuracy",
-               scale=100, unit="%", std_path="loso.cnn.std_test_accuracy"),
+        Figure("audio: a voice never heard (leave one speaker out), window(w=8), per-utterance normalisation, mean "
+               "over 6 speakers", "docs/results/audio-digits-loso-utterance-cnn.metrics.json",
+               "loso.window(w=8).mean_test_accuracy", scale=100, unit="%", std_path="loso.window(w=8).std_test_accuracy"),
+        Figure("audio: same run, CNN", "docs/results/audio-digits-loso-utterance-cnn.metrics.json",
+               "loso.cnn.mean_test_accuracy", scale=100, unit="%", std_path="loso.cnn.std_test_accuracy"),
         Figure("audio: digit error rate on 30-60 s, window(w=16)", "docs/results/audio-connected.metrics.json",
                "results[model=window(w=16)].metrics.der", digits=3),
         Figure("audio: window(w=16) over full attention at 60 s, speed (same inputs)", "benchmarks/results/audio_attention.json",
