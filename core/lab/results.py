@@ -188,6 +188,8 @@ LOSO_ABLATIONS = (
     ("per-utterance + dropout 0.3 (`--dropout 0.3`)", "audio-digits-loso-dropout"),
     ("per-utterance + attention pooling (`--pooling attention`)", "audio-digits-loso-attnpool"),
     ("per-utterance + the CNN's 2-D blocks as the stem (`--stem cnn`)", "audio-digits-loso-stemcnn"),
+    ("per-utterance + the CNN stem + lighter SpecAugment (`--stem cnn --spec-augment 1,1`)",
+     "audio-digits-loso-stemcnn-specaug1"),
 )
 
 
