@@ -17,8 +17,8 @@ import argparse
 import functools
 import sys
 
-from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args, \
-    cli_main, positive_int
+from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile, \
+    check_common_args, cli_main, positive_int
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from graph.data import PLANETOID_NAMES, UnsafePickleError, data_identity, load_planetoid
 from graph.layers import DENSE_MAX_NODES
@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"models to compare (default: all: {' '.join(MODELS)})")
     compare.add_argument("--quick", action="store_true",
                          help="a short profile: " + ", ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                                                             for k, v in QUICK.items()))
+                                                             for k, v in QUICK.items())
+                              + " (a flag given explicitly wins; the report says so)")
     train = commands.add_parser(
         "train", help="train one model (optionally with changed hyper-parameters)",
         description="Train one model over --seeds seeds; hyper-parameters default to its paper's values.")
@@ -84,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    kept = []
     if getattr(args, "quick", False):
-        for key, value in QUICK.items():
-            setattr(args, key, value)
+        kept = apply_profile(args, build_parser().parse_args([args.command]), QUICK)
     out = args.out.replace("<dataset>", args.dataset + ("-quick" if getattr(args, "quick", False) else ""))
     check_common_args(args, out)
     apply_common_args(args)
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     notes = ["protocol for every model: full-batch Adam, public split, GAT's early stopping (patience "
              f"{train.patience} on validation accuracy or loss, the weights of the last epoch at which both were "
              f"best), at most {train.epochs} epochs; one process (full batch: nothing to shard)"]
+    notes += kept
     if data.name == "Cora":
         notes += [f"published Cora test accuracy of {c.model}: {PAPER_CORA[c.model]}" for c in configs
                   if c.model in PAPER_CORA]

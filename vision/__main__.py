@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, check_common_args, \
+from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile, check_common_args, \
     cli_main, number_list, positive_int, subset_of
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                               f"CIFAR-10's first {QUICK['per_class']['train']} training and "
                               f"{QUICK['per_class']['test']} test images per class, shrunk to "
                               f"{QUICK['image_size']}x{QUICK['image_size']} pixels. Floor: attention and CNN >= "
-                              f"{QUICK_FLOOR:.0%}% test accuracy")
+                              f"{QUICK_FLOOR:.0%}% test accuracy (a flag given explicitly wins; the report says so)")
     sweep = commands.add_parser(
         "sweep", help="train on fractions of the training set: test accuracy vs training-set size",
         description="Train each model on stratified fractions of the training set with one protocol: every fraction "
@@ -138,10 +138,8 @@ def prepare(args) -> tuple[list[str], VisionData, dict]:
     if getattr(args, "quick", False):
         if args.dataset != "cifar10":
             raise UsageError("--quick runs on CIFAR-10; drop --dataset")
-        args.models, args.epochs, args.batch_size = QUICK["models"], QUICK["epochs"], QUICK["batch_size"]
-        if args.image_size not in (None, QUICK["image_size"]):
-            raise UsageError(f"--quick runs at {QUICK['image_size']}x{QUICK['image_size']} pixels; drop --image-size")
-        args.augment, args.image_size = QUICK["augment"], QUICK["image_size"]
+        flags = {key: value for key, value in QUICK.items() if key != "per_class"}
+        args.quick_kept = apply_profile(args, build_parser().parse_args(["compare"]), flags)
         if args.out == "runs/vision/compare":
             args.out = "runs/vision/compare-quick"
     names, sizes = args.models, checked_models(args)
@@ -171,7 +169,7 @@ def run_compare(args) -> int:
     specs = [ModelSpec(name, ROLE[name], prepared["configs"][name], train=train_config(args, name)) for name in names]
     notes = compare_notes(specs, data, prepared["how"], quick=args.quick)
     if args.quick:
-        notes.append(f"--quick floor: attention and CNN >= {QUICK_FLOOR:.0%} test_accuracy")
+        notes += [f"--quick floor: attention and CNN >= {QUICK_FLOOR:.0%} test_accuracy", *args.quick_kept]
     experiment = Experiment(
         domain="vision", dataset=data.name, title=f"Vision: pixel self-attention vs convolution on {data.name}"
         + (" — quick" if args.quick else ""), contract=CONTRACT, specs=specs,

@@ -30,7 +30,7 @@ from core.lab.experiment import add_common_args, apply_common_args
 from core.lab.runner import RunnerError, check_out_dir
 
 __all__ = ["UsageError", "add_common_args", "apply_common_args", "add_schedule_args", "positive_int",
-           "non_negative_float", "subset_of", "check_common_args", "cli_main"]
+           "non_negative_float", "subset_of", "check_common_args", "cli_main", "apply_profile"]
 
 
 class UsageError(ValueError):
@@ -110,6 +110,33 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budg
                             help="minutes per model and seed, for an equal-time comparison: each run stops after "
                                  "the epoch that crosses it and the report says so; results then depend on the "
                                  "machine's speed (default: none, the schedule is counted in epochs)")
+
+
+def apply_profile(args: argparse.Namespace, defaults: argparse.Namespace, profile: dict[str, Any],
+                  name: str = "--quick") -> list[str]:
+    """Apply a named set of settings (a domain's ``--quick``) to parsed flags; a flag the user gave wins.
+
+    Each key of ``profile`` is set on ``args`` unless the user gave that flag a value other than its default
+    (``defaults``: the parser's flags with nothing given). Keys that are no flag (``defaults`` lacks them) are
+    always set. Returns one line per flag the user kept, for the report: a profile's floors and budgets hold
+    for the profile as written, not for a changed one, and the record says so.
+    """
+    kept = []
+    for key, value in profile.items():
+        given = getattr(args, key, None)
+        if hasattr(defaults, key) and given != getattr(defaults, key) and given != value:
+            flag = "--" + key.replace("_", "-")
+            kept.append(f"{flag} {_shown(given)} given with {name}, which would set {_shown(value)}: "
+                        f"the floors and budget of {name} are for its own settings")
+        else:
+            setattr(args, key, value)
+    return kept
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "(none)"
+    return str(value)
 
 
 def check_common_args(args: argparse.Namespace, out: str | Path | None = None) -> None:

@@ -63,6 +63,32 @@ def select_device(name: str = "auto") -> torch.device:
     raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices natively (a CPU without AVX-512 BF16 or AMX emulates
+    them, slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The context that runs a forward pass in ``precision``: ``"fp32"`` a no-op, ``"bf16"`` ``torch.autocast``
+    to bfloat16 (matrix products and convolutions in bfloat16, weights, optimizer and reductions in float32).
+
+    Raises:
+        ValueError: for an unknown precision, or bf16 on a device without native bfloat16.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not bf16_supported(device):
+        raise ValueError(f"--precision bf16: this {device.type} has no native bfloat16 arithmetic "
+                         f"(it would be emulated, slower than fp32); use --precision fp32")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device).
 

@@ -101,3 +101,12 @@ def test_help_explains_every_command(capsys):
     text = capsys.readouterr().out
     assert "--seeds" in text and "--models" in text and "--dense-max-nodes" in text and "--time-budget" in text
     assert "--quick" in text and "--checkpoint-every" in text
+
+
+def test_quick_keeps_a_flag_given_and_the_report_says_so(tmp_path):
+    out = tmp_path / "quick"
+    assert main(["compare", "--quick", *common(out, "--epochs", "2")]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [r["model"] for r in metrics["results"]] == ["gat", "mlp"]  # the profile's models
+    assert all(r["bookkeeping"]["epochs"] <= 2 for r in metrics["results"])  # the given epochs, not its 200
+    assert "--epochs 2 given with --quick, which would set 200" in (out / "report.md").read_text()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.lab.runner import check_metrics_payload
-from vision.__main__ import QUICK_FLOOR, build_parser, main
+from vision.__main__ import QUICK, QUICK_FLOOR, build_parser, main
 
 
 @pytest.fixture
@@ -108,9 +108,17 @@ def test_quick_help_states_the_floor(capsys):
     assert f"{QUICK_FLOOR:.0%}" in capsys.readouterr().out
 
 
-def test_quick_refuses_another_image_size(tmp_path):
-    with pytest.raises(SystemExit, match="^error: --quick runs at 16x16 pixels"):
-        main(["compare", "--quick", "--image-size", "32", "--out", str(tmp_path)])
+def test_quick_takes_every_setting_of_its_profile_that_the_user_left_alone():
+    from core.lab.cli import apply_profile
+
+    defaults = build_parser().parse_args(["compare"])
+    args = build_parser().parse_args(["compare", "--quick", "--image-size", "32"])
+    kept = apply_profile(args, defaults, {k: v for k, v in QUICK.items() if k != "per_class"})
+    assert (args.epochs, args.batch_size, args.augment, args.models) == (QUICK["epochs"], QUICK["batch_size"],
+                                                                          QUICK["augment"], QUICK["models"])
+    assert args.image_size == 32 and kept == [
+        f"--image-size 32 given with --quick, which would set {QUICK['image_size']}: the floors and budget of "
+        "--quick are for its own settings"]
 
 
 def test_quick_profile_learns_above_its_floor(tmp_path):

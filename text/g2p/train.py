@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.decoding import beam_search, greedy_search
+from core.lab.harness import autocast
 from core.lab.runner import ModelSpec, RunContext, RunRecord
 from core.lab.schedule import warmup_cosine_scheduler
 from text.g2p.data import (BOS, EOS, PAD, Batch, BucketBatches, Entry, Lexicon, ParseReport, Splits, Vocab,
@@ -49,6 +50,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     beam: int = 1  # test decoding: 1 = greedy (validation is always greedy)
+    precision: str = "fp32"  # training forward passes: "fp32", or "bf16" autocast; decoding is always fp32
     eval_batch_size: int = 512  # words per decoding batch
 
 
@@ -114,10 +116,12 @@ def evaluate_lexicon(model: nn.Module, lexicon: Lexicon, vocab: Vocab, device: t
     return {"wer": s.wer, "per": s.per}, predictions
 
 
-def _loss(model: nn.Module, batch: Batch, device: torch.device, label_smoothing: float) -> torch.Tensor:
+def _loss(model: nn.Module, batch: Batch, device: torch.device, label_smoothing: float,
+          precision: str = "fp32") -> torch.Tensor:
     batch = batch.to(device)
-    logits = model(batch.letters, batch.lengths, batch.target_in)  # (B, T, V)
-    return F.cross_entropy(logits.flatten(0, 1), batch.target_out.flatten(), ignore_index=PAD,
+    with autocast(device, precision):
+        logits = model(batch.letters, batch.lengths, batch.target_in)  # (B, T, V)
+    return F.cross_entropy(logits.float().flatten(0, 1), batch.target_out.flatten(), ignore_index=PAD,
                            label_smoothing=label_smoothing)
 
 
@@ -138,7 +142,7 @@ def make_train_one(data: G2PData, config: TrainConfig) -> Callable[[ModelSpec, i
 
         history = ctx.fit(
             model, optimizer, train_data=batches,
-            train_step=lambda m, b: _loss(m, b, ctx.device, config.label_smoothing),
+            train_step=lambda m, b: _loss(m, b, ctx.device, config.label_smoothing, config.precision),
             evaluate=evaluate, epochs=config.epochs, scheduler=scheduler, scheduler_per_batch=True,
             grad_clip=config.grad_clip, checkpoint_every=ctx.checkpoint_every or CHECKPOINT_EVERY,
             best_extra={"vocab": data.vocab.to_dict(), "model_name": spec.name},

@@ -37,3 +37,26 @@ def test_a_bad_list_stops_argparse_naming_the_flag(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--dims", "8,0"])
     assert "argument --dims: expected whole numbers >= 1, got '8,0'" in capsys.readouterr().err
+
+
+def test_a_profile_fills_the_flags_left_at_their_defaults_and_reports_the_ones_given():
+    from core.lab.cli import apply_profile
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--models", type=subset_of(["a", "b", "c"]), default=["a", "b", "c"])
+    parser.add_argument("--size", type=int, default=None)
+    profile = {"epochs": 3, "models": ["a"], "size": 16, "per_class": 100}  # per_class is no flag: always set
+    defaults = parser.parse_args([])
+
+    args = parser.parse_args([])
+    assert apply_profile(args, defaults, profile) == []
+    assert (args.epochs, args.models, args.size, args.per_class) == (3, ["a"], 16, 100)
+
+    args = parser.parse_args(["--epochs", "5", "--models", "a,c", "--size", "16"])
+    kept = apply_profile(args, defaults, profile)
+    assert (args.epochs, args.models, args.size) == (5, ["a", "c"], 16)  # given flags win; 16 is the profile's
+    assert kept == ["--epochs 5 given with --quick, which would set 3: the floors and budget of --quick are for "
+                    "its own settings",
+                    "--models a,c given with --quick, which would set a: the floors and budget of --quick are "
+                    "for its own settings"]

@@ -341,3 +341,33 @@ def test_warmup_cosine_is_counted_in_steps():
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(55) == pytest.approx(0.5) and factor(100) == pytest.approx(0.0) and factor(150) == 0.0
     assert warmup_cosine(10, 0)(0) == pytest.approx(1.0)
+
+
+# --- precision: the one place that turns bfloat16 on ------------------------------------------------------
+
+
+def test_autocast_fp32_is_a_no_op_and_bf16_multiplies_in_bfloat16():
+    from core.lab.harness import autocast, bf16_supported
+
+    cpu = torch.device("cpu")
+    a, b = torch.randn(4, 8), torch.randn(8, 3)
+    with autocast(cpu, "fp32"):
+        assert (a @ b).dtype == torch.float32
+    if bf16_supported(cpu):
+        with autocast(cpu, "bf16"):
+            product = a @ b
+        assert product.dtype == torch.bfloat16
+        torch.testing.assert_close(product.float(), a @ b, atol=0.1, rtol=0.05)
+    else:  # a CPU without native bfloat16 is refused, not silently slowed down
+        with pytest.raises(ValueError, match="no native bfloat16"):
+            autocast(cpu, "bf16")
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        autocast(cpu, "fp16")
+
+
+def test_bf16_on_a_device_without_it_is_refused(monkeypatch):
+    from core.lab import harness
+
+    monkeypatch.setattr(harness, "bf16_supported", lambda device: False)
+    with pytest.raises(ValueError, match="use --precision fp32"):
+        harness.autocast(torch.device("cpu"), "bf16")

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from core.lab.runner import check_metrics_payload
-from text.g2p.__main__ import main
+from core.lab.harness import bf16_supported
+from text.g2p import __main__ as g2p_main
+from text.g2p.__main__ import build_parser, build_specs, main
 
 TINY = ["--limit-words", "300", "--epochs", "3", "--batch-size", "16", "--dim", "32", "--heads", "2", "--layers", "1",
         "--ffn-dim", "64", "--hidden", "32", "--lr", "5e-3", "--warmup-steps", "10", "--threads", "1", "--no-progress"]
@@ -45,6 +47,10 @@ def test_compare_learns_and_writes_the_report(tiny_run):
     assert list(tiny_run.glob("cross_attention_*.png"))
     report = (tiny_run / "report.md").read_text()
     assert "split by word" in report.lower() and "trailing comments stripped" in report
+    # --precision auto is resolved before training and recorded, and the report says what ran
+    precision = payload["config"]["train"]["precision"]
+    assert precision == ("bf16" if bf16_supported(torch.device("cpu")) else "fp32")
+    assert ("bfloat16 (autocast" in report) == (precision == "bf16") and "decoding in float32" in report
 
 
 def test_pronounce_good_and_bad_words(tiny_run, capsys):
@@ -72,3 +78,18 @@ def test_pronounce_beam_and_bad_checkpoints(tiny_run, tmp_path, capsys):
     torch.save({"model": {}}, not_ours)
     with pytest.raises(SystemExit, match="is not a g2p best.pt"):
         main(["pronounce", "--checkpoint", str(not_ours), "cat"])
+
+
+def test_precision_and_dropout_flags(monkeypatch):
+    args = build_parser().parse_args(["compare", "--dropout", "0.25", "--precision", "fp32"])
+    assert g2p_main.resolve_precision(args) == "fp32"
+    transformer = {spec.name: spec.config for spec in build_specs(args)}["transformer"]
+    assert transformer.dropout == 0.25
+    assert {spec.name: spec.config for spec in build_specs(args)}["lstm"].dropout == 0.2  # the LSTMs keep theirs
+    # a device without native bfloat16: auto falls back to fp32, an explicit bf16 is refused with the reason
+    monkeypatch.setattr(g2p_main, "bf16_supported", lambda device: False)
+    assert g2p_main.resolve_precision(build_parser().parse_args(["compare"])) == "fp32"
+    with pytest.raises(SystemExit, match="no native bfloat16"):
+        main(["compare", "--precision", "bf16", "--limit-words", "50", "--no-progress"])
+    monkeypatch.setattr(g2p_main, "bf16_supported", lambda device: True)
+    assert g2p_main.resolve_precision(build_parser().parse_args(["compare"])) == "bf16"
