@@ -20,8 +20,8 @@ import functools
 import sys
 from typing import Sequence
 
-from core.lab.cli import (UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile, check_common_args,
-                          cli_main, number_list, positive_int, subset_of)
+from core.lab.cli import (UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile,
+                          check_common_args, cli_main, number_list, positive_int, subset_of)
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from text.data import CONLL2000_TASKS, TaggingDataError, TaggingDataset, Vocabularies, count_unseen_labels, load_task
 from text.models import MODELS, POSITIONS, TaggerConfig

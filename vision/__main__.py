@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile, check_common_args, \
-    cli_main, number_list, positive_int, subset_of
+from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile, \
+    check_common_args, cli_main, number_list, positive_int, subset_of
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image

@@ -74,18 +74,33 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """``"fp32"`` or ``"bf16"`` for ``precision`` on ``device``: ``"auto"`` is bf16 where the device multiplies
+    bfloat16 natively, else fp32.
+
+    Raises:
+        ValueError: for an unknown precision, or bf16 on a device without native bfloat16.
+    """
+    if precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected auto or one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not bf16_supported(device):
+        raise ValueError(f"--precision bf16: this {device.type} has no native bfloat16 arithmetic "
+                         f"(it would be emulated, slower than fp32); use --precision fp32 or auto")
+    return precision
+
+
 def autocast(device: torch.device, precision: str = "fp32"):
     """The context that runs a forward pass in ``precision``: ``"fp32"`` a no-op, ``"bf16"`` ``torch.autocast``
     to bfloat16 (matrix products and convolutions in bfloat16, weights, optimizer and reductions in float32).
 
     Raises:
-        ValueError: for an unknown precision, or bf16 on a device without native bfloat16.
+        ValueError: as :func:`resolve_precision` (``"auto"`` is resolved there, not here).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if precision == "bf16" and not bf16_supported(device):
-        raise ValueError(f"--precision bf16: this {device.type} has no native bfloat16 arithmetic "
-                         f"(it would be emulated, slower than fp32); use --precision fp32")
+    if precision == "auto":
+        raise ValueError("autocast takes a resolved precision (fp32 or bf16); call resolve_precision first")
+    precision = resolve_precision(device, precision)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 

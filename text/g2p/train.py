@@ -42,7 +42,7 @@ LENGTH_BINS = [1, 5, 7, 9, 11, 13]
 class TrainConfig:
     """How every model of one ``compare`` is trained (the same for all three)."""
 
-    epochs: int = 5
+    epochs: int = 12  # the most all three models fit in 40 minutes on 2 CPU cores (docs/text-g2p.md)
     batch_size: int = 256  # pronunciations per batch (batches group words of similar length)
     lr: float = 2e-3  # peak learning rate (AdamW)
     weight_decay: float = 0.01

@@ -363,11 +363,17 @@ def test_autocast_fp32_is_a_no_op_and_bf16_multiplies_in_bfloat16():
             autocast(cpu, "bf16")
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
         autocast(cpu, "fp16")
+    with pytest.raises(ValueError, match="call resolve_precision first"):
+        autocast(cpu, "auto")
 
 
 def test_bf16_on_a_device_without_it_is_refused(monkeypatch):
     from core.lab import harness
 
     monkeypatch.setattr(harness, "bf16_supported", lambda device: False)
+    cpu = torch.device("cpu")
     with pytest.raises(ValueError, match="use --precision fp32"):
-        harness.autocast(torch.device("cpu"), "bf16")
+        harness.autocast(cpu, "bf16")
+    assert (harness.resolve_precision(cpu, "auto"), harness.resolve_precision(cpu, "fp32")) == ("fp32", "fp32")
+    monkeypatch.setattr(harness, "bf16_supported", lambda device: True)
+    assert harness.resolve_precision(cpu, "auto") == "bf16"

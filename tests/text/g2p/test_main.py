@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from core.lab.runner import check_metrics_payload
+from core.lab import harness
 from core.lab.harness import bf16_supported
 from text.g2p import __main__ as g2p_main
 from text.g2p.__main__ import build_parser, build_specs, main
@@ -87,9 +88,9 @@ def test_precision_and_dropout_flags(monkeypatch):
     assert transformer.dropout == 0.25
     assert {spec.name: spec.config for spec in build_specs(args)}["lstm"].dropout == 0.2  # the LSTMs keep theirs
     # a device without native bfloat16: auto falls back to fp32, an explicit bf16 is refused with the reason
-    monkeypatch.setattr(g2p_main, "bf16_supported", lambda device: False)
+    monkeypatch.setattr(harness, "bf16_supported", lambda device: False)
     assert g2p_main.resolve_precision(build_parser().parse_args(["compare"])) == "fp32"
     with pytest.raises(SystemExit, match="no native bfloat16"):
         main(["compare", "--precision", "bf16", "--limit-words", "50", "--no-progress"])
-    monkeypatch.setattr(g2p_main, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(harness, "bf16_supported", lambda device: True)
     assert g2p_main.resolve_precision(build_parser().parse_args(["compare"])) == "bf16"
