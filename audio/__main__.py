@@ -29,8 +29,8 @@ from audio.plots import comparison_figures, loso_figures
 from audio.streaming import load_streaming_model, stream_lines
 from audio.train import (CONTRACTS, INTROS, TrainConfig, compare_notes, fold_specs, load_tasks, loso_summary,
                          summarize, train_one)
-from core.lab.cli import (UsageError, add_common_args, apply_common_args, apply_profile, check_common_args, cli_main,
-                          non_negative_float, number_list, positive_int)
+from core.lab.cli import (UsageError, add_common_args, apply_common_args, apply_profile, check_common_args,
+                          cli_main, non_negative_float, number_list, positive_int)
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 
 #: --quick: windowed attention and the CNN on every other FSDD training clip (every speaker and digit), batches

@@ -321,11 +321,12 @@ TABLES: tuple[Table, ...] = (
             ("train_seconds", "training wall time", 1 / 60, 1, " min"))
     ) + (Figure("`python -m text g2p compare --threads 2`, all three models, 12 epochs: wall time of the command "
                 "(target ≤ 40 min)", "docs/results/text-g2p.metrics.json", "wall_seconds", scale=1 / 60, digits=1,
-                unit=" min"),), note="The Transformer alone (the LSTMs of the first and last records beside it in their tables), seed 0, "
-            "greedy decoding, the weights of the epoch with the lowest validation WER. Validation chose dropout 0; "
-            "the 12 epochs are what the 40-minute budget for all three models buys (validation WER was still "
-            "falling at the last epoch of every run). Wall times are the machine's of the day: the first run "
-            "shared a loaded CPU, and the 10-epoch dropout-0.1 run shared it with tests for two of its epochs."),
+                unit=" min"),),
+        note="The Transformer alone (the LSTMs of the first and last records beside it in their tables), seed 0, "
+             "greedy decoding, the weights of the epoch with the lowest validation WER. Validation chose dropout 0; "
+             "the 12 epochs are what the 40-minute budget for all three models buys (validation WER was still "
+             "falling at the last epoch of every run). Wall times are the machine's of the day: the first run "
+             "shared a loaded CPU, and the 10-epoch dropout-0.1 run shared it with tests for two of its epochs."),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
     FigureTable("text-throughput", (
