@@ -35,8 +35,10 @@ from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 
 #: --quick: windowed attention and the CNN on every other FSDD training clip (every speaker and digit), batches
 #: of 800 frames (about 10 clips: more steps for the same work), the full validation and test sets; floor:
-#: windowed attention >= 90% test accuracy.
-QUICK = dict(attention=["window"], baselines=["cnn"], window_sweep=[], epochs=8, train_every=2, max_frames=800)
+#: windowed attention >= 90% test accuracy. 7 epochs: validation accuracy (windowed attention / CNN) was
+#: 89.63% / 94.07% at 6 epochs, 90.37% / 95.56% at 7 and 90.00% / 95.93% at 8, the same mean at 7 and 8, and 7
+#: costs less (8 had run 124 s inside the tour on a loaded host, over the two minutes).
+QUICK = dict(attention=["window"], baselines=["cnn"], window_sweep=[], epochs=7, train_every=2, max_frames=800)
 QUICK_FLOOR = 0.90
 
 
