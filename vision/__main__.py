@@ -138,8 +138,7 @@ def prepare(args) -> tuple[list[str], VisionData, dict]:
     if getattr(args, "quick", False):
         if args.dataset != "cifar10":
             raise UsageError("--quick runs on CIFAR-10; drop --dataset")
-        flags = {key: value for key, value in QUICK.items() if key != "per_class"}
-        args.quick_kept = apply_profile(args, build_parser().parse_args(["compare"]), flags)
+        args.quick_kept = apply_profile(args, build_parser().parse_args(["compare"]), QUICK)  # per_class: no flag
         if args.out == "runs/vision/compare":
             args.out = "runs/vision/compare-quick"
     names, sizes = args.models, checked_models(args)

@@ -177,7 +177,6 @@ def decoding_figures(path: str) -> tuple[Figure, ...]:
     )
 
 
-
 #: The leave-one-speaker-out ablation of windowed attention: (row label, record name), one invocation each.
 LOSO_ABLATIONS = (
     ("window(w=8), global normalisation (the first comparison)", "audio-digits-loso"),
@@ -324,11 +323,11 @@ TABLES: tuple[Table, ...] = (
     ) + (Figure("`python -m text g2p compare --threads 2`, all three models, 12 epochs: wall time of the command "
                 "(target ≤ 40 min)", "docs/results/text-g2p.metrics.json", "wall_seconds", scale=1 / 60, digits=1,
                 unit=" min"),),
-        note="The Transformer alone (the LSTMs of the first and last records beside it in their tables), seed 0, "
-             "greedy decoding, the weights of the epoch with the lowest validation WER. Validation chose dropout 0; "
-             "the 12 epochs are what the 40-minute budget for all three models buys; 30 epochs show what a "
-             "longer budget buys (validation WER fell until the last epochs of every run). Wall times are the machine's of the day: the first run "
-             "shared a loaded CPU, the 10-epoch dropout-0.1 run shared it with tests for two of its epochs, and the "
+        note="The Transformer alone (the LSTMs of the 5-epoch and the default records beside it in their tables), "
+             "seed 0, greedy decoding, the weights of the epoch with the lowest validation WER. Validation chose "
+             "dropout 0; the 12 epochs are what the 40-minute budget for all three models buys; 30 epochs show what "
+             "a longer budget buys (validation WER fell until the last epochs of every run). Wall times are the "
+             "machine's of the day: the first run shared a loaded CPU, the 10-epoch dropout-0.1 run shared it with tests for two of its epochs, and the "
              "30-epoch run met a busier host in its last epochs."),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
