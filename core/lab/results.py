@@ -28,7 +28,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = ["Column", "ModelTable", "Figure", "FigureTable", "TABLES", "RecordError", "render_table",
@@ -111,7 +111,10 @@ class Figure:
         record (str): the record file, relative to the repository root.
         path (str): where the value sits: keys joined by dots; ``list[key=value,key=value]`` picks the one
             element of a list whose fields match, e.g. ``rows[scope=attention,audio_seconds=60,variant=full].seconds``;
-            ``results[model=gat].metrics.test_accuracy`` works on run records.
+            ``results[model=gat].metrics.test_accuracy`` works on run records. One ``*`` segment makes one row
+            per key of the mapping there, in the record's order, with ``{key}`` in ``label`` (and ``std_path``'s
+            own ``*``) replaced by that key: ``loso.cnn.per_speaker_test_accuracy.*`` lists every held-out
+            speaker the record holds, whichever they are.
         scale (float, optional): multiply before formatting. (default: 1)
         digits (int, optional): decimals. (default: 2)
         unit (str, optional): appended to the value, e.g. ``"×"``, ``" ms"``, ``"%"``. (default: ``""``)
@@ -195,15 +198,14 @@ LOSO_ABLATIONS = (
 def loso_comparison(path: str, models: tuple[str, ...] = ("window(w=8)", "cnn")) -> tuple[Figure, ...]:
     """A leave-one-speaker-out record's figures: each model's mean and worst fold, every held-out speaker, and
     the mean validation accuracy."""
-    speakers = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
     return (
-        *(Figure(f"{model}: mean test accuracy over the 6 held-out speakers (± std over the folds)", path,
+        *(Figure(f"{model}: mean test accuracy over the held-out speakers (± std over the folds)", path,
                  f"loso.{model}.mean_test_accuracy", scale=100, unit="%", std_path=f"loso.{model}.std_test_accuracy")
           for model in models),
         *(Figure(f"{model}: worst held-out speaker", path, f"loso.{model}.min_test_accuracy", scale=100, unit="%")
           for model in models),
-        *(Figure(f"{model}, {speaker} held out", path, f"loso.{model}.per_speaker_test_accuracy.{speaker}",
-                 scale=100, unit="%") for speaker in speakers for model in models),
+        *(Figure(f"{model}, {{key}} held out", path, f"loso.{model}.per_speaker_test_accuracy.*", scale=100, unit="%")
+          for model in models),
         *(Figure(f"{model}: mean validation accuracy (one more held-out speaker per fold)", path,
                  f"loso.{model}.mean_val_accuracy", scale=100, unit="%") for model in models),
     )
@@ -552,6 +554,28 @@ def lookup(data: object, path: str, record: str) -> object:
     return here
 
 
+def _expand(figure: Figure, data: dict) -> list[Figure]:
+    """``figure`` itself, or one figure per key where its path has a ``*`` segment (see :class:`Figure`)."""
+    parts = _split_path(figure.path)
+    if parts.count("*") > 1:
+        raise ValueError(f"{figure.path!r}: at most one '*' segment")
+    if "*" not in parts:
+        return [figure]
+    where = parts.index("*")
+    mapping = lookup(data, ".".join(parts[:where]), figure.record) if where else data
+    if not isinstance(mapping, dict) or not mapping:
+        raise RecordError(f"{figure.record}: {'.'.join(parts[:where])!r} is {mapping!r}, not a mapping to list with '*'")
+
+    def fill(path: str | None, key: str) -> str | None:
+        return None if path is None else ".".join(key if part == "*" else part for part in _split_path(path))
+
+    for key in mapping:
+        if "." in key or "[" in key:
+            raise RecordError(f"{figure.record}: key {key!r} under {'.'.join(parts[:where])!r} cannot be a path segment")
+    return [replace(figure, label=figure.label.replace("{key}", key), path=fill(figure.path, key),
+                    std_path=fill(figure.std_path, key)) for key in mapping]
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Formatting
 
@@ -631,7 +655,7 @@ def render_table(table: Table, root: Path = REPO, document: str | None = None, _
         lines = _rows(header, rows)
     else:
         rows = []
-        for figure in table.figures:
+        for figure in (row for each in table.figures for row in _expand(each, _load(root, each.record, cache))):
             data = _load(root, figure.record, cache)
             value = lookup(data, figure.path, figure.record)
             if not isinstance(value, (int, float)) or isinstance(value, bool):

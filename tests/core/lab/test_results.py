@@ -104,6 +104,21 @@ def test_selections_keep_model_names_with_commas_and_dots():
     assert results.lookup({"a": [{"crf": True, "v": 1}, {"crf": False, "v": 2}]}, "a[crf=False].v", "r") == 2
 
 
+def test_a_star_segment_lists_every_key_the_record_holds(repo):
+    (repo / "benchmarks/results/folds.json").write_text(json.dumps(
+        {"loso": {"cnn": {"acc": {"theo": 0.9, "ana": 0.7}, "std": {"theo": 0.01, "ana": 0.02}}}}))
+    each = Figure("cnn, {key} held out", "benchmarks/results/folds.json", "loso.cnn.acc.*", scale=100, unit="%",
+                  std_path="loso.cnn.std.*", digits=0)
+    rows = [line for line in render_table(FigureTable("x", (each,)), repo).splitlines() if "held out" in line]
+    assert [row.split(" | ")[:2] for row in rows] == [["| cnn, theo held out", "90 ± 1%"], ["| cnn, ana held out", "70 ± 2%"]]
+    assert "| cnn | 90.00 |" in render_table(FigureTable("x", (Figure("{key}", "benchmarks/results/folds.json",
+                                                                      "loso.*.acc.theo", scale=100),)), repo)
+    with pytest.raises(RecordError, match=r"'loso\.cnn\.acc\.theo' is 0\.9, not a mapping"):
+        render_table(FigureTable("x", (Figure("{key}", "benchmarks/results/folds.json", "loso.cnn.acc.theo.*"),)), repo)
+    with pytest.raises(ValueError, match="at most one"):
+        render_table(FigureTable("x", (Figure("{key}", "benchmarks/results/folds.json", "loso.*.acc.*"),)), repo)
+
+
 def test_every_defined_table_renders_from_the_committed_records():
     for table in results.TABLES:
         assert render_table(table).count("\n|") >= 2, table.name
