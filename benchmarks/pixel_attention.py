@@ -4,10 +4,13 @@
    served by the blocked path (`core.local.local_attention_2d`: only each tile's neighbourhood is scored)
    against the dense masked path (the fused kernel with the same (T, T) bool mask), forward+backward,
    side 32 and 64, K = 3, 5, 7. Target: the blocked path >= 3x faster at 32x32 and 64x64.
-2. **Relative 2-D position bias.** Global attention over a side×side image with a learned
-   `core.positional.RelativePositionBias2d` (random table) against the same attention without it,
-   forward+backward (training: the table needs a gradient) and forward alone (no gradient: evaluation),
-   T = 1024 and 4096. Target: with the bias <= 1.25x the time without it, forward+backward.
+2. **Relative 2-D position bias.** Global attention over a side×side image with a relative 2-D bias against
+   the same attention without it, forward+backward (training: the bias needs a gradient) and forward alone
+   (no gradient: evaluation), T = 1024 and 4096, for two biases: a learned table
+   (`core.positional.RelativePositionBias2d`, random values: built as a (H, T, S) tensor) and Cordonnier's
+   quadratic encoding (`core.positional.QuadraticPositionBias2d`, random centres and sharpness: run on the
+   fused kernel as four extra query/key channels). Target: with the bias <= 1.25x the time without it,
+   forward+backward.
 
 Both sides of every ratio get the same q, k, v; the contenders run interleaved, round by round
 (`core.lab.bench`), and a ratio is the median of the per-round ratios.
@@ -18,6 +21,7 @@ Both sides of every ratio get the same q, k, v; the contenders run interleaved, 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -29,7 +33,7 @@ from core.attention import fused_attention, scaled_dot_product_attention  # noqa
 from core.lab.bench import interleaved_rounds, machine, paired_ratio, summarize, write_result  # noqa: E402
 from core.local import local_attention_2d, tile_for_radius  # noqa: E402
 from core.masks import window2d_mask  # noqa: E402
-from core.positional import RelativePositionBias2d  # noqa: E402
+from core.positional import QuadraticPositionBias2d, RelativePositionBias2d  # noqa: E402
 
 BATCH, HEADS, HEAD_DIM = 4, 2, 32  # a pixel stage of width 64: two heads of 32
 
@@ -66,14 +70,29 @@ def bench_windows(sides, sizes, rounds: int) -> list[dict]:
     return rows
 
 
-def bench_bias(sides, rounds: int) -> list[dict]:
+def make_bias(kind: str, side: int) -> torch.nn.Module:
+    """A relative 2-D bias over a side×side grid with random values (seeded): ``table`` or ``quadratic``."""
+    g = torch.Generator().manual_seed(1)
+    if kind == "table":
+        bias = RelativePositionBias2d(HEADS, side - 1, side)
+        with torch.no_grad():
+            bias.bias.normal_(generator=g)
+        return bias
+    bias = QuadraticPositionBias2d(HEADS, side)
+    with torch.no_grad():  # centres within a few pixels, sharpness 0.002 to 0.02 (float32 keeps the factors)
+        bias.centre.normal_(0.0, 3.0, generator=g)
+        bias.log_sharpness.uniform_(math.log(0.002), math.log(0.02), generator=g)
+    return bias
+
+
+def bench_bias(sides, rounds: int, kind: str) -> list[dict]:
     rows = []
     for side in sides:
         T = side * side
-        bias = RelativePositionBias2d(HEADS, side - 1, side)
-        with torch.no_grad():
-            bias.bias.normal_(generator=torch.Generator().manual_seed(1))
-        row: dict = {"side": side, "T": T}
+        bias = make_bias(kind, side)
+        index = torch.arange(T)
+        factored = hasattr(bias, "factors") and bias.factors(index, index, torch.float32) is not None
+        row: dict = {"side": side, "T": T, "kind": kind, "factored": factored}
         for mode in ("train", "eval"):
             grad = mode == "train"
             q, k, v = _inputs(T, requires_grad=grad)
@@ -90,7 +109,7 @@ def bench_bias(sides, rounds: int) -> list[dict]:
             stats = summarize(times)
             row[mode] = {"plain_ms": stats["plain"]["median_ms"], "bias_ms": stats["bias"]["median_ms"],
                          "ratio": paired_ratio(times, "bias", "plain"), "rounds": reps}
-            print(f"  bias {side}x{side} {'forward+backward' if grad else 'forward, no grad':17s}: without "
+            print(f"  {kind:9s} bias {side}x{side} {'forward+backward' if grad else 'forward, no grad':17s}: without "
                   f"{row[mode]['plain_ms']:8.1f} ms  with {row[mode]['bias_ms']:8.1f} ms  ratio {row[mode]['ratio']:5.2f}x",
                   flush=True)
         rows.append(row)
@@ -113,18 +132,20 @@ def main(argv: list[str] | None = None) -> None:
     print("1. 2-D window: blocked path vs the dense masked fused kernel, forward+backward")
     windows = bench_windows(sides, (3, 5, 7), rounds)
     print("2. relative 2-D position bias vs none, global attention")
-    bias = bench_bias(sides, rounds)
+    bias = bench_bias(sides, rounds, "table")
+    quadratic = bench_bias(sides, rounds, "quadratic")
     result = {
         "benchmark": "pixel_attention", **machine(), "batch": BATCH, "heads": HEADS, "head_dim": HEAD_DIM,
-        "windows": windows, "bias": bias,
+        "windows": windows, "bias": bias, "quadratic_bias": quadratic,
         "targets": {"window_speedup_min": 3.0, "bias_train_ratio_max": 1.25},
         "summary": {
             "window_speedup_min": {f"{s}x{s}": min(r["speedup"] for r in windows if r["side"] == s) for s in sides},
-            "bias_train_ratio": {f"{r['side']}x{r['side']}": r["train"]["ratio"] for r in bias},
-            "bias_eval_ratio": {f"{r['side']}x{r['side']}": r["eval"]["ratio"] for r in bias},
+            **{f"{name}_{mode}_ratio": {f"{r['side']}x{r['side']}": r[mode]["ratio"] for r in rows}
+               for name, rows in (("bias", bias), ("quadratic_bias", quadratic)) for mode in ("train", "eval")},
         },
     }
     print(f"wrote {write_result(args.out, result)}")
+    return result
 
 
 if __name__ == "__main__":

@@ -28,7 +28,10 @@ __all__ = [
 ]
 
 #: `position_bias(q_idx, k_idx) -> (H, *broadcast(q_idx, k_idx))`: an additive score bias computed from
-#: absolute query and key positions (see `core.positional.RelativePositionBias`).
+#: absolute query and key positions (see `core.positional.RelativePositionBias`). A bias of low rank may
+#: also offer `factors(q_idx (T,), k_idx (S,), dtype) -> (F_q (H, T, r), F_k (H, S, r)) | None` with
+#: `bias = F_q F_kᵀ` up to a constant per query (see `core.positional.QuadraticPositionBias2d`): the fused
+#: path then never builds it.
 PositionBias = Callable[[Tensor, Tensor], Tensor]
 
 #: The local path pays off once it computes at most this fraction of the dense scores.
@@ -206,6 +209,12 @@ def scaled_dot_product_attention(
                 return local_attention_2d(q, k, v, mask, scale=scale, dropout=dropout, position_bias=position_bias,
                                           tile=tile)
 
+    if position_bias is not None and not return_weights:
+        factors = _bias_factors(position_bias, q, T, S, q_offset, k_offset)
+        if factors is not None:
+            allowed, additive = _dense_terms(mask, None, T, S, q_offset, k_offset, q.device, q.dtype)
+            return _fused_with_factors(q, k, v, *factors, allowed, additive, dropout=dropout, scale=scale)
+
     allowed, additive = _dense_terms(mask, position_bias, T, S, q_offset, k_offset, q.device, q.dtype)
 
     if return_weights:
@@ -215,6 +224,38 @@ def scaled_dot_product_attention(
         return softmax_attention(scores, v, allowed, dropout=dropout, training=True, return_weights=True)
 
     return fused_attention(q, k, v, allowed, additive, dropout=dropout, scale=scale)
+
+
+def _bias_factors(position_bias: PositionBias, q: Tensor, T: int, S: int, q_offset: int,
+                  k_offset: int) -> tuple[Tensor, Tensor] | None:
+    """The bias's factors `(F_q (H, T, r), F_k (H, S, r))` where it has them, they are accurate in q's dtype
+    and their heads match q's; else None (the bias is then built in full)."""
+    factors = getattr(position_bias, "factors", None)
+    if factors is None or q.dim() < 3:
+        return None
+    q_idx = torch.arange(T, device=q.device) + q_offset
+    k_idx = torch.arange(S, device=q.device) + k_offset
+    pair = factors(q_idx, k_idx, q.dtype)
+    if pair is None or pair[0].shape[0] not in (1, q.shape[-3]):
+        return None
+    return pair
+
+
+def _fused_with_factors(q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor, allowed: Tensor | None,
+                        additive: Tensor | None, *, dropout: float, scale: float) -> Tensor:
+    """`softmax(q kᵀ · scale + F_q F_kᵀ) v` on the fused kernel: `[q · scale, F_q] · [k, F_k]ᵀ` is the
+    biased score, so the bias costs r more channels, never a (T, S) tensor. The kernel wants one channel
+    count for q, k and v, so the shorter side is padded with zeros (zero channels add nothing)."""
+    r = fq.shape[-1]
+    q2 = torch.cat((q * scale, fq.expand(*q.shape[:-1], r)), dim=-1)
+    k2 = torch.cat((k, fk.expand(*k.shape[:-1], r)), dim=-1)
+    E, Dv = q2.shape[-1], v.shape[-1]
+    if Dv < E:
+        v = F.pad(v, (0, E - Dv))
+    elif Dv > E:
+        q2, k2 = F.pad(q2, (0, Dv - E)), F.pad(k2, (0, Dv - E))
+    out = fused_attention(q2, k2, v, allowed, additive, dropout=dropout, scale=1.0)
+    return out[..., :Dv]
 
 
 def fused_attention(

@@ -14,6 +14,8 @@ Legend: B batch, T length, D model dim, H heads.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +27,7 @@ __all__ = [
     "SinusoidalPositionalEncoding2d",
     "RelativePositionBias",
     "RelativePositionBias2d",
+    "QuadraticPositionBias2d",
 ]
 
 
@@ -183,3 +186,85 @@ class RelativePositionBias2d(nn.Module):
         dy, dx = self.offsets(q_idx, k_idx)
         return self.bias[(dy + m) * (2 * m + 1) + (dx + m)].movedim(-1, 0)  # (H, *shape)
 
+
+
+class QuadraticPositionBias2d(nn.Module):
+    """Cordonnier et al.'s quadratic encoding: head h adds ``-α_h ‖δ - Δ_h‖²`` to the score of the key at
+    offset ``δ = (dy, dx)`` from the query, pixels of a `? × width` grid flattened row-major. ``Δ_h`` (the
+    offset head h looks at) and ``α_h > 0`` (how sharply) are learned; with a large ``α_h`` the head attends
+    to the one pixel at ``Δ_h``, which is how attention reproduces a convolution (Cordonnier, Loukas & Jaggi,
+    ICLR 2020, §3).
+
+    Unlike a learned table (:class:`RelativePositionBias2d`) the bias, up to a constant per query that the
+    softmax ignores, has rank 3 as a (T, S) matrix, so attention can run it on the fused kernel without ever
+    building it: :meth:`factors` gives ``F_q (H, T, 3)`` and ``F_k (H, S, 3)``, and
+    ``core.attention.scaled_dot_product_attention`` appends them to the queries and keys as three extra
+    channels. Expanding the square subtracts terms of
+    size ``α ‖p‖²``, so :meth:`factors` declines (returns None, and attention builds the bias instead) when
+    the dtype's rounding of those terms could move a score by more than :data:`FACTOR_TOLERANCE`.
+
+    Args:
+        num_heads (int): H.
+        width (int): grid width (pixels per row).
+        sharpness (float, optional): initial α of every head. (default: 0.01: −1 at 10 pixels)
+        spread (float, optional): initial Δ_h drawn from N(0, spread²) pixels per axis. (default: 1.0)
+
+    Shapes:
+        q_idx, k_idx: broadcastable flat pixel indices -> `(H, *broadcast_shape)`.
+    """
+
+    #: largest rounding error, in score units, the factored form may add (else attention builds the bias)
+    FACTOR_TOLERANCE = 1e-5
+
+    def __init__(self, num_heads: int, width: int, sharpness: float = 0.01, spread: float = 1.0):
+        super().__init__()
+        if num_heads < 1 or width < 1 or sharpness <= 0:
+            raise ValueError(f"QuadraticPositionBias2d needs num_heads >= 1, width >= 1 and sharpness > 0, got "
+                             f"{num_heads}, {width} and {sharpness}")
+        self.width = width
+        self.centre = nn.Parameter(torch.randn(num_heads, 2) * spread)  # Δ_h = (dy, dx) in pixels
+        self.log_sharpness = nn.Parameter(torch.full((num_heads,), math.log(sharpness)))
+
+    @property
+    def sharpness(self) -> Tensor:
+        """α `(H,)`."""
+        return self.log_sharpness.exp()
+
+    def _coords(self, idx: Tensor) -> Tensor:
+        """Flat indices `(...)` -> `(..., 2)` float (row, column)."""
+        return torch.stack((torch.div(idx, self.width, rounding_mode="floor"), idx % self.width), dim=-1)
+
+    def forward(self, q_idx: Tensor, k_idx: Tensor) -> Tensor:
+        delta = self._coords(k_idx) - self._coords(q_idx)  # (*shape, 2)
+        shape = delta.shape[:-1]
+        centre = self.centre.view(-1, *([1] * len(shape)), 2)  # (H, 1.., 2)
+        alpha = self.sharpness.view(-1, *([1] * len(shape)))
+        return -alpha * (delta.to(centre.dtype) - centre).square().sum(-1)  # (H, *shape)
+
+    def factors(self, q_idx: Tensor, k_idx: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor] | None:
+        """``(F_q (H, T, 3), F_k (H, S, 3))`` in ``dtype`` such that ``F_q F_kᵀ`` equals ``forward(q_idx[:, None],
+        k_idx[None, :])`` up to a constant per query (which the softmax ignores), or None when rounding in
+        ``dtype`` could exceed :data:`FACTOR_TOLERANCE`.
+
+        ``-α‖p_k - p_q - Δ‖² = 2α p_q·p_k - α(‖p_k‖² - 2 p_k·Δ) - α(‖p_q‖² + ‖Δ‖² + 2 p_q·Δ)``: the first
+        two terms are ``[2α p_q, 1] · [p_k, -α(‖p_k‖² - 2 p_k·Δ)]``, the last depends on the query alone.
+
+        Args:
+            q_idx (Tensor): `(T,)` flat query indices; k_idx (Tensor): `(S,)` flat key indices.
+        """
+        if not dtype.is_floating_point:
+            return None
+        pq, pk = self._coords(q_idx).to(dtype), self._coords(k_idx).to(dtype)
+        both = torch.cat((pq, pk))
+        middle = (both.amax(0) + both.amin(0)) / 2  # centring the grid keeps ‖p‖ small; δ is unchanged
+        pq, pk = pq - middle, pk - middle
+        alpha, centre = self.sharpness.to(dtype), self.centre.to(dtype)  # (H,), (H, 2)
+        reach = both.sub(middle).norm(dim=-1).max() + centre.norm(dim=-1).max()
+        if float((alpha.max() * reach.square()).detach()) * torch.finfo(dtype).eps > self.FACTOR_TOLERANCE:
+            return None
+        H, T, S = alpha.shape[0], pq.shape[0], pk.shape[0]
+        a = alpha.view(H, 1, 1)
+        fq = torch.cat((2 * a * pq, torch.ones(H, T, 1, dtype=dtype, device=pq.device)), dim=-1)  # (H, T, 3)
+        key_term = -a.squeeze(-1) * (pk.square().sum(-1) - 2 * centre @ pk.T)  # (H, S)
+        fk = torch.cat((pk.expand(H, S, 2), key_term.unsqueeze(-1)), dim=-1)  # (H, S, 3)
+        return fq, fk
