@@ -27,7 +27,7 @@ from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_c
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
-from vision.models import MODEL_NAMES, PixelHierarchy, default_config
+from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
 from vision.train import (CONTRACT, ROLE, TrainConfig, VisionData, compare_notes, load_model, load_vision_data,
                           sweep_specs, train_config_for, train_one)
@@ -88,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="training augmentations, comma-separated from crop, flip, or none; flip also scores "
                               "the test set with flip test-time augmentation (default: crop,flip for cifar10, crop "
                               "for an imagefolder: a mirrored digit or letter is not the same symbol)")
-        sub.add_argument("--relative-bias", action=argparse.BooleanOptionalAction, default=False,
-                         help="a learned relative 2-D position bias in every attention layer (default: off)")
+        sub.add_argument("--relative-bias", nargs="?", const="table", default="off", choices=RELATIVE_BIASES,
+                         help="a relative 2-D position bias in every attention layer: table (a learned value per "
+                              "offset; --relative-bias alone), quadratic (Cordonnier et al.'s quadratic encoding, "
+                              "a learned centre and sharpness per head, on the fused kernel) or off (default: off)")
         sub.add_argument("--dims", type=number_list(int, minimum=1),
                          help="width D of each stage of the attention and cnn hierarchies, comma-separated "
                               "(default: 16,48,96)")

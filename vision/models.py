@@ -8,8 +8,10 @@ a *spatial operator* (mixes pixels) with a per-pixel MLP (mixes channels), in th
     operator="attention": each pixel weighs other pixels by content. At high resolution it attends within
         its local ``window × window`` tile; where a stage has at most ``global_max_tokens`` pixels it
         attends to every pixel of its grid. Where pixels are is told by a 2-D sinusoidal encoding added
-        to the embeddings; optionally (``relative_bias``) a learned relative 2-D position bias (core's
-        ``RelativePositionBias2d``) lets heads prefer offsets, as a convolution does.
+        to the embeddings; optionally (``relative_bias``) a relative 2-D position bias lets heads prefer
+        offsets, as a convolution does: a learned value per offset (``"table"``, core's
+        ``RelativePositionBias2d``) or Cordonnier et al.'s quadratic encoding (``"quadratic"``, core's
+        ``QuadraticPositionBias2d``: a learned centre and sharpness per head, run on the fused kernel).
     operator="conv": each pixel takes a fixed, learned weighting of its ``kernel_size²`` neighbourhood,
         the same at every position and for every image: a convolution.
 
@@ -30,9 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.multihead import MultiHeadAttention
-from core.positional import RelativePositionBias2d, SinusoidalPositionalEncoding2d
+from core.positional import QuadraticPositionBias2d, RelativePositionBias2d, SinusoidalPositionalEncoding2d
 
 OPERATORS = ("attention", "conv")
+#: ``relative_bias`` settings: none, a learned value per 2-D offset, or the quadratic encoding
+RELATIVE_BIASES = ("off", "table", "quadratic")
 
 
 @dataclass
@@ -53,14 +57,22 @@ class PixelModelConfig:
     head_dim: int = 32  # attention heads per stage = max(1, D // head_dim)
     window: int = 4  # side of the local attention tiles at high resolution
     global_max_tokens: int = 256  # a stage with at most this many pixels attends globally
-    # A learned relative 2-D position bias in every attention layer (Cordonnier et al.'s setting). Off by
-    # default on CPU: an additive bias sends attention off the fused kernel, 1.4x slower per step here,
-    # and in a 6-minute trial it learned about as much per step as the model without it; positions then
-    # come from the 2-D sinusoidal encoding added to the pixel embeddings.
-    relative_bias: bool = False
+    # A relative 2-D position bias in every attention layer (Cordonnier et al.'s setting): "off", "table"
+    # or "quadratic" (see RELATIVE_BIASES). Off by default on CPU: the table sends attention off the fused
+    # kernel, 1.4x slower per step here, and in a 6-minute trial it learned about as much per step as the
+    # model without it; positions then come from the 2-D sinusoidal encoding added to the pixel embeddings.
+    # (Checkpoints from before the quadratic option hold True / False: read as "table" / "off".)
+    relative_bias: str = "off"
     kernel_size: int = 3  # side of the convolution operator's neighbourhood
     mlp_ratio: float = 2.0  # hidden width of the per-pixel MLP, relative to D
     dropout: float = 0.0  # on the residual branches
+
+
+    def __post_init__(self):
+        if isinstance(self.relative_bias, bool):  # a checkpoint written before "quadratic" existed
+            self.relative_bias = "table" if self.relative_bias else "off"
+        if self.relative_bias not in RELATIVE_BIASES:
+            raise ValueError(f"relative_bias must be one of {RELATIVE_BIASES}, got {self.relative_bias!r}")
 
 
 @dataclass
@@ -111,13 +123,13 @@ class WindowAttention(nn.Module):
         x (B, T, D) -> (B, T, D); with ``return_weights``, weights (B*n, H, P, P).
     """
 
-    def __init__(self, dim: int, num_heads: int, height: int, width: int, window: int, relative_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, height: int, width: int, window: int, relative_bias: str = "table"):
         super().__init__()
         self.height, self.width, self.window = height, width, window
         self.padded_height = math.ceil(height / window) * window
         self.padded_width = math.ceil(width / window) * window
         self.attention = MultiHeadAttention(dim, num_heads)
-        self.position_bias = RelativePositionBias2d(num_heads, window - 1, window) if relative_bias else None
+        self.position_bias = make_position_bias(relative_bias, num_heads, window, window)
         key_mask = None
         if (self.padded_height, self.padded_width) != (height, width):
             real = torch.zeros(self.padded_height, self.padded_width, dtype=torch.bool)
@@ -162,6 +174,17 @@ class WindowAttention(nn.Module):
         return grid[: self.height, : self.width]
 
 
+def make_position_bias(kind: str, num_heads: int, height: int, width: int) -> nn.Module | None:
+    """The relative 2-D bias ``kind`` (one of :data:`RELATIVE_BIASES`) over a ``height × width`` grid, or None."""
+    if kind == "off":
+        return None
+    if kind == "table":
+        return RelativePositionBias2d(num_heads, max(height, width) - 1, width)
+    if kind == "quadratic":
+        return QuadraticPositionBias2d(num_heads, width)
+    raise ValueError(f"relative bias must be one of {RELATIVE_BIASES}, got {kind!r}")
+
+
 class GlobalAttention(nn.Module):
     """Self-attention of every pixel to every pixel of the grid, with a relative 2-D position bias.
 
@@ -174,11 +197,11 @@ class GlobalAttention(nn.Module):
         x (B, T, D) -> (B, T, D); with ``return_weights``, weights (B, H, T, T).
     """
 
-    def __init__(self, dim: int, num_heads: int, height: int, width: int, relative_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, height: int, width: int, relative_bias: str = "table"):
         super().__init__()
         self.height, self.width = height, width
         self.attention = MultiHeadAttention(dim, num_heads)
-        self.position_bias = RelativePositionBias2d(num_heads, max(height, width) - 1, width) if relative_bias else None
+        self.position_bias = make_position_bias(relative_bias, num_heads, height, width)
 
     def forward(self, x: Tensor, return_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         return self.attention(x, position_bias=self.position_bias, return_weights=return_weights)
@@ -398,7 +421,7 @@ def build_model(name: str, config) -> nn.Module:
 
 
 def default_config(name: str, in_channels: int, image_height: int, image_width: int, num_classes: int,
-                   relative_bias: bool = False, dims: tuple[int, ...] | None = None,
+                   relative_bias: str = "off", dims: tuple[int, ...] | None = None,
                    depths: tuple[int, ...] | None = None):
     """The default configuration of model ``name`` for a dataset's image shape and classes.
 

@@ -79,15 +79,20 @@ def test_dims_and_depths_resize_both_pixel_hierarchies(tmp_path, tiny_gray_set, 
     out = tmp_path / "sized"
     main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--models", "attention,cnn",
           "--dims", "8,24", "--depths", "2,1", "--epochs", "1", "--batch-size", "6", "--out", str(out),
-          "--no-progress"])
+          "--relative-bias", "quadratic", "--no-progress"])
     for name in ("attention", "cnn"):
         stored = torch.load(out / name / "seed0" / "best.pt", weights_only=True)
         assert stored["config"]["config"]["dims"] == [8, 24] and stored["config"]["config"]["depths"] == [2, 1]
+        assert stored["config"]["config"]["relative_bias"] == "quadratic"
+    assert any("centre" in key for key in torch.load(out / "attention/seed0/best.pt", weights_only=True)["model"])
+    assert build_parser().parse_args(["compare", "--relative-bias"]).relative_bias == "table"
+    assert build_parser().parse_args(["compare"]).relative_bias == "off"
     for flags, message in ((["--dims", "8,x"], "argument --dims: expected comma-separated whole numbers"),
                            (["--dims", "8,0"], "argument --dims: expected whole numbers >= 1"),
                            (["--dims", "8,16", "--depths", "1,1,1"], "same length"),
                            (["--models", "attention,vit"], "argument --models: models are a comma-separated subset"),
-                           (["--epochs", "0"], "argument --epochs: must be >= 1")):
+                           (["--epochs", "0"], "argument --epochs: must be >= 1"),
+                           (["--relative-bias", "rope"], "argument --relative-bias: invalid choice: 'rope'")):
         with pytest.raises(SystemExit) as stopped:
             main(["compare", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "absent"), *flags,
                   "--out", str(tmp_path / "bad")])

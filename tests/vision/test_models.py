@@ -88,11 +88,27 @@ def test_capture_sees_every_attention_layer_with_its_shape():
         assert torch.allclose(m.weights.sum(-1), torch.ones(()), atol=1e-5)
 
 
-def test_relative_bias_option_adds_position_tables():
-    with_bias = PixelHierarchy(PixelModelConfig(relative_bias=True, **SMALL))
-    without = PixelHierarchy(PixelModelConfig(relative_bias=False, **SMALL))
-    names = lambda model: {n for n, _ in model.named_parameters() if "position_bias" in n}
-    assert len(names(with_bias)) == 3 and not names(without)
+def test_relative_bias_option_adds_a_table_or_a_quadratic_encoding_per_layer():
+    names = lambda model: {n.rsplit(".", 1)[-1] for n, _ in model.named_parameters() if "position_bias" in n}
+    count = lambda model: sum(1 for n, _ in model.named_parameters() if "position_bias" in n)
+    table = PixelHierarchy(PixelModelConfig(relative_bias="table", **SMALL))
+    quadratic = PixelHierarchy(PixelModelConfig(relative_bias="quadratic", **SMALL))
+    assert names(table) == {"bias"} and count(table) == 3
+    assert names(quadratic) == {"centre", "log_sharpness"} and count(quadratic) == 6
+    assert not count(PixelHierarchy(PixelModelConfig(relative_bias="off", **SMALL)))
+    # checkpoints written before the quadratic option hold a bool
+    assert PixelModelConfig(relative_bias=True).relative_bias == "table"
+    assert PixelModelConfig(relative_bias=False).relative_bias == "off"
+    with pytest.raises(ValueError, match="relative_bias must be one of"):
+        PixelModelConfig(relative_bias="rope")
+
+
+def test_quadratic_bias_trains_through_the_model():
+    torch.manual_seed(0)
+    model = PixelHierarchy(PixelModelConfig(relative_bias="quadratic", **SMALL))
+    model(torch.randn(2, 3, 32, 32)).logsumexp(-1).sum().backward()
+    grads = [p.grad for n, p in model.named_parameters() if "position_bias" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
 def test_flops_count_the_attention_scores():
