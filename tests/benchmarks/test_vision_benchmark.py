@@ -1,23 +1,12 @@
 """The vision throughput benchmark runs end to end and writes its ratios (a few tiny steps, not a timing)."""
 
-import importlib.util
 import json
-from pathlib import Path
-
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "vision.py"
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("vision_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_vision_benchmark_writes_images_per_second_and_ratios(tmp_path):
+def test_vision_benchmark_writes_images_per_second_and_ratios(tmp_path, load_benchmark):
     out = tmp_path / "vision.json"
-    report = load_benchmark().main(["--models", "attention,cnn", "--batch-size", "4", "--shape", "1", "8", "8",
-                                    "--steps", "1", "--warmup", "0", "--device", "cpu", "--out", str(out)])
+    report = load_benchmark("vision").main(["--models", "attention,cnn", "--batch-size", "4", "--shape", "1", "8", "8",
+                                            "--steps", "1", "--warmup", "0", "--device", "cpu", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     rows = {row["model"]: row for row in report["results"]}
     assert set(rows) == {"attention", "cnn"} and report["reference"] == "cnn"
