@@ -36,6 +36,8 @@ PositionBias = Callable[[Tensor, Tensor], Tensor]
 
 #: The local path pays off once it computes at most this fraction of the dense scores.
 LOCAL_MAX_FRACTION = 0.25
+#: A factored position bias pads q, k and v to a multiple of this many channels (see `_fused_with_factors`).
+FACTOR_CHANNEL_MULTIPLE = 1
 
 
 def masked_softmax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
@@ -243,18 +245,20 @@ def _bias_factors(position_bias: PositionBias, q: Tensor, T: int, S: int, q_offs
 
 def _fused_with_factors(q: Tensor, k: Tensor, v: Tensor, fq: Tensor, fk: Tensor, allowed: Tensor | None,
                         additive: Tensor | None, *, dropout: float, scale: float) -> Tensor:
-    """`softmax(q kᵀ · scale + F_q F_kᵀ) v` on the fused kernel: `[q · scale, F_q] · [k, F_k]ᵀ` is the
+    """`softmax(q kᵀ · scale + F_q F_kᵀ) v` on the fused kernel: `[q, F_q / scale] · [k, F_k]ᵀ · scale` is the
     biased score, so the bias costs r more channels, never a (T, S) tensor. The kernel wants one channel
-    count for q, k and v, so the shorter side is padded with zeros (zero channels add nothing)."""
+    count for q, k and v (else it takes the unfused math path), so all three are padded with zero channels,
+    which add nothing, to a common width (a multiple of :data:`FACTOR_CHANNEL_MULTIPLE`)."""
     r = fq.shape[-1]
-    q2 = torch.cat((q * scale, fq.expand(*q.shape[:-1], r)), dim=-1)
+    q2 = torch.cat((q, (fq / scale).expand(*q.shape[:-1], r)), dim=-1)
     k2 = torch.cat((k, fk.expand(*k.shape[:-1], r)), dim=-1)
-    E, Dv = q2.shape[-1], v.shape[-1]
-    if Dv < E:
-        v = F.pad(v, (0, E - Dv))
-    elif Dv > E:
-        q2, k2 = F.pad(q2, (0, Dv - E)), F.pad(k2, (0, Dv - E))
-    out = fused_attention(q2, k2, v, allowed, additive, dropout=dropout, scale=1.0)
+    Dv = v.shape[-1]
+    width = -(-max(q2.shape[-1], Dv) // FACTOR_CHANNEL_MULTIPLE) * FACTOR_CHANNEL_MULTIPLE
+    if q2.shape[-1] < width:
+        q2, k2 = F.pad(q2, (0, width - q2.shape[-1])), F.pad(k2, (0, width - k2.shape[-1]))
+    if Dv < width:
+        v = F.pad(v, (0, width - Dv))
+    out = fused_attention(q2, k2, v, allowed, additive, dropout=dropout, scale=scale)
     return out[..., :Dv]
 
 
