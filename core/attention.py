@@ -237,7 +237,10 @@ def _bias_factors(position_bias: PositionBias, q: Tensor, T: int, S: int, q_offs
         return None
     q_idx = torch.arange(T, device=q.device) + q_offset
     k_idx = torch.arange(S, device=q.device) + k_offset
-    pair = factors(q_idx, k_idx, q.dtype)
+    dtype = q.dtype
+    if torch.is_autocast_enabled(q.device.type):  # the kernel may run in the autocast dtype: judge by that
+        dtype = torch.get_autocast_dtype(q.device.type)
+    pair = factors(q_idx, k_idx, dtype)
     if pair is None or pair[0].shape[0] not in (1, q.shape[-3]):
         return None
     return pair

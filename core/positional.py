@@ -7,7 +7,9 @@ We pick it over RoPE because it is direction-aware (offset +3 and -3 get differe
 TENER (Yan et al. 2019) found a Transformer tagger needs), because it is an additive score term that every
 attention path here takes as is (dense, fused, the blocked local path and streaming with offsets), and
 because on a 2-D grid a bias peaked at one offset per head is exactly the construction by which
-self-attention reproduces a convolution (Cordonnier et al. 2020).
+self-attention reproduces a convolution (Cordonnier et al. 2020). That construction's own form, the
+quadratic encoding (`QuadraticPositionBias2d`: a learned centre and sharpness per head), has rank 3, so
+attention runs it on the fused kernel as extra query/key channels instead of building a (T, S) bias.
 
 Legend: B batch, T length, D model dim, H heads.
 """
@@ -187,7 +189,6 @@ class RelativePositionBias2d(nn.Module):
         return self.bias[(dy + m) * (2 * m + 1) + (dx + m)].movedim(-1, 0)  # (H, *shape)
 
 
-
 class QuadraticPositionBias2d(nn.Module):
     """Cordonnier et al.'s quadratic encoding: head h adds ``-α_h ‖δ - Δ_h‖²`` to the score of the key at
     offset ``δ = (dy, dx)`` from the query, pixels of a `? × width` grid flattened row-major. ``Δ_h`` (the
@@ -199,9 +200,9 @@ class QuadraticPositionBias2d(nn.Module):
     softmax ignores, has rank 3 as a (T, S) matrix, so attention can run it on the fused kernel without ever
     building it: :meth:`factors` gives ``F_q (H, T, 3)`` and ``F_k (H, S, 3)``, and
     ``core.attention.scaled_dot_product_attention`` appends them to the queries and keys as three extra
-    channels. Expanding the square subtracts terms of
-    size ``α ‖p‖²``, so :meth:`factors` declines (returns None, and attention builds the bias instead) when
-    the dtype's rounding of those terms could move a score by more than :data:`FACTOR_TOLERANCE`.
+    channels. Expanding the square subtracts terms of size ``α ‖p‖²``, so :meth:`factors` declines (returns
+    None, and attention builds the bias instead) when the dtype's rounding of those terms could move a score
+    by more than :data:`FACTOR_TOLERANCE`.
 
     Args:
         num_heads (int): H.
@@ -231,7 +232,7 @@ class QuadraticPositionBias2d(nn.Module):
         return self.log_sharpness.exp()
 
     def _coords(self, idx: Tensor) -> Tensor:
-        """Flat indices `(...)` -> `(..., 2)` float (row, column)."""
+        """Flat indices `(...)` -> `(..., 2)` integer (row, column)."""
         return torch.stack((torch.div(idx, self.width, rounding_mode="floor"), idx % self.width), dim=-1)
 
     def forward(self, q_idx: Tensor, k_idx: Tensor) -> Tensor:

@@ -94,6 +94,11 @@ def test_a_sharp_bias_in_float32_is_built_in_full_instead():
     bias.register_forward_hook(lambda *args: calls.append(1))
     fast, full = _both_paths(bias, q, k, v)
     assert len(calls) == 2 and torch.allclose(fast, full, atol=1e-5)
+    gentle = random_bias(2, torch.float32)
+    gentle.register_forward_hook(lambda *args: calls.append(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bfloat16 would round the factors' products coarsely
+        scaled_dot_product_attention(q, k, v, position_bias=gentle)
+    assert len(calls) == 3
 
 
 def test_the_fused_path_hands_the_kernel_no_score_sized_tensor(monkeypatch):
