@@ -19,7 +19,7 @@ import os
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -384,6 +384,30 @@ def _cpu_copy(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
 
+def average_weights(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts of one architecture (e.g. the weights after a run's last epochs,
+    which ``fit(keep_epochs=K)`` keeps): floating tensors averaged in float64 and cast back, other tensors
+    (counters, integer buffers) taken from the last state.
+
+    Raises:
+        ValueError: no states, or states whose keys or shapes differ (the message names the first difference).
+    """
+    if not states:
+        raise ValueError("average_weights needs at least one state dict")
+    first = states[0]
+    for i, state in enumerate(states[1:], start=1):
+        if state.keys() != first.keys():
+            extra = sorted(set(state) ^ set(first))[:3]
+            raise ValueError(f"state {i} has other keys than state 0 (e.g. {extra}): not the same architecture")
+        for key, value in state.items():
+            if value.shape != first[key].shape:
+                raise ValueError(f"state {i}: {key} has shape {tuple(value.shape)}, state 0 {tuple(first[key].shape)}")
+    last = states[-1]
+    return {key: (torch.stack([s[key].double() for s in states]).mean(0).to(value.dtype)
+                  if value.is_floating_point() else last[key].clone())
+            for key, value in first.items()}
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -403,6 +427,7 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     checkpoint_epochs: int = 1,
+    keep_epochs: int = 0,
     resume: bool = True,
     config: Any = None,
     best_extra: dict | None = None,
@@ -464,6 +489,9 @@ def fit(
         checkpoint_epochs (int): write ``last.pt`` (and ``best.pt`` when the kept weights changed) after every
             this many epochs and when training ends; more than 1 for epochs so short that writing costs more
             than training (a full-batch graph). A killed run repeats at most this many epochs. (default: ``1``)
+        keep_epochs (int): also keep the weights after each of the last this many epochs, as
+            ``checkpoint_dir/epochs/epoch<NNN>.pt`` (the format of ``best.pt``), for averaging or for looking
+            back; older ones are deleted as training goes. (default: ``0``, none)
         resume (bool): continue from ``checkpoint_dir/last.pt`` when it exists. (default: ``True``)
         config (dict | dataclass, optional): the resolved configuration, saved with every checkpoint (as a
             plain dict, see :func:`to_plain`); resuming a checkpoint saved with a different config is an
@@ -491,6 +519,8 @@ def fit(
         raise ValueError(f"checkpoint_epochs must be >= 1, got {checkpoint_epochs}")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every}")
+    if keep_epochs < 0:
+        raise ValueError(f"keep_epochs must be >= 0, got {keep_epochs}")
     if stopper is not None and patience is not None:
         raise ValueError("give either a stopper or a patience, not both")
     if stopper is None:
@@ -507,6 +537,17 @@ def fit(
         if is_main and ckpt_dir is not None and best_state is not None:
             save_checkpoint(ckpt_dir / "best.pt", {"model": best_state, "config": config, "epoch": history.best_epoch,
                                                    "metrics": history.best_metrics, **(best_extra or {})})
+
+    def save_epoch(epoch_done: int, metrics: dict | None) -> None:
+        if not (is_main and ckpt_dir is not None and keep_epochs > 0):
+            return
+        folder = ckpt_dir / "epochs"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(folder / f"epoch{epoch_done:03d}.pt", {"model": _cpu_copy(module), "config": config,
+                                                               "epoch": epoch_done, "metrics": metrics or {},
+                                                               **(best_extra or {})})
+        for old in sorted(folder.glob("epoch*.pt"))[:-keep_epochs]:
+            old.unlink()
 
     def save_last(epoch_done: int, position: int, partial: dict | None) -> None:
         if is_main and ckpt_dir is not None:
@@ -624,6 +665,7 @@ def fit(
             history.best_epoch, history.best_metrics = epoch, metrics or {}
             history.best_value = (metrics or {}).get(stopper.monitor)
             best_state, best_unsaved = _cpu_copy(module), True
+        save_epoch(epoch, metrics)
         if finished or epoch % checkpoint_epochs == 0:
             if best_unsaved:
                 save_best()

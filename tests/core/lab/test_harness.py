@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.lab.harness import (EarlyStopping, History, fit, load_checkpoint, save_checkpoint, seed_everything, select_device,
-                          set_num_threads_from_env)
+from core.lab.harness import (EarlyStopping, History, average_weights, fit, load_checkpoint, save_checkpoint,
+                               seed_everything, select_device, set_num_threads_from_env)
 
 
 class NotATensor:
@@ -332,6 +332,48 @@ def test_keep_last_keeps_the_final_weights_and_best_pt_holds_them(tmp_path):
     with pytest.raises(ValueError, match="either a stopper or a patience"):
         fit(model, optimizer, train_data=[(X, Y)], train_step=lambda m, b: m(b[0]).sum(), evaluate=lambda m: {},
             epochs=1, patience=2, stopper=EarlyStopping(2))
+
+
+def test_keep_epochs_keeps_the_weights_of_the_last_epochs_only(tmp_path):
+    seed_everything(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    after = []
+
+    def step(m, batch):
+        return F.cross_entropy(m(batch[0]), batch[1])
+
+    def evaluate_and_remember(m):
+        after.append(m.weight.detach().clone())
+        return {"val_accuracy": 0.5}
+
+    fit(model, optimizer, train_data=[(X, Y)], train_step=step, evaluate=evaluate_and_remember, epochs=4,
+        checkpoint_dir=tmp_path, keep_epochs=2, best_extra={"vocab": "v"}, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "epochs").iterdir())
+    assert kept == ["epoch003.pt", "epoch004.pt"]
+    for name, epoch in (("epoch003.pt", 3), ("epoch004.pt", 4)):
+        stored = load_checkpoint(tmp_path / "epochs" / name)
+        assert stored["epoch"] == epoch and stored["vocab"] == "v" and stored["metrics"] == {"val_accuracy": 0.5}
+        assert torch.equal(stored["model"]["weight"], after[epoch - 1])  # that epoch's weights, not the last
+    assert not torch.equal(after[2], after[3])
+    with pytest.raises(ValueError, match="keep_epochs must be >= 0"):
+        fit(model, optimizer, train_data=[(X, Y)], train_step=step, evaluate=evaluate_and_remember, epochs=1,
+            keep_epochs=-1)
+
+
+def test_average_weights_means_floats_and_keeps_the_last_counters():
+    a = {"w": torch.tensor([1.0, 2.0]), "steps": torch.tensor(3), "h": torch.tensor([0.5], dtype=torch.float16)}
+    b = {"w": torch.tensor([3.0, 6.0]), "steps": torch.tensor(7), "h": torch.tensor([1.5], dtype=torch.float16)}
+    mean = average_weights([a, b])
+    assert torch.equal(mean["w"], torch.tensor([2.0, 4.0])) and mean["steps"].item() == 7
+    assert mean["h"].dtype == torch.float16 and mean["h"].item() == 1.0
+    assert torch.equal(average_weights([a])["w"], a["w"]) and a["w"].tolist() == [1.0, 2.0]  # inputs untouched
+    with pytest.raises(ValueError, match="other keys"):
+        average_weights([a, {"w": b["w"]}])
+    with pytest.raises(ValueError, match=r"w has shape \(3,\), state 0 \(2,\)"):
+        average_weights([a, {**b, "w": torch.zeros(3)}])
+    with pytest.raises(ValueError, match="at least one"):
+        average_weights([])
 
 
 def test_warmup_cosine_is_counted_in_steps():
