@@ -238,6 +238,7 @@ def run_average(args: argparse.Namespace) -> int:
         "command": "python -m text g2p " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "checkpoints": [c["path"] for c in checkpoints], "candidates": chosen.candidates,
+        "val_wer_by_k": {str(c["k"]): c["val_wer"] for c in chosen.candidates},
         "chosen": {"k": chosen.k, "epochs": chosen.epochs, **metrics},
         "selection_note": "validation WER (greedy) chooses how many of the last epochs to average (ties: fewer); "
                           "test is scored once, with the chosen average, and chooses nothing",
