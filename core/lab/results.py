@@ -218,7 +218,13 @@ G2P_RECIPES = (
     ("12 epochs, dropout 0, bfloat16 autocast, 2 threads: the default (`python -m text g2p compare`)", "text-g2p"),
     ("30 epochs, dropout 0, bfloat16 autocast, 2 threads (`--models transformer --epochs 30`: past the budget)",
      "text-g2p-transformer-30ep"),
+    ("30 epochs, dropout 0.1, bfloat16 autocast, 1 thread beside the next row (`--epochs 30 --dropout 0.1`)",
+     "text-g2p-transformer-30ep-dropout01"),
+    ("30 epochs, dropout 0.2, bfloat16 autocast, 1 thread beside the row above (`--epochs 30 --dropout 0.2`)",
+     "text-g2p-transformer-30ep-dropout02"),
 )
+#: weight averaging over the last epochs of the 30-epoch runs with dropout: (label, record of `g2p average`)
+G2P_AVERAGES = (("30 epochs, dropout 0.1", "text-g2p-average-dropout01"),)
 
 TABLES: tuple[Table, ...] = (
     # --- graph
@@ -328,9 +334,26 @@ TABLES: tuple[Table, ...] = (
         note="The Transformer alone (the LSTMs of the 5-epoch and the default records beside it in their tables), "
              "seed 0, greedy decoding, the weights of the epoch with the lowest validation WER. Validation chose "
              "dropout 0; the 12 epochs are what the 40-minute budget for all three models buys; 30 epochs show what "
-             "a longer budget buys (validation WER fell until the last epochs of every run). Wall times are the "
-             "machine's of the day: the first run shared a loaded CPU, the 10-epoch dropout-0.1 run shared it with tests for two of its epochs, and the "
-             "30-epoch run met a busier host in its last epochs."),
+             "a longer budget buys (validation WER fell until the last epochs of every run), and there validation "
+             "still chose dropout 0 over 0.1 and 0.2. Wall times are the machine's of the day: the first run shared "
+             "a loaded CPU, the 10-epoch dropout-0.1 run shared it with tests for two of its epochs, the 30-epoch "
+             "dropout-0 run met a busier host in its last epochs, and the two 30-epoch dropout runs ran side by side "
+             "at one thread each."),
+    FigureTable("text-g2p-average", tuple(
+        figure for label, record in G2P_AVERAGES for figure in (
+            Figure(f"{label}, the average of the last {{key}} epoch(s): validation WER",
+                   f"docs/results/{record}.metrics.json", "val_wer_by_k.*", scale=100, unit="%"),
+            Figure(f"{label}, chosen on validation: number of epochs averaged", f"docs/results/{record}.metrics.json",
+                   "chosen.k", digits=0),
+            Figure(f"{label}, chosen average: test WER", f"docs/results/{record}.metrics.json", "chosen.test_wer",
+                   scale=100, unit="%"),
+            Figure(f"{label}, chosen average: test PER", f"docs/results/{record}.metrics.json", "chosen.test_per",
+                   scale=100, unit="%"),
+        )),
+        note="`python -m text g2p average <epochs 21-30> --out ... --threads 1` over the 30-epoch dropout-0.1 run of "
+             "the recipe table (seed 0; validation preferred it to dropout 0.2); the epoch checkpoints are copies of "
+             "the run's last.pt taken at the end of every epoch (the run predates `--keep-epochs`; the same weights). "
+             "Validation (greedy) chooses how many epochs; test is scored once, greedy."),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
     FigureTable("text-throughput", (
@@ -407,10 +430,15 @@ TABLES: tuple[Table, ...] = (
         *(Figure(f"relative 2-D position bias, {side}×{side} global attention: with / without, {label}",
                  "benchmarks/results/pixel_attention.json", f"bias[side={side}].{mode}.ratio", unit="×")
           for side in (32, 64) for mode, label in (("train", "forward + backward (learned table)"),
+                                                   ("eval", "forward only, no gradient"))),
+        *(Figure(f"quadratic encoding (fused, three extra channels), {side}×{side} global attention: with / without, "
+                 f"{label}", "benchmarks/results/pixel_attention.json", f"quadratic_bias[side={side}].{mode}.ratio",
+                 unit="×")
+          for side in (32, 64) for mode, label in (("train", "forward + backward (target ≤ 1.25×)"),
                                                    ("eval", "forward only, no gradient")))),
         note="`python benchmarks/pixel_attention.py --threads 1`: B=4, H=2, Dh=32, interleaved rounds in alternating "
-             "order, each figure the median of per-round ratios; taken while trainings shared the two cores (the JSON "
-             "records the load average)."),
+             "order, each figure the median of per-round ratios; random table values, random quadratic centres and "
+             "sharpnesses; timed with no training running (the JSON records the load average)."),
     # --- README: one line per domain
     FigureTable("readme-headlines", (
         *(Figure(label, "docs/results/text-conll2000-chunk.metrics.json", f"results[model={m}].metrics.test_f1", scale=100,
