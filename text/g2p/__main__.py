@@ -242,6 +242,10 @@ def run_average(args: argparse.Namespace) -> int:
         "chosen": {"k": chosen.k, "epochs": chosen.epochs, **metrics},
         "selection_note": "validation WER (greedy) chooses how many of the last epochs to average (ties: fewer); "
                           "test is scored once, with the chosen average, and chooses nothing",
+        "contract": {"headline": CONTRACT.headline, "select": CONTRACT.select, "mode": CONTRACT.mode},
+        "results": [{"model": name, "role": ROLES[name], "metrics": metrics,
+                     "bookkeeping": {"averaged_epochs": chosen.k, "first_epoch": chosen.epochs[0],
+                                     "last_epoch": chosen.epochs[-1]}}],
         "test_decoding": decoding, "wall_seconds": time.perf_counter() - started, **machine(),
     }
     write_result(out / "metrics.json", record)

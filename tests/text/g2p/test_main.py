@@ -90,6 +90,7 @@ def test_average_lets_validation_choose_how_many_epochs_and_writes_a_record(tiny
     candidates = record["candidates"]
     assert [(c["k"], c["epochs"]) for c in candidates] == [(1, [3]), (2, [2, 3])]
     assert record["val_wer_by_k"] == {str(c["k"]): c["val_wer"] for c in candidates}
+    assert check_metrics_payload(record) == []  # the runner's contract: headline test_wer, chosen on val_wer
     # k = 1 is the last epoch's own weights: its validation WER/PER are those compare recorded for epoch 3
     history = json.loads((tiny_run / "transformer" / "seed0" / "record.json").read_text())["history"]
     assert candidates[0]["val_per"] == pytest.approx(history[2]["val_per"], abs=1e-12)
