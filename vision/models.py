@@ -67,7 +67,6 @@ class PixelModelConfig:
     mlp_ratio: float = 2.0  # hidden width of the per-pixel MLP, relative to D
     dropout: float = 0.0  # on the residual branches
 
-
     def __post_init__(self):
         if isinstance(self.relative_bias, bool):  # a checkpoint written before "quadratic" existed
             self.relative_bias = "table" if self.relative_bias else "off"

@@ -4,10 +4,13 @@
     python -m text g2p compare --quick                                  # small subset, 3 epochs, < 2 min
     python -m text g2p compare --stress                                 # phonemes with stress digits
     python -m text g2p pronounce --checkpoint runs/text/g2p/transformer/seed0/best.pt attention tomato
+    python -m text g2p average runs/text/g2p/transformer/seed0/epochs/*.pt --out runs/text/g2p/average
 
 ``compare`` trains the Transformer encoder–decoder and the LSTM encoder–decoders with and without
 additive attention under one protocol (same split, epochs, schedule; weights kept on validation WER) and
 writes metrics.json, report.md and figures to ``--out``. ``pronounce`` prints ``word<TAB>phonemes``.
+``average`` averages the weights of a run's last epochs (kept by ``compare --keep-epochs K``), validation
+choosing how many.
 ``python -m text.g2p`` is the same command line.
 """
 
@@ -185,7 +188,7 @@ def load_epoch_checkpoints(paths: list[str]) -> tuple[list[dict], dict]:
         try:
             ckpt = load_checkpoint(path)
             identity, epoch, state = ckpt["config"], int(ckpt["epoch"]), ckpt["model"]
-            identity["model"], identity["config"], identity["data"]["vocab"]
+            identity["model"], identity["config"], identity["data"]["vocab"]  # what average reads: present?
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise UsageError(f"{path} is not a checkpoint written by `python -m text g2p compare` "
                              f"({type(error).__name__}: {error})") from None
@@ -194,7 +197,7 @@ def load_epoch_checkpoints(paths: list[str]) -> tuple[list[dict], dict]:
                              "of an epoch")
         loaded.append((epoch, path, identity, state))
     loaded.sort(key=lambda item: item[0])
-    first_epoch, first_path, identity, _ = loaded[0]
+    _, first_path, identity, _ = loaded[0]
     for epoch, path, other, _ in loaded[1:]:
         if other != identity:
             differs = sorted(k for k in set(identity) | set(other) if identity.get(k) != other.get(k))
@@ -226,8 +229,9 @@ def run_average(args: argparse.Namespace) -> int:
     epochs = [c["epoch"] for c in checkpoints]
     chosen = average_last_epochs(model, [c["state"] for c in checkpoints], epochs, data, device, beam=args.beam)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {"val_wer": chosen.candidates[chosen.k - 1]["val_wer"], "val_per": chosen.candidates[chosen.k - 1]["val_per"],
-               "test_wer": chosen.test["wer"], "test_per": chosen.test["per"]}
+    picked = chosen.candidates[chosen.k - 1]
+    metrics = {"val_wer": picked["val_wer"], "val_per": picked["val_per"], "test_wer": chosen.test["wer"],
+               "test_per": chosen.test["per"]}
     save_checkpoint(out / "averaged.pt", {"model": chosen.state, "config": identity, "epoch": epochs[-1],
                                           "metrics": metrics, "averaged_epochs": chosen.epochs,
                                           "vocab": data.vocab.to_dict(), "model_name": name})
@@ -265,9 +269,10 @@ def average_report(record: dict) -> str:
              "| k | epochs averaged | val WER | val PER |", "| --- | --- | --- | --- |"]
     for c in record["candidates"]:
         mark = " (chosen)" if c["k"] == chosen["k"] else ""
-        lines.append(f"| {c['k']}{mark} | {c['epochs'][0]}–{c['epochs'][-1]} | {c['val_wer']:.2%} | {c['val_per']:.2%} |")
-    lines += ["", f"Test ({record['test_decoding']}), the average of epochs {chosen['epochs'][0]}–{chosen['epochs'][-1]}:"
-              f" WER **{chosen['test_wer']:.2%}**, PER **{chosen['test_per']:.2%}**.", "",
+        span = f"{c['epochs'][0]}–{c['epochs'][-1]}"
+        lines.append(f"| {c['k']}{mark} | {span} | {c['val_wer']:.2%} | {c['val_per']:.2%} |")
+    lines += ["", f"Test ({record['test_decoding']}), the average of epochs {chosen['epochs'][0]}–"
+                  f"{chosen['epochs'][-1]}: WER **{chosen['test_wer']:.2%}**, PER **{chosen['test_per']:.2%}**.", "",
               f"Wall time {record['wall_seconds'] / 60:.1f} min, {record['threads']} thread(s), load average "
               f"{record['load_average']}."]
     return "\n".join(lines) + "\n"
