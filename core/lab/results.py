@@ -210,6 +210,7 @@ def loso_comparison(path: str, models: tuple[str, ...] = ("window(w=8)", "cnn"))
                  f"loso.{model}.mean_val_accuracy", scale=100, unit="%") for model in models),
     )
 
+
 #: the Transformer's g2p recipes, in the order they were tried: (label, record); validation WER chooses
 G2P_RECIPES = (
     ("5 epochs, dropout 0.1, float32, 1 thread on a loaded CPU (the first record)", "text-g2p-5ep"),

@@ -239,7 +239,7 @@ def run_average(args: argparse.Namespace) -> int:
     record = {
         "domain": "text", "dataset": identity["dataset"], "model": name, "config": identity["config"],
         "train": identity["train"], "seed": identity["seed"], "data": settings,
-        "command": "python -m text g2p " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "command": list(sys.argv),  # as the runner's records keep it
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "checkpoints": [c["path"] for c in checkpoints], "candidates": chosen.candidates,
         "val_wer_by_k": {str(c["k"]): c["val_wer"] for c in chosen.candidates},
@@ -264,8 +264,8 @@ def average_report(record: dict) -> str:
     """report.md of ``average``: every candidate's validation WER, the choice, and test once."""
     chosen = record["chosen"]
     lines = [f"# Weight averaging: {record['model']} on {record['dataset']}", "",
-             f"Command: `{record['command']}`. The weights after each of the run's last epochs, averaged over the "
-             f"last k for every k; {record['selection_note']}.", "",
+             f"Command: `{' '.join(record['command'])}`. The weights after each of the run's last epochs, "
+             f"averaged over the last k for every k; {record['selection_note']}.", "",
              "| k | epochs averaged | val WER | val PER |", "| --- | --- | --- | --- |"]
     for c in record["candidates"]:
         mark = " (chosen)" if c["k"] == chosen["k"] else ""
@@ -369,12 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (``pronounce``: 1 when a word could not be pronounced)."""
-
-    def run(args: argparse.Namespace):
-        args.argv = None if argv is None else list(argv)
-        return args.run(args)
-
-    result = cli_main(build_parser(), argv, run, errors=(G2PDataError,))
+    result = cli_main(build_parser(), argv, lambda args: args.run(args), errors=(G2PDataError,))
     return result if isinstance(result, int) else 0
 
 
