@@ -8,7 +8,7 @@ plots, distributed) is `core.lab`, which the attention modules never import.
 
 from core.attention import scaled_dot_product_attention, softmax_attention
 from core.capture import capture_attention
-from core.decoding import SearchResult, beam_search, greedy_search
+from core.decoding import SearchResult, beam_search, ensemble_step, greedy_search
 from core.masks import adjacency_mask, causal_mask, chunked_mask, padding_mask, sliding_window_mask, window2d_mask
 from core.multihead import MultiHeadAttention
 from core.positional import RelativePositionBias, SinusoidalPositionalEncoding
@@ -26,6 +26,7 @@ __all__ = [
     "capture_attention",
     "SearchResult",
     "beam_search",
+    "ensemble_step",
     "greedy_search",
     "adjacency_mask",
     "causal_mask",

@@ -19,7 +19,8 @@ duplicated. `select_state` handles a tensor, a (nested) tuple/list/dict of tenso
 and any object with an `index_select(index)` method (`DecoderState`). An LSTM decoder's state works as is
 when batch first, e.g. `(h, c, encoder_outputs, source_lengths)` with `h, c (N, hidden)` from `nn.LSTMCell`
 (`nn.LSTM`'s `(layers, N, hidden)` must be transposed, or it would be reordered along the layers);
-`EncoderDecoder.step` is a step function too.
+`EncoderDecoder.step` is a step function too. `ensemble_step` makes one step function of several models':
+their next-token log-probabilities averaged, their states carried side by side.
 
 Legend: B sources, K beams, N = B·K running hypotheses, V vocabulary, L output length, H heads,
 t tokens decoded so far, S memory length, Dh head dim.
@@ -28,7 +29,7 @@ t tokens decoded so far, S memory length, Dh head dim.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -43,6 +44,7 @@ __all__ = [
     "select_state",
     "greedy_search",
     "beam_search",
+    "ensemble_step",
 ]
 
 #: `step(tokens (N,), state) -> (scores (N, V), state)`; see the module docstring.
@@ -355,3 +357,47 @@ def beam_search(
     length, ended = fin_len[:, 0], fin_ended[:, 0]
     L = max(1, int(length.max()))
     return SearchResult(fin_tokens[:, 0, :L], length - ended.long(), fin_logp[:, 0], fin_score[:, 0], ended)
+
+
+def ensemble_step(steps: Sequence[StepFunction]) -> StepFunction:
+    """One step function that decodes with several models at once, as an ensemble.
+
+    At every step each member scores the next token; the ensemble's distribution is the normalised geometric
+    mean of the members' (a product of experts: `log_softmax` of the mean log-probability). The members may
+    differ in architecture and state, but must share the output vocabulary. The ensemble's state is the
+    tuple of the members' states (`select_state` reorders each), so greedy and beam search drive it as
+    they drive one model:
+
+        step = ensemble_step([a.step, b.step])
+        result = greedy_search(step, (a.start(x, n), b.start(x, n)), B, bos_id=..., eos_id=..., max_len=...)
+
+    Args:
+        steps: the members' step functions, `step(tokens (N,), state) -> (scores (N, V), state)`.
+
+    Returns:
+        `step(tokens (N,), states: tuple) -> (log-probabilities (N, V), tuple of the new states)`.
+
+    Raises:
+        ValueError: no members; members whose scores differ in shape; a state that is not a tuple of one
+            state per member.
+    """
+    steps = list(steps)
+    if not steps:
+        raise ValueError("ensemble_step needs at least one member step function")
+
+    def step(tokens: Tensor, states: Any) -> tuple[Tensor, tuple]:
+        if not isinstance(states, tuple) or len(states) != len(steps):
+            got = f"a tuple of {len(states)}" if isinstance(states, tuple) else type(states).__name__
+            raise ValueError(f"the ensemble's state must be a tuple of {len(steps)} member states, got {got}")
+        total, new_states = None, []
+        for i, (member, state) in enumerate(zip(steps, states)):
+            scores, state = member(tokens, state)
+            log_probs = _log_probs(scores, tokens.shape[0])  # (N, V)
+            if total is not None and log_probs.shape != total.shape:
+                raise ValueError(f"ensemble member {i} scores {tuple(log_probs.shape)}, member 0 "
+                                 f"{tuple(total.shape)}: the members must share the vocabulary")
+            total = log_probs if total is None else total + log_probs
+            new_states.append(state)
+        return torch.log_softmax(total / len(steps), dim=-1), tuple(new_states)
+
+    return step

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.decoding import DecoderState, beam_search, greedy_search, select_state
+from core.decoding import DecoderState, beam_search, ensemble_step, greedy_search, select_state
 from core.transformer import EncoderDecoder
 
 BOS, EOS, V = 1, 2, 5
@@ -319,3 +319,100 @@ def test_bad_search_arguments_are_clear_errors():
         beam_search(_scripted_step, state, 1, bos_id=BOS, eos_id=EOS, max_len=3, num_beams=0)
     with pytest.raises(ValueError, match=r"scores \(N=2, V\)"):
         greedy_search(lambda t, s: (torch.zeros(1, V), s), state, 2, bos_id=BOS, eos_id=EOS, max_len=3)
+
+
+# --- ensembles
+
+
+def _ensemble_log_probs(models, src, src_lengths, tgt_in):
+    """(B, T, V) the ensemble's log-probabilities, the normalised mean of the members', every prefix by one
+    teacher-forced pass per member."""
+    return torch.log_softmax(torch.stack([torch.log_softmax(m.decode(tgt_in, m.encode(src, src_lengths), src_lengths), -1)
+                                          for m in models]).mean(0), -1)
+
+
+def _ensemble(models, src, src_lengths):
+    step = ensemble_step([m.step for m in models])
+    return step, tuple(m.init_state(m.encode(src, src_lengths), src_lengths) for m in models)
+
+
+def test_ensemble_greedy_equals_recomputing_every_members_prefix():
+    models = [_model(seed=0), _model(seed=5, norm_first=False)]
+    with torch.no_grad():
+        for m in models:
+            m.output.bias[EOS] += 0.7  # sources finish at different steps: the tuple state is cut down
+    g = torch.Generator().manual_seed(11)
+    src, src_lengths = torch.randint(3, 7, (20, 6), generator=g), torch.randint(1, 7, (20,), generator=g)
+    step, state = _ensemble(models, src, src_lengths)
+    result = greedy_search(step, state, 20, bos_id=BOS, eos_id=EOS, max_len=8)
+    tgt, total, ended = torch.full((20, 1), BOS), torch.zeros(20, dtype=torch.float64), torch.zeros(20, dtype=torch.bool)
+    with torch.no_grad():
+        for _ in range(8):
+            best, nxt = _ensemble_log_probs(models, src, src_lengths, tgt)[:, -1].max(-1)
+            total += best * ~ended
+            ended |= nxt == EOS
+            tgt = torch.cat((tgt, nxt.unsqueeze(1)), 1)
+    assert result.finished.any() and len(set(result.lengths.tolist())) > 2
+    assert torch.allclose(result.log_probs, total, atol=1e-9)
+    singles = [m.generate(src, src_lengths, max_len=8).sequences() for m in models]
+    assert result.sequences() != singles[0] and result.sequences() != singles[1]  # the ensemble is neither member
+    for b in range(20):
+        n = int(result.lengths[b])
+        assert result.tokens[b, :n].tolist() == tgt[b, 1 : n + 1].tolist()
+
+
+def test_ensemble_beam_search_finds_the_brute_force_best():
+    models = [_model(seed=3), _model(seed=4)]
+    src, src_lengths = _sources()
+    max_len = 3
+    outputs = list(_all_outputs(max_len))
+    n = len(outputs)
+    tgt_in, target = torch.full((n, max_len), BOS), torch.full((n, max_len), EOS)
+    for i, (seq, _) in enumerate(outputs):
+        tgt_in[i, 1 : len(seq)] = torch.tensor(seq[:-1], dtype=torch.long)
+        target[i, : len(seq)] = torch.tensor(seq)
+    lengths = torch.tensor([len(seq) for seq, _ in outputs])
+    step, state = _ensemble(models, src, src_lengths)
+    with torch.no_grad():
+        result = beam_search(step, state, 3, bos_id=BOS, eos_id=EOS, max_len=max_len, num_beams=V ** (max_len - 1))
+        for b in range(3):
+            logp = _ensemble_log_probs(models, src[b : b + 1, : src_lengths[b]].expand(n, -1), None, tgt_in)
+            logp = logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+            total = (logp * (torch.arange(max_len) < lengths.unsqueeze(1))).sum(1)  # (n,)
+            i = int(total.argmax())
+            assert result.tokens[b, : len(outputs[i][0])].tolist() == outputs[i][0]
+            assert result.log_probs[b].item() == pytest.approx(float(total[i]), abs=1e-9)
+
+
+def test_an_ensemble_of_one_is_the_member():
+    model = _model(seed=2)
+    src, src_lengths = _sources()
+    step, state = _ensemble([model], src, src_lengths)
+    alone = model.generate(src, src_lengths, max_len=5, num_beams=3)
+    ensemble = beam_search(step, state, 3, bos_id=BOS, eos_id=EOS, max_len=5, num_beams=3)
+    assert ensemble.sequences() == alone.sequences()
+    assert torch.allclose(ensemble.scores, alone.scores)
+
+
+def test_an_ensemble_averages_log_probabilities_not_probabilities():
+    # member a is sure of token 0; member b splits between 1 and 3. Mean probability prefers 0 (0.46),
+    # mean log-probability prefers 1: the product of experts keeps a token only both members allow.
+    a = torch.tensor([[0.9, 0.05, 0.0, 0.05]]).log()
+    b = torch.tensor([[0.02, 0.49, 0.0, 0.49]]).log()
+    b[0, 1] += 1e-3  # break the tie between 1 and 3
+    step = ensemble_step([lambda t, s: (a, s), lambda t, s: (b + 5.0, s)])  # b as unnormalised logits
+    scores, states = step(torch.tensor([BOS]), ("x", "y"))
+    assert states == ("x", "y")
+    assert torch.allclose(scores, torch.log_softmax((torch.log_softmax(a, -1) + torch.log_softmax(b, -1)) / 2, -1))
+    assert torch.allclose(scores.exp().sum(), torch.tensor(1.0))
+    assert int(scores.argmax()) == 1
+
+
+def test_bad_ensembles_are_clear_errors():
+    with pytest.raises(ValueError, match="at least one"):
+        ensemble_step([])
+    step = ensemble_step([lambda t, s: (torch.zeros(1, 4), s), lambda t, s: (torch.zeros(1, 5), s)])
+    with pytest.raises(ValueError, match="share the vocabulary"):
+        step(torch.tensor([BOS]), (None, None))
+    with pytest.raises(ValueError, match="tuple of 2 member states"):
+        step(torch.tensor([BOS]), [None, None])

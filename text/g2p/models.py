@@ -28,12 +28,12 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from core.attention import softmax_attention
-from core.decoding import DecoderState
+from core.decoding import DecoderState, ensemble_step
 from core.masks import padding_mask
 from core.transformer import EncoderDecoder
 from text.g2p.data import BOS, EOS, PAD
 
-__all__ = ["LSTMConfig", "LSTMSeq2Seq", "AdditiveAttention", "TransformerG2PConfig", "TransformerG2P",
+__all__ = ["LSTMConfig", "LSTMSeq2Seq", "AdditiveAttention", "TransformerG2PConfig", "TransformerG2P", "G2PEnsemble",
            "MODELS", "ROLES", "default_config", "build_model", "config_from_dict"]
 
 
@@ -207,6 +207,31 @@ class TransformerG2P(EncoderDecoder):
     def start(self, letters: Tensor, lengths: Tensor) -> DecoderState:
         """Encode the words; the decoding state with the cross-attention keys and values cached."""
         return self.init_state(self.encode(letters, lengths), lengths)
+
+
+class G2PEnsemble(nn.Module):
+    """Several trained models decoding as one: at each step the normalised mean of their log-probabilities
+    (``core.decoding.ensemble_step``). Decoding only (``start`` and ``step``); the members keep their own
+    weights, so an ensemble of k models costs k times one model's decoding.
+
+    Args:
+        members: models with the shared interface, trained on the same phoneme vocabulary.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        self._step = ensemble_step([m.step for m in self.members])
+
+    def start(self, letters: Tensor, lengths: Tensor) -> tuple:
+        """Encode the words once per member; the state is the tuple of the members' states."""
+        return tuple(m.start(letters, lengths) for m in self.members)
+
+    def step(self, tokens: Tensor, state: tuple) -> tuple[Tensor, tuple]:
+        """Log-probabilities `(B, V)` of the next phoneme under the ensemble, and the members' new states."""
+        return self._step(tokens, state)
 
 
 MODELS = {"transformer": TransformerG2PConfig, "lstm-attention": LSTMConfig, "lstm": LSTMConfig}

@@ -12,6 +12,7 @@ weights (greedy, or beam search with ``TrainConfig.beam > 1``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,10 +28,11 @@ from core.lab.schedule import warmup_cosine_scheduler
 from text.g2p.data import (BOS, EOS, PAD, Batch, BucketBatches, Entry, Lexicon, ParseReport, Splits, Vocab,
                            entries, eval_batches)
 from text.g2p.metrics import error_rates_by_length, score
-from text.g2p.models import build_model
+from text.g2p.models import G2PEnsemble, build_model
 
 __all__ = ["TrainConfig", "G2PData", "LENGTH_BINS", "prepare", "pronounce_words", "evaluate_lexicon",
-           "make_train_one", "max_output_length", "AveragedModel", "average_last_epochs"]
+           "make_train_one", "max_output_length", "AveragedModel", "average_last_epochs", "ChosenEnsemble",
+           "choose_ensemble"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,3 +202,35 @@ def average_last_epochs(model: nn.Module, states: list[dict[str, torch.Tensor]],
     model.load_state_dict(state)
     test, _ = evaluate_lexicon(model, data.test, data.vocab, device, beam=beam, batch_size=batch_size)
     return AveragedModel(k, epochs[-k:], state, candidates, test)
+
+
+@dataclass
+class ChosenEnsemble:
+    """What :func:`choose_ensemble` chose: the members (indices into the models given) and their scores."""
+
+    members: tuple[int, ...]
+    candidates: list[dict]  # one per subset: {"members", "val_wer", "val_per"}
+    test: dict[str, float]  # {"wer", "per"} of the chosen ensemble, scored once
+
+
+def choose_ensemble(models: list[nn.Module], data: G2PData, device: torch.device, *, beam: int = 1,
+                    batch_size: int = 512) -> ChosenEnsemble:
+    """Score every non-empty subset of ``models`` as an ensemble on validation (greedy), keep the subset with
+    the lowest WER (ties: fewer members, then the earlier models), and score test once with it.
+
+    A subset of one is that model alone, so the ensemble is kept only where validation prefers it.
+    """
+    candidates, best = [], None
+    for size in range(1, len(models) + 1):
+        for members in itertools.combinations(range(len(models)), size):
+            ensemble = G2PEnsemble([models[i] for i in members])
+            rates, _ = evaluate_lexicon(ensemble, data.val, data.vocab, device, batch_size=batch_size)
+            candidates.append({"members": list(members), "val_wer": rates["wer"], "val_per": rates["per"]})
+            logger.info("ensemble of %s: val WER %.2f%%, PER %.2f%%", "+".join(str(i + 1) for i in members),
+                        100 * rates["wer"], 100 * rates["per"])
+            if best is None or rates["wer"] < best[0]:
+                best = (rates["wer"], members)
+    members = best[1]
+    test, _ = evaluate_lexicon(G2PEnsemble([models[i] for i in members]), data.test, data.vocab, device, beam=beam,
+                               batch_size=batch_size)
+    return ChosenEnsemble(members, candidates, test)

@@ -115,6 +115,50 @@ def test_average_lets_validation_choose_how_many_epochs_and_writes_a_record(tiny
         main(["compare", *TINY, "--keep-epochs", "-1", "--out", str(tmp_path / "neg")])
 
 
+def test_ensemble_lets_validation_choose_the_members_and_pronounce_decodes_with_them(tiny_run, tmp_path, capsys):
+    names = ["transformer", "lstm-attention", "lstm"]
+    paths = [str(tiny_run / name / "seed0" / "best.pt") for name in names]
+    out = tmp_path / "ens"
+    assert main(["ensemble", *paths, "--out", str(out), "--threads", "1"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(record) == []  # the runner's contract: headline test_wer, chosen on val_wer
+    labels = ["1", "2", "3", "1+2", "1+3", "2+3", "1+2+3"]
+    assert [c["members"] for c in record["candidates"]] == labels
+    assert list(record["val_wer_by_members"]) == labels
+    assert [record["members"][str(i + 1)]["model"] for i in range(3)] == names
+    # a subset of one is that model alone: its validation figures are those compare kept it for
+    for i, path in enumerate(paths):
+        kept = torch.load(path, weights_only=True)["metrics"]
+        assert record["candidates"][i]["val_per"] == pytest.approx(kept["val_per"], abs=1e-12)
+    best = min(record["candidates"], key=lambda c: (c["val_wer"], c["size"]))
+    assert record["chosen"]["members"] == best["members"] and record["chosen"]["val_wer"] == best["val_wer"]
+    assert record["results"][0]["bookkeeping"]["members"] == best["size"]
+    report = (out / "report.md").read_text()
+    assert "(chosen)" in report and "--checkpoint" in report
+    capsys.readouterr()
+    assert main(["pronounce", "--checkpoint", paths[0], "--checkpoint", paths[1], "--beam", "2", "cat", "dog"]) == 0
+    assert [line.split("\t")[0] for line in capsys.readouterr().out.strip().split("\n")] == ["cat", "dog"]
+
+
+def test_ensemble_refuses_members_that_do_not_belong_together(tiny_run, tmp_path):
+    path = tiny_run / "transformer" / "seed0" / "best.pt"
+    with pytest.raises(SystemExit, match="given twice"):
+        main(["ensemble", str(path), str(path), "--out", str(tmp_path / "twice")])
+    with pytest.raises(SystemExit, match="at most 6"):
+        main(["ensemble", *(str(tmp_path / f"m{i}.pt") for i in range(7)), "--out", str(tmp_path / "many")])
+    ckpt = torch.load(path, weights_only=True)
+    other_split = tmp_path / "split.pt"
+    ckpt["config"]["data"]["split_seed"] = 1
+    torch.save(ckpt, other_split)
+    with pytest.raises(SystemExit, match="different splits"):
+        main(["ensemble", str(path), str(other_split), "--out", str(tmp_path / "split")])
+    stressed = tmp_path / "stress.pt"
+    ckpt["vocab"]["stress"] = True
+    torch.save(ckpt, stressed)
+    with pytest.raises(SystemExit, match="different vocabularies"):
+        main(["pronounce", "--checkpoint", str(path), "--checkpoint", str(stressed), "cat"])
+
+
 def test_precision_and_dropout_flags(monkeypatch):
     args = build_parser().parse_args(["compare", "--dropout", "0.25", "--precision", "fp32"])
     assert g2p_main.resolve_precision(args) == "fp32"

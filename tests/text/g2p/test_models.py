@@ -7,7 +7,8 @@ import torch
 
 from core.decoding import greedy_search
 from text.g2p.data import BOS, EOS, PAD
-from text.g2p.models import (AdditiveAttention, LSTMConfig, TransformerG2PConfig, build_model, default_config)
+from text.g2p.models import (AdditiveAttention, G2PEnsemble, LSTMConfig, TransformerG2PConfig, build_model,
+                             default_config)
 from text.g2p.train import max_output_length
 
 NUM_LETTERS, NUM_PHONEMES = 30, 42
@@ -90,6 +91,21 @@ def test_core_greedy_search_equals_a_hand_written_argmax_loop(name):
                 if not done[b]:
                     rows[b].append(tokens[b].item())
     assert result.sequences() == rows
+
+
+def test_an_ensemble_steps_as_the_normalised_mean_of_its_members_teacher_forced():
+    members = [tiny("transformer", torch.float64).eval(), tiny("lstm-attention", torch.float64).eval()]
+    ensemble = G2PEnsemble(members)
+    letters, lengths, target_in = batch()
+    forced = torch.stack([torch.log_softmax(m(letters, lengths, target_in), -1) for m in members])  # (2, B, T, V)
+    expected = torch.log_softmax(forced.mean(0), -1)
+    state = ensemble.start(letters, lengths)
+    for t in range(target_in.shape[1]):
+        log_probs, state = ensemble.step(target_in[:, t], state)
+        torch.testing.assert_close(log_probs, expected[:, t], rtol=1e-9, atol=1e-9)
+        assert not torch.allclose(log_probs, forced[0, :, t]) and not torch.allclose(log_probs, forced[1, :, t])
+    with pytest.raises(ValueError, match="at least one member"):
+        G2PEnsemble([])
 
 
 def test_additive_attention_is_bahdanau_written_out():
