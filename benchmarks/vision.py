@@ -1,48 +1,53 @@
 """Training throughput of the vision models: images per second, forward + backward + optimizer step.
 
-    python benchmarks/vision.py [--models attention,cnn,resnet] [--batch-size 128] [--out FILE]
+    python benchmarks/vision.py [--models attention,cnn,resnet] [--batch-size 128] [--rounds 5] [--out FILE]
+    python benchmarks/vision.py --conv-stages 1 --global-tokens 64 --out FILE   # the attention model reshaped
 
-Random images of the CIFAR-10 shape by default; each model is timed over ``--steps`` steps after
-``--warmup`` untimed ones, with its own training recipe (optimizer, channels-last for the ResNet).
-Writes a JSON file with images/s, parameters and forward FLOPs per image.
+Random images of the CIFAR-10 shape by default, the same batch for every model, each with its own training
+recipe (optimizer, channels-last for the ResNet). Interleaved rounds (``core.lab.bench``): every round runs
+``--steps`` training steps of each model, in an order that alternates between rounds, so a change in the
+machine's load lands on all of them; images/s is the median over rounds, and each model's speed against
+``--reference`` is the median of the per-round ratios. Writes a JSON file with images/s, the ratios,
+parameters and forward FLOPs per image.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
+import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.lab.bench import interleaved_rounds, load_average, paired_ratio, write_result  # noqa: E402
 from core.lab.experiment import count_parameters, versions  # noqa: E402
 from core.lab.harness import select_device, set_num_threads_from_env, to_plain  # noqa: E402
-from vision.models import MODEL_NAMES, build_model, default_config, flops_per_image  # noqa: E402
+from vision.models import MODEL_NAMES, PixelModelConfig, build_model, default_config, flops_per_image  # noqa: E402
 from vision.train import classification_step, make_optimizer, timed_steps, train_config_for  # noqa: E402
 
 
-def images_per_second(name: str, batch_size: int, shape: tuple[int, int, int], steps: int, warmup: int,
-                      device: torch.device) -> dict:
+def contender(name: str, batch_size: int, shape: tuple[int, int, int], steps: int, device: torch.device,
+              attention: dict) -> tuple[dict, Callable[[], float]]:
+    """Model ``name`` with its recipe: its row (config, size) and a call that runs ``steps`` training steps."""
     torch.manual_seed(0)
-    config = default_config(name, *shape, num_classes=10)
+    config = default_config(name, *shape, num_classes=10, **(attention if name == "attention" else {}))
     model = build_model(name, to_plain(config)).to(device).train()
     train_config = train_config_for(name, batch_size=batch_size)
     optimizer = make_optimizer(model, train_config)
     step = classification_step(device, train_config.label_smoothing)
-    images = torch.randn(batch_size, *shape, device=device)
+    g = torch.Generator().manual_seed(0)  # the same images for every model
+    images = torch.randn(batch_size, *shape, generator=g).to(device)
     if train_config.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    batch = (images, torch.randint(0, 10, (batch_size,), device=device))
-    seconds = timed_steps(model, optimizer, step, itertools.repeat(batch, warmup + steps), warmup, device)
-    return {
-        "model": name, "images_per_second": steps * batch_size / seconds, "seconds_per_step": seconds / steps,
-        "batch_size": batch_size, "params": count_parameters(model),
-        "mflops_per_image_forward": flops_per_image(model, shape) / 1e6, "config": to_plain(config),
-    }
+    batch = (images, torch.randint(0, 10, (batch_size,), generator=g).to(device))
+    row = {"model": name, "batch_size": batch_size, "steps_per_round": steps, "params": count_parameters(model),
+           "mflops_per_image_forward": flops_per_image(model, shape) / 1e6, "config": to_plain(config)}
+    return row, lambda: timed_steps(model, optimizer, step, itertools.repeat(batch, steps), 0, device)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -52,8 +57,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=128, help="images per step (default: 128)")
     parser.add_argument("--shape", type=int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W"),
                         help="image shape (default: 3 32 32, CIFAR-10)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (default: 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: 2)")
+    parser.add_argument("--steps", type=int, default=4, help="training steps per model per round (default: 4)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls of each model first (default: 1)")
+    parser.add_argument("--conv-stages", type=int, default=0, metavar="K",
+                        help="the attention model's first K stages convolutional, as `vision compare --conv-stages` "
+                             "(default: 0)")
+    parser.add_argument("--global-tokens", type=int, default=PixelModelConfig.global_max_tokens, metavar="N",
+                        help="attention stages of at most N pixels global, as `vision compare --global-tokens` "
+                             f"(default: {PixelModelConfig.global_max_tokens})")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)")
     parser.add_argument("--reference", default="cnn",
                         help="model whose images/s the others are divided by, in the same run (default: cnn)")
@@ -62,23 +74,31 @@ def main(argv: list[str] | None = None) -> dict:
 
     threads = set_num_threads_from_env()
     device = select_device(args.device)
-    results = []
-    for name in args.models.split(","):
-        row = images_per_second(name, args.batch_size, tuple(args.shape), args.steps, args.warmup, device)
-        results.append(row)
+    names = args.models.split(",")
+    attention = {"conv_stages": args.conv_stages, "global_max_tokens": args.global_tokens}
+    rows, calls = {}, {}
+    for name in names:
+        rows[name], calls[name] = contender(name, args.batch_size, tuple(args.shape), args.steps, device, attention)
+        for _ in range(args.warmup):
+            calls[name]()
+    started_load = load_average()
+    rounds = interleaved_rounds(calls, args.rounds, warmup=0)
+    for name, row in rows.items():
+        seconds = statistics.median(r[name] for r in rounds)
+        row.update(images_per_second=args.steps * args.batch_size / seconds, seconds_per_step=seconds / args.steps,
+                   round_seconds=[r[name] for r in rounds])
         print(f"{name:>10}: {row['images_per_second']:8.1f} images/s  ({row['params']:,} params, "
               f"{row['mflops_per_image_forward']:.0f} MFLOPs/image forward)", flush=True)
-    reference = next((r for r in results if r["model"] == args.reference), None)
+    reference = args.reference if args.reference in rows else None
     if reference is not None:
-        for row in results:
-            row[f"speed_vs_{args.reference}"] = row["images_per_second"] / reference["images_per_second"]
-            print(f"{row['model']:>10}: {row[f'speed_vs_{args.reference}']:.2f}x the images/s of {args.reference}")
-    report = {"benchmark": "vision training throughput (forward + backward + step)", "device": str(device),
-              "threads": threads, "reference": args.reference if reference is not None else None, "versions": versions(), "command": sys.argv, "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+        for name, row in rows.items():
+            row[f"speed_vs_{reference}"] = paired_ratio(rounds, reference, name)  # median of t_ref / t_model
+            print(f"{name:>10}: {row[f'speed_vs_{reference}']:.2f}x the images/s of {reference}")
+    report = {"benchmark": "vision training throughput (forward + backward + step), interleaved rounds",
+              "device": str(device), "threads": threads, "reference": reference, "rounds": args.rounds,
+              "attention": attention, "load_average": {"start": started_load, "end": load_average()},
+              "versions": versions(), "command": sys.argv, "results": list(rows.values())}
+    print(f"wrote {write_result(args.out, report)}")
     return report
 
 

@@ -27,7 +27,7 @@ from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_c
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
-from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, default_config
+from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
 from vision.train import (CONTRACT, ROLE, TrainConfig, VisionData, compare_notes, load_model, load_vision_data,
                           sweep_specs, train_config_for, train_one)
@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: 16,48,96)")
         sub.add_argument("--depths", type=number_list(int, minimum=1),
                          help="blocks per stage, comma-separated, one per --dims entry (default: 1,1,2)")
+        sub.add_argument("--conv-stages", type=int, default=0, metavar="K",
+                         help="the attention model's first K stages use the CNN's 3x3 convolution instead of "
+                              "attention: a convolutional stem, attention above it (default: 0, attention at every "
+                              "stage)")
+        sub.add_argument("--global-tokens", type=int, default=PixelModelConfig.global_max_tokens, metavar="N",
+                         help="an attention stage with at most N pixels attends globally, a larger one within "
+                              f"{PixelModelConfig.window}x{PixelModelConfig.window} tiles (default: "
+                              f"{PixelModelConfig.global_max_tokens}: CIFAR's 16x16 stage is global)")
         add_common_args(sub, default_out=f"runs/vision/{'compare' if sub is compare else 'sweep'}")
     attention_map = commands.add_parser(
         "attention-map", help="where each attention layer looks from one query pixel of an image",
@@ -126,10 +134,11 @@ def main(argv: list[str] | None = None):
 def checked_models(args) -> dict:
     """The ``--dims`` / ``--depths`` keywords, checked together, and ``--val-fraction``, before any data is read."""
     sizes = {key: tuple(getattr(args, key)) for key in ("dims", "depths") if getattr(args, key) is not None}
+    sizes.update(conv_stages=args.conv_stages, global_max_tokens=args.global_tokens)
     try:
         default_config("attention", 3, 32, 32, 10, **sizes)
     except ValueError as error:
-        raise UsageError(f"--dims/--depths: {error}") from None
+        raise UsageError(f"--dims/--depths/--conv-stages/--global-tokens: {error}") from None
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
     return sizes

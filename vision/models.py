@@ -15,6 +15,9 @@ a *spatial operator* (mixes pixels) with a per-pixel MLP (mixes channels), in th
     operator="conv": each pixel takes a fixed, learned weighting of its ``kernel_size²`` neighbourhood,
         the same at every position and for every image: a convolution.
 
+With ``conv_stages = k`` the attention model's first k stages use the convolution (a convolutional stem,
+attention above it); the report says so, and 0, the default, keeps attention at every stage.
+
 ``ResNet`` is the standard baseline: the residual network of Page's DAWNBench CIFAR-10 entry ("ResNet-9"),
 with its widths scaled by ``width``.
 
@@ -66,6 +69,10 @@ class PixelModelConfig:
     kernel_size: int = 3  # side of the convolution operator's neighbourhood
     mlp_ratio: float = 2.0  # hidden width of the per-pixel MLP, relative to D
     dropout: float = 0.0  # on the residual branches
+    # The first ``conv_stages`` stages use the convolution even when ``operator`` is "attention": a
+    # convolutional stem under the attention stages (as in Xiao et al. 2021, "Early convolutions help
+    # transformers see better"). 0 (the default): attention at every stage, pixels as tokens from the start.
+    conv_stages: int = 0
 
     def __post_init__(self):
         if isinstance(self.relative_bias, bool):  # a checkpoint written before "quadratic" existed
@@ -307,15 +314,15 @@ class PixelHierarchy(nn.Module):
         for s, (dim, depth, (h, w)) in enumerate(zip(config.dims, config.depths, self.grids)):
             if s > 0:
                 self.merges.append(PatchMerging(config.dims[s - 1], dim, *self.grids[s - 1]))
-            blocks = [PixelBlock(dim, self.make_operator(dim, h, w), config.mlp_ratio, config.dropout)
-                      for _ in range(depth)]
+            blocks = [PixelBlock(dim, self.make_operator(dim, h, w, conv=s < config.conv_stages), config.mlp_ratio,
+                                 config.dropout) for _ in range(depth)]
             self.stages.append(nn.Sequential(*blocks))
         self.norm = nn.LayerNorm(config.dims[-1])
         self.head = nn.Linear(config.dims[-1], config.num_classes)
 
-    def make_operator(self, dim: int, height: int, width: int) -> nn.Module:
+    def make_operator(self, dim: int, height: int, width: int, conv: bool = False) -> nn.Module:
         config = self.config
-        if config.operator == "conv":
+        if config.operator == "conv" or conv:
             return ConvOperator(dim, height, width, config.kernel_size)
         num_heads = max(1, dim // config.head_dim)
         if height * width <= config.global_max_tokens:
@@ -421,14 +428,19 @@ def build_model(name: str, config) -> nn.Module:
 
 def default_config(name: str, in_channels: int, image_height: int, image_width: int, num_classes: int,
                    relative_bias: str = "off", dims: tuple[int, ...] | None = None,
-                   depths: tuple[int, ...] | None = None):
+                   depths: tuple[int, ...] | None = None, conv_stages: int = 0, global_max_tokens: int | None = None):
     """The default configuration of model ``name`` for a dataset's image shape and classes.
 
     ``dims`` and ``depths`` (stage widths and blocks per stage) resize the two pixel hierarchies alike
-    and are ignored for the ResNet.
+    and are ignored for the ResNet; ``conv_stages`` and ``global_max_tokens`` shape the attention model
+    only (the CNN is convolution at every stage already, and has no attention to make global).
     """
     if name in ("attention", "cnn"):
         sizes = {key: tuple(value) for key, value in (("dims", dims), ("depths", depths)) if value is not None}
+        if name == "attention":
+            sizes["conv_stages"] = conv_stages
+            if global_max_tokens is not None:
+                sizes["global_max_tokens"] = global_max_tokens
         config = PixelModelConfig(
             operator="attention" if name == "attention" else "conv", in_channels=in_channels,
             image_height=image_height, image_width=image_width, num_classes=num_classes,
@@ -437,6 +449,11 @@ def default_config(name: str, in_channels: int, image_height: int, image_width: 
         if len(config.dims) != len(config.depths) or min(config.dims + config.depths) < 1:
             raise ValueError(f"dims {config.dims} and depths {config.depths} must be positive and of the same "
                              "length (one entry per stage)")
+        if not 0 <= config.conv_stages < len(config.dims):
+            raise ValueError(f"conv_stages must be in [0, {len(config.dims) - 1}] (at least one attention stage of "
+                             f"{len(config.dims)}), got {config.conv_stages}")
+        if config.global_max_tokens < 0:
+            raise ValueError(f"global_max_tokens must be >= 0, got {config.global_max_tokens}")
         return config
     if name == "resnet":
         return ResNetConfig(in_channels=in_channels, num_classes=num_classes)

@@ -101,6 +101,17 @@ DESCRIPTION = {"attention": "pixel self-attention (local windows, then global)",
                "resnet": "ResNet-9 (Page's DAWNBench net, width-scaled)"}
 
 
+def describe(spec: ModelSpec) -> str:
+    """One line on what ``spec``'s model is, its stem and attention reach included where they differ."""
+    config, name = spec.config, spec.name.split(" @ ")[0]
+    if name != "attention":
+        return DESCRIPTION[name]
+    stem = (f"the first {config.conv_stages} stage(s) convolutional (a conv stem), attention above: "
+            if config.conv_stages else "")
+    return (f"{stem}pixel self-attention ({config.window}×{config.window} windows, global on grids of at most "
+            f"{config.global_max_tokens} pixels)")
+
+
 def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: bool = False) -> list[str]:
     """The report's notes: the splits, each model and its recipe, the augmentation."""
     augment = specs[0].train.augment
@@ -108,7 +119,7 @@ def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: 
     return [f"data: {len(data.train)} training, {len(data.val)} validation ({how}), {len(data.test)} test images "
             f"of {height}×{width} pixels"
             + (" (--quick: the first images of every class of CIFAR-10, shrunk from 32×32)" if quick else ""),
-            *[f"{s.name}: {DESCRIPTION[s.name]}; {s.train.optimizer}, lr {s.train.lr}, batch {s.train.batch_size}, "
+            *[f"{s.name}: {describe(s)}; {s.train.optimizer}, lr {s.train.lr}, batch {s.train.batch_size}, "
               f"{s.train.epochs} epochs" for s in specs],
             f"training augmentation: {', '.join(augment) or 'none'}"
             + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation)"

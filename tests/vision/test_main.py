@@ -79,11 +79,14 @@ def test_dims_and_depths_resize_both_pixel_hierarchies(tmp_path, tiny_gray_set, 
     out = tmp_path / "sized"
     main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--models", "attention,cnn",
           "--dims", "8,24", "--depths", "2,1", "--epochs", "1", "--batch-size", "6", "--out", str(out),
-          "--relative-bias", "quadratic", "--no-progress"])
+          "--relative-bias", "quadratic", "--conv-stages", "1", "--global-tokens", "16", "--no-progress"])
     for name in ("attention", "cnn"):
         stored = torch.load(out / name / "seed0" / "best.pt", weights_only=True)
         assert stored["config"]["config"]["dims"] == [8, 24] and stored["config"]["config"]["depths"] == [2, 1]
         assert stored["config"]["config"]["relative_bias"] == "quadratic"
+    stored = torch.load(out / "attention" / "seed0" / "best.pt", weights_only=True)["config"]["config"]
+    assert (stored["conv_stages"], stored["global_max_tokens"]) == (1, 16)  # the CNN's config does not change
+    assert "the first 1 stage(s) convolutional (a conv stem)" in (out / "report.md").read_text()
     assert any("centre" in key for key in torch.load(out / "attention/seed0/best.pt", weights_only=True)["model"])
     assert build_parser().parse_args(["compare", "--relative-bias"]).relative_bias == "table"
     assert build_parser().parse_args(["compare"]).relative_bias == "off"
@@ -92,7 +95,8 @@ def test_dims_and_depths_resize_both_pixel_hierarchies(tmp_path, tiny_gray_set, 
                            (["--dims", "8,16", "--depths", "1,1,1"], "same length"),
                            (["--models", "attention,vit"], "argument --models: models are a comma-separated subset"),
                            (["--epochs", "0"], "argument --epochs: must be >= 1"),
-                           (["--relative-bias", "rope"], "argument --relative-bias: invalid choice: 'rope'")):
+                           (["--relative-bias", "rope"], "argument --relative-bias: invalid choice: 'rope'"),
+                           (["--conv-stages", "3"], "--conv-stages/--global-tokens: conv_stages must be in [0, 2]")):
         with pytest.raises(SystemExit) as stopped:
             main(["compare", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "absent"), *flags,
                   "--out", str(tmp_path / "bad")])

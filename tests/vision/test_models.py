@@ -45,6 +45,22 @@ def test_attention_is_local_at_high_resolution_and_global_where_the_grid_is_smal
     assert kinds == [WindowAttention, GlobalAttention, GlobalAttention]
 
 
+def test_conv_stages_and_global_tokens_reshape_only_the_attention_model():
+    model = build_model("attention", to_plain(default_config("attention", 3, 32, 32, 10, conv_stages=1,
+                                                             global_max_tokens=64)))
+    operators = [type(block.operator) for stage in model.stages for block in stage]
+    assert operators == [ConvOperator, WindowAttention, GlobalAttention, GlobalAttention]  # 32², 16², 8², 8²
+    cnn = build_model("cnn", to_plain(default_config("cnn", 3, 32, 32, 10, conv_stages=1, global_max_tokens=64)))
+    plain_cnn = build_model("cnn", to_plain(default_config("cnn", 3, 32, 32, 10)))
+    assert {n: p.shape for n, p in cnn.named_parameters()} == {n: p.shape for n, p in plain_cnn.named_parameters()}
+    # the conv stem's stage is the CNN's own: same parameter shapes there
+    stem = {n: p.shape for n, p in model.named_parameters() if n.startswith("stages.0.")}
+    assert stem == {n: p.shape for n, p in plain_cnn.named_parameters() if n.startswith("stages.0.")}
+    for bad in (dict(conv_stages=3), dict(conv_stages=-1), dict(global_max_tokens=-1)):
+        with pytest.raises(ValueError):
+            default_config("attention", 3, 32, 32, 10, **bad)
+
+
 def test_window_partition_round_trip():
     x = torch.arange(2 * 8 * 12 * 3, dtype=torch.float32).view(2, 96, 3)
     tiles = window_partition(x, 8, 12, 4)

@@ -366,6 +366,8 @@ def run_ensemble(args: argparse.Namespace) -> int:
         "candidates": [{"members": label(c["members"]), "size": len(c["members"]), "val_wer": c["val_wer"],
                         "val_per": c["val_per"]} for c in chosen.candidates],
         "val_wer_by_members": {label(c["members"]): c["val_wer"] for c in chosen.candidates},
+        "best_val_wer_by_size": {str(size): min(c["val_wer"] for c in chosen.candidates if len(c["members"]) == size)
+                                 for size in range(1, len(paths) + 1)},
         "chosen": {"members": label(chosen.members), "size": len(chosen.members), **metrics},
         "selection_note": "validation WER (greedy) chooses which of the given models decode together (every non-empty "
                           "subset scored; ties: fewer members); test is scored once, with the chosen ensemble, and "

@@ -125,6 +125,8 @@ def test_ensemble_lets_validation_choose_the_members_and_pronounce_decodes_with_
     labels = ["1", "2", "3", "1+2", "1+3", "2+3", "1+2+3"]
     assert [c["members"] for c in record["candidates"]] == labels
     assert list(record["val_wer_by_members"]) == labels
+    assert record["best_val_wer_by_size"] == {str(k): min(c["val_wer"] for c in record["candidates"] if c["size"] == k)
+                                              for k in (1, 2, 3)}
     assert [record["members"][str(i + 1)]["model"] for i in range(3)] == names
     # a subset of one is that model alone: its validation figures are those compare kept it for
     for i, path in enumerate(paths):
