@@ -223,9 +223,13 @@ G2P_RECIPES = (
      "text-g2p-transformer-30ep-dropout01"),
     ("30 epochs, dropout 0.2, bfloat16 autocast, 1 thread beside the row above (`--epochs 30 --dropout 0.2`)",
      "text-g2p-transformer-30ep-dropout02"),
+    ("30 epochs, dropout 0, seed 1, bfloat16 autocast, 2 threads (`--epochs 30 --seed 1`)",
+     "text-g2p-transformer-30ep-seed1"),
 )
 #: weight averaging over the last epochs of the 30-epoch runs with dropout: (label, record of `g2p average`)
 G2P_AVERAGES = (("30 epochs, dropout 0.1", "text-g2p-average-dropout01"),)
+#: the ensemble of the 30-epoch Transformers, chosen on validation (record of `g2p ensemble`)
+G2P_ENSEMBLE = "docs/results/text-g2p-ensemble.metrics.json"
 
 TABLES: tuple[Table, ...] = (
     # --- graph
@@ -355,6 +359,20 @@ TABLES: tuple[Table, ...] = (
              "the recipe table (seed 0; validation preferred it to dropout 0.2); the epoch checkpoints are copies of "
              "the run's last.pt taken at the end of every epoch (the run predates `--keep-epochs`; the same weights). "
              "Validation (greedy) chooses how many epochs; test is scored once, greedy."),
+    FigureTable("text-g2p-ensemble", (
+        Figure("best ensemble of {key} model(s), chosen on validation among subsets of that size: validation WER",
+               G2P_ENSEMBLE, "best_val_wer_by_size.*", scale=100, unit="%"),
+        Figure("chosen on validation: number of models in the ensemble", G2P_ENSEMBLE, "chosen.size", digits=0),
+        Figure("chosen ensemble: validation WER", G2P_ENSEMBLE, "chosen.val_wer", scale=100, unit="%"),
+        Figure("chosen ensemble: validation PER", G2P_ENSEMBLE, "chosen.val_per", scale=100, unit="%"),
+        Figure("chosen ensemble: test WER (target ≤ 25 %)", G2P_ENSEMBLE, "chosen.test_wer", scale=100, unit="%"),
+        Figure("chosen ensemble: test PER (target ≤ 6 %)", G2P_ENSEMBLE, "chosen.test_per", scale=100, unit="%"),
+        Figure("chosen ensemble: parameters, all members", G2P_ENSEMBLE, "results[model=ensemble].bookkeeping.params",
+               digits=0),
+    ), note="`python -m text g2p ensemble` over four 30-epoch Transformers of the recipe table (1: dropout 0, "
+             "seed 0; 2: dropout 0, seed 1; 3: dropout 0.1; 4: dropout 0.2), in that order; every one of the 15 "
+             "subsets decodes validation greedily, validation WER chooses the subset (ties: fewer members), test is "
+             "scored once with it, greedy. The chosen members are named in the linked record and its report."),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
     FigureTable("text-throughput", (
@@ -452,6 +470,8 @@ TABLES: tuple[Table, ...] = (
                "results[model=lstm-attention].metrics.test_wer", scale=100, unit="%"),
         Figure("text: same run, LSTM encoder-decoder without attention", "docs/results/text-g2p.metrics.json",
                "results[model=lstm].metrics.test_wer", scale=100, unit="%"),
+        Figure("text: CMUdict test WER, an ensemble of three 30-epoch Transformers chosen on validation "
+               "(`python -m text g2p ensemble`)", G2P_ENSEMBLE, "chosen.test_wer", scale=100, unit="%"),
         Figure("text: CoNLL-2000 POS token accuracy, attention tagger", "docs/results/text-conll2000-pos.metrics.json",
                "results[model=attention].metrics.test_accuracy", scale=100, unit="%"),
         Figure("audio: FSDD test accuracy, full attention (the variant best on validation)",

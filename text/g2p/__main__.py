@@ -203,7 +203,7 @@ def run_pronounce(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     models, vocab, _ = load_models(args.checkpoint, device, "--checkpoint")
     model = models[0] if len(models) == 1 else G2PEnsemble(models)
-    max_letters = min(getattr(m, "config").max_letters for m in models)
+    max_letters = min(m.config.max_letters for m in models)
     words = args.words if args.words else [line for line in sys.stdin.read().split("\n") if line.strip()]
     checked, failures = {}, 0
     for word in words:
