@@ -18,6 +18,7 @@ choosing how many. ``ensemble`` decodes with several trained models at once, val
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 import time
 from dataclasses import replace
@@ -43,6 +44,17 @@ from text.g2p.train import (G2PData, TrainConfig, average_last_epochs, choose_en
 DEFAULT_OUT = "runs/text/g2p"
 #: ``ensemble`` scores every subset of its checkpoints on validation: 2**n - 1 of them
 MAX_ENSEMBLE_CANDIDATES = 6
+#: what reading a file that is not one of our checkpoints raises: not a torch file (unpickling), a truncated
+#: one (EOF), or a torch file without the fields or shapes we expect
+NOT_A_CHECKPOINT = (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, RuntimeError)
+
+
+def why_not(error: Exception) -> str:
+    """The reason a file is not our checkpoint, in a few words (torch's unpickling message would suggest
+    ``weights_only=False``, which we never do)."""
+    if isinstance(error, (pickle.UnpicklingError, EOFError)):
+        return "not a torch checkpoint file, or a truncated one"
+    return f"{type(error).__name__}: {error}"
 CONTRACT = MetricsContract(headline="test_wer", select="val_wer", mode="min")
 # --quick: the tour's profile. A few thousand words, small models, three epochs: it shows the machinery
 # end to end in under two minutes, not what the models can do.
@@ -162,9 +174,9 @@ def load_model(path: Path, device: torch.device, flag: str = "--checkpoint") -> 
         config = config_from_dict(name, identity["config"])
         model = build_model(name, config, len(vocab.letters), len(vocab.phonemes)).to(device)
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, RuntimeError) as error:
+    except NOT_A_CHECKPOINT as error:
         raise UsageError(f"{flag} {path} is not a g2p best.pt written by `python -m text g2p compare` "
-                         f"({type(error).__name__}: {error})") from None
+                         f"({why_not(error)})") from None
     return model.eval(), vocab, identity
 
 
@@ -233,9 +245,9 @@ def load_epoch_checkpoints(paths: list[str]) -> tuple[list[dict], dict]:
             ckpt = load_checkpoint(path)
             identity, epoch, state = ckpt["config"], int(ckpt["epoch"]), ckpt["model"]
             identity["model"], identity["config"], identity["data"]["vocab"]  # what average reads: present?
-        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        except NOT_A_CHECKPOINT as error:
             raise UsageError(f"{path} is not a checkpoint written by `python -m text g2p compare` "
-                             f"({type(error).__name__}: {error})") from None
+                             f"({why_not(error)})") from None
         if ckpt.get("position", 0):
             raise UsageError(f"{path} was written {ckpt['position']} steps into epoch {epoch + 1}, not at the end "
                              "of an epoch")

@@ -79,6 +79,13 @@ def test_pronounce_beam_and_bad_checkpoints(tiny_run, tmp_path, capsys):
     torch.save({"model": {}}, not_ours)
     with pytest.raises(SystemExit, match="is not a g2p best.pt"):
         main(["pronounce", "--checkpoint", str(not_ours), "cat"])
+    text_file = tmp_path / "notes.json"
+    text_file.write_text('{"not": "a checkpoint"}')
+    for command in (["pronounce", "--checkpoint", str(text_file), "cat"],
+                    ["average", str(text_file), "--out", str(tmp_path / "avg")],
+                    ["ensemble", checkpoint, str(text_file), "--out", str(tmp_path / "ens")]):
+        with pytest.raises(SystemExit, match="is not a"):
+            main(command)
 
 
 def test_average_lets_validation_choose_how_many_epochs_and_writes_a_record(tiny_run, tmp_path, capsys):
