@@ -27,6 +27,7 @@ from typing import Any
 
 from core.lab.datasets import DatasetNotFoundError
 from core.lab.experiment import add_common_args, apply_common_args
+from core.lab.harness import CheckpointError
 from core.lab.runner import RunnerError, check_out_dir
 
 __all__ = ["UsageError", "add_common_args", "apply_common_args", "add_schedule_args", "positive_int",
@@ -171,7 +172,8 @@ def cli_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, run: C
         run (Callable[[argparse.Namespace], Any]): the command; its return value is returned.
         errors (tuple[type[BaseException], ...]): the domain's own user-facing error types (data file
             errors). :class:`UsageError`, :class:`core.lab.runner.RunnerError` and
-            :class:`core.lab.datasets.DatasetNotFoundError` are always caught. (default: ``()``)
+            :class:`core.lab.datasets.DatasetNotFoundError` and
+            :class:`core.lab.harness.CheckpointError` are always caught. (default: ``()``)
 
     Raises:
         SystemExit: with the message ``error: ...`` (exit status 1) for any of those errors.
@@ -182,6 +184,6 @@ def cli_main(parser: argparse.ArgumentParser, argv: Sequence[str] | None, run: C
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         return run(args)
-    except (UsageError, RunnerError, DatasetNotFoundError, *errors) as error:
+    except (UsageError, RunnerError, DatasetNotFoundError, CheckpointError, *errors) as error:
         message = str(error).strip().replace("\n", " ")
         raise SystemExit(f"error: {message}") from None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 import random
 import tempfile
 import time
@@ -181,6 +182,11 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
         torch.save(state, f)
 
 
+class CheckpointError(pickle.UnpicklingError, ValueError):
+    """A file that cannot be read as a checkpoint: not a torch file, a truncated one, or one holding objects
+    other than tensors and plain data (which ``weights_only=True`` refuses to unpickle)."""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`, always with ``weights_only=True``
     (no arbitrary code runs while loading).
@@ -188,8 +194,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     Args:
         path (str | PathLike): the checkpoint file.
         map_location: as for ``torch.load``. (default: ``"cpu"``)
+
+    Raises:
+        CheckpointError: the file is not a checkpoint that loads weights-only (the message names it and
+            never suggests ``weights_only=False``); the command lines print it as a one-line error.
     """
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, EOFError) as error:
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint: not a torch file, a truncated one, or one "
+                              "holding objects other than tensors and plain data (checkpoints are loaded with "
+                              "weights_only=True)") from error
+    except RuntimeError as error:  # a damaged archive: torch's own reason, its first sentence
+        if "zip archive" not in str(error) and "PytorchStreamReader" not in str(error):
+            raise
+        reason = str(error).split(". ")[0]
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint: a damaged or truncated torch file "
+                              f"({reason})") from error
 
 
 def to_plain(obj: Any) -> Any:

@@ -18,7 +18,6 @@ choosing how many. ``ensemble`` decodes with several trained models at once, val
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import time
 from dataclasses import replace
@@ -32,7 +31,7 @@ from core.lab import harness
 from core.lab.cli import (UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile,
                           check_common_args, cli_main, positive_int, subset_of)
 from core.lab.bench import machine, write_result
-from core.lab.harness import PRECISIONS, load_checkpoint, save_checkpoint, select_device
+from core.lab.harness import PRECISIONS, CheckpointError, load_checkpoint, save_checkpoint, select_device
 from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
 from text.g2p.models import (MODELS, ROLES, G2PEnsemble, LSTMConfig, TransformerG2PConfig, build_model,
@@ -44,17 +43,9 @@ from text.g2p.train import (G2PData, TrainConfig, average_last_epochs, choose_en
 DEFAULT_OUT = "runs/text/g2p"
 #: ``ensemble`` scores every subset of its checkpoints on validation: 2**n - 1 of them
 MAX_ENSEMBLE_CANDIDATES = 6
-#: what reading a file that is not one of our checkpoints raises: not a torch file (unpickling), a truncated
-#: one (EOF), or a torch file without the fields or shapes we expect
-NOT_A_CHECKPOINT = (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, RuntimeError)
-
-
-def why_not(error: Exception) -> str:
-    """The reason a file is not our checkpoint, in a few words (torch's unpickling message would suggest
-    ``weights_only=False``, which we never do)."""
-    if isinstance(error, (pickle.UnpicklingError, EOFError)):
-        return "not a torch checkpoint file, or a truncated one"
-    return f"{type(error).__name__}: {error}"
+#: what a torch file that is not one of our checkpoints raises when read as one (a file that is no checkpoint
+#: at all raises core.lab.harness.CheckpointError, which the command line prints as it is)
+NOT_A_CHECKPOINT = (KeyError, TypeError, ValueError, RuntimeError)
 CONTRACT = MetricsContract(headline="test_wer", select="val_wer", mode="min")
 # --quick: the tour's profile. A few thousand words, small models, three epochs: it shows the machinery
 # end to end in under two minutes, not what the models can do.
@@ -174,9 +165,11 @@ def load_model(path: Path, device: torch.device, flag: str = "--checkpoint") -> 
         config = config_from_dict(name, identity["config"])
         model = build_model(name, config, len(vocab.letters), len(vocab.phonemes)).to(device)
         model.load_state_dict(ckpt["model"])
+    except CheckpointError:
+        raise
     except NOT_A_CHECKPOINT as error:
         raise UsageError(f"{flag} {path} is not a g2p best.pt written by `python -m text g2p compare` "
-                         f"({why_not(error)})") from None
+                         f"({type(error).__name__}: {error})") from None
     return model.eval(), vocab, identity
 
 
@@ -245,9 +238,11 @@ def load_epoch_checkpoints(paths: list[str]) -> tuple[list[dict], dict]:
             ckpt = load_checkpoint(path)
             identity, epoch, state = ckpt["config"], int(ckpt["epoch"]), ckpt["model"]
             identity["model"], identity["config"], identity["data"]["vocab"]  # what average reads: present?
+        except CheckpointError:
+            raise
         except NOT_A_CHECKPOINT as error:
             raise UsageError(f"{path} is not a checkpoint written by `python -m text g2p compare` "
-                             f"({why_not(error)})") from None
+                             f"({type(error).__name__}: {error})") from None
         if ckpt.get("position", 0):
             raise UsageError(f"{path} was written {ckpt['position']} steps into epoch {epoch + 1}, not at the end "
                              "of an epoch")

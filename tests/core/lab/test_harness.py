@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from core.lab.harness import (EarlyStopping, History, average_weights, fit, load_checkpoint, save_checkpoint,
+from core.lab.harness import (CheckpointError, EarlyStopping, History, average_weights, fit, load_checkpoint, save_checkpoint,
                                seed_everything, select_device, set_num_threads_from_env)
 
 
@@ -78,8 +78,17 @@ def test_load_checkpoint_is_weights_only(tmp_path):
     # the file really holds a custom class (listed without unpickling it)...
     assert any("NotATensor" in g for g in torch.serialization.get_unsafe_globals_in_checkpoint(path))
     # ...which the loader refuses to unpickle
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError, match="holding objects other than tensors"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("content", [b'{"not": "a checkpoint"}', b"", b"PK\x03\x04 half a zip"])
+def test_a_file_that_is_no_checkpoint_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="notes.pt: cannot be read as a checkpoint") as raised:
+        load_checkpoint(path)
+    assert "weights_only=False" not in str(raised.value)
 
 
 # --- fit -----------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_pronounce_beam_and_bad_checkpoints(tiny_run, tmp_path, capsys):
     for command in (["pronounce", "--checkpoint", str(text_file), "cat"],
                     ["average", str(text_file), "--out", str(tmp_path / "avg")],
                     ["ensemble", checkpoint, str(text_file), "--out", str(tmp_path / "ens")]):
-        with pytest.raises(SystemExit, match="is not a"):
+        with pytest.raises(SystemExit, match="notes.json: cannot be read as a checkpoint"):
             main(command)
 
 
