@@ -399,6 +399,27 @@ TABLES: tuple[Table, ...] = (
                note="CIFAR-10, seed 0, `python -m vision compare --threads 2`: 15 epochs per model (schedule counted in "
                     "steps), 5,000 training images held out for validation (10% of every class, seed 0), the weights "
                     "best in validation accuracy kept (the kept epoch), test scored once on them."),
+    FigureTable("vision-convstem", tuple(
+        Figure(f"{label}: {what}", record, f"results[model={model}].{path}", scale=scale, digits=digits, unit=unit)
+        for label, record, model in (
+            ("attention at every stage (the default)", "docs/results/vision-compare.metrics.json", "attention"),
+            ("conv stem + windowed attention (`--conv-stages 1 --global-tokens 64`)",
+             "docs/results/vision-compare-convstem.metrics.json", "attention"),
+            ("cnn (same network, 3×3 conv)", "docs/results/vision-compare.metrics.json", "cnn"))
+        for what, path, scale, digits, unit in (
+            ("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
+            ("test accuracy", "metrics.test_accuracy", 100, 2, "%"),
+            ("training wall time", "train_seconds", 1 / 60, 1, " min"))
+    ) + tuple(
+        Figure(f"{label}: training images/s against the CNN's in the same benchmark run", record,
+               "results[model=attention].speed_vs_cnn", unit="×")
+        for label, record in (("attention at every stage (the default)", "benchmarks/results/vision.json"),
+                              ("conv stem + windowed attention", "benchmarks/results/vision-convstem.json"))
+    ), note="CIFAR-10, seed 0, 15 epochs, the same split and recipe; the default rows are the comparison above "
+            "(`python -m vision compare --threads 2`), the conv-stem row `python -m vision compare --models attention "
+            "--conv-stages 1 --global-tokens 64 --threads 2`. Speeds: `python benchmarks/vision.py` and the same with "
+            "`--conv-stages 1 --global-tokens 64 --out benchmarks/results/vision-convstem.json`, interleaved rounds, "
+            "median of per-round ratios (target for the attention model: ≥ 0.8×)."),
     ModelTable("vision-sweep", "docs/results/vision-sweep.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("training images", "train_images", digits=0,
                                                                             thousands=True)),
@@ -415,7 +436,8 @@ TABLES: tuple[Table, ...] = (
         Figure(f"{model}: training images/s (batch 128, forward + backward + step)", "benchmarks/results/vision.json",
                f"results[model={model}].images_per_second", digits=0) for model in ("attention", "cnn", "resnet")) + (
         Figure("attention / cnn images/s", "benchmarks/results/vision.json", "results[model=attention].speed_vs_cnn", unit="×"),
-    ), note="`python benchmarks/vision.py` (2 threads; the file records its own conditions)."),
+    ), note="`python benchmarks/vision.py` (2 threads, interleaved rounds: images/s the median over rounds, the ratio "
+            "the median of per-round ratios; the file records its own conditions)."),
     # --- core: attention itself
     FigureTable("core-attention", (
         *(Figure(f"MultiHeadAttention / nn.MultiheadAttention time, B={b}, T={t}, D={d}, H={h} (same weights, same inputs)",
