@@ -403,6 +403,8 @@ TABLES: tuple[Table, ...] = (
         Figure(f"{label}: {what}", record, f"results[model={model}].{path}", scale=scale, digits=digits, unit=unit)
         for label, record, model in (
             ("attention at every stage (the default)", "docs/results/vision-compare.metrics.json", "attention"),
+            ("conv stem, attention global from 16×16 (`--conv-stages 1`)",
+             "docs/results/vision-compare-convstem-global.metrics.json", "attention"),
             ("conv stem + windowed attention (`--conv-stages 1 --global-tokens 64`)",
              "docs/results/vision-compare-convstem.metrics.json", "attention"),
             ("cnn (same network, 3×3 conv)", "docs/results/vision-compare.metrics.json", "cnn"))
@@ -414,11 +416,12 @@ TABLES: tuple[Table, ...] = (
         Figure(f"{label}: training images/s against the CNN's in the same benchmark run", record,
                "results[model=attention].speed_vs_cnn", unit="×")
         for label, record in (("attention at every stage (the default)", "benchmarks/results/vision.json"),
+                              ("conv stem, attention global from 16×16", "benchmarks/results/vision-convstem-global.json"),
                               ("conv stem + windowed attention", "benchmarks/results/vision-convstem.json"))
     ), note="CIFAR-10, seed 0, 15 epochs, the same split and recipe; the default rows are the comparison above "
-            "(`python -m vision compare --threads 2`), the conv-stem row `python -m vision compare --models attention "
-            "--conv-stages 1 --global-tokens 64 --threads 2`. Speeds: `python benchmarks/vision.py` and the same with "
-            "`--conv-stages 1 --global-tokens 64 --out benchmarks/results/vision-convstem.json`, interleaved rounds, "
+            "(`python -m vision compare --threads 2`), the conv-stem rows `python -m vision compare --models attention "
+            "--conv-stages 1 [--global-tokens 64] --threads 2`. Speeds: `python benchmarks/vision.py` and the same "
+            "with `--models attention,cnn --conv-stages 1 [--global-tokens 64] --out ...`, interleaved rounds, "
             "median of per-round ratios (target for the attention model: ≥ 0.8×)."),
     ModelTable("vision-sweep", "docs/results/vision-sweep.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("training images", "train_images", digits=0,
