@@ -13,7 +13,11 @@ output tokens. Two contenders, same model, same words:
   over the whole prefix and keeps the last position (the memory is still encoded once, but with no cache
   its cross-attention keys and values are projected again at every step).
 
-Both include encoding the words (timed alone too, as `encode_only`). EOS is masked out of both step
+A third contender, `ensemble`, decodes the same words with `--ensemble K` models of the same size (the first
+is the model above, the others freshly initialised with other seeds) through `core.decoding.ensemble_step`,
+each member with its own cache: what an ensemble like `python -m text g2p ensemble`'s costs per word.
+
+All include encoding the words (timed alone too, as `encode_only`). EOS is masked out of both step
 functions so every word decodes exactly `--steps` tokens (an untrained model would otherwise stop at random), and the outputs are asserted equal.
 Rounds are interleaved with alternating order (`core.lab.bench`); words/s comes from the median round and the
 speed-up is the median of the per-round ratios. The per-step profile decodes `--profile-steps` tokens and
@@ -36,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.decoding import greedy_search  # noqa: E402
+from core.decoding import ensemble_step, greedy_search  # noqa: E402
 from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize  # noqa: E402
 from core.lab.experiment import count_parameters  # noqa: E402
 from core.lab.harness import atomic_open, seed_everything  # noqa: E402
@@ -101,6 +105,14 @@ def decode(model: EncoderDecoder, src, lengths, steps: int, cache: bool, step_ti
         return greedy_search(step, state, src.shape[0], bos_id=BOS, eos_id=EOS, max_len=steps).tokens
 
 
+def decode_ensemble(models: list[EncoderDecoder], src, lengths, steps: int):
+    """Greedy decoding with the models as one ensemble, every member with its own key/value cache."""
+    with torch.inference_mode():
+        state = tuple(m.init_state(m.encode(src, lengths), lengths) for m in models)
+        step = no_eos(ensemble_step([m.step for m in models]))
+        return greedy_search(step, state, src.shape[0], bos_id=BOS, eos_id=EOS, max_len=steps).tokens
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--words", type=int, default=256, help="words decoded together, one batch (default: 256)")
@@ -113,9 +125,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--layers", type=int, default=3, help="encoder and decoder layers each (default: 3)")
     parser.add_argument("--heads", type=int, default=4, help="attention heads (default: 4)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--ensemble", type=int, default=3, help="members of the ensemble contender (default: 3)")
     parser.add_argument("--out", default="runs/decoding.json", help="JSON output (default: runs/decoding.json)")
     args = parser.parse_args(argv)
-    for flag in ("words", "steps", "rounds", "profile_steps", "profile_rounds", "threads"):
+    for flag in ("words", "steps", "rounds", "profile_steps", "profile_rounds", "threads", "ensemble"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     torch.set_num_threads(args.threads)
@@ -123,6 +136,12 @@ def main(argv=None) -> dict:
     model = EncoderDecoder(LETTERS, PHONEMES, dim=args.dim, num_heads=args.heads, encoder_layers=args.layers,
                            decoder_layers=args.layers, bos_id=BOS, eos_id=EOS).eval()
     src, lengths = make_words(args.words, seed=1)
+    members = [model]
+    for k in range(1, args.ensemble):
+        seed_everything(k)
+        members.append(EncoderDecoder(LETTERS, PHONEMES, dim=args.dim, num_heads=args.heads, encoder_layers=args.layers,
+                                      decoder_layers=args.layers, bos_id=BOS, eos_id=EOS).eval())
+    assert decode_ensemble(members, src, lengths, args.steps).shape == (args.words, args.steps)
 
     with_cache = decode(model, src, lengths, args.steps, cache=True)
     without = decode(model, src, lengths, args.steps, cache=False)
@@ -151,15 +170,18 @@ def main(argv=None) -> dict:
         "cache": lambda: decode(model, src, lengths, args.steps, cache=True),
         "recompute": lambda: decode(model, src, lengths, args.steps, cache=False),
         "encode_only": encode_only,
+        "ensemble": lambda: decode_ensemble(members, src, lengths, args.steps),
     }, args.rounds)
     timing = summarize(rounds)
     speedup = paired_ratio(rounds, "recompute", "cache")
     # The decoders alone: each round's encoding time taken off both sides of that round's ratio.
     decode_speedups = [(r["recompute"] - r["encode_only"]) / (r["cache"] - r["encode_only"]) for r in rounds]
-    words_per_s = {name: args.words / (timing[name]["median_ms"] / 1000) for name in ("cache", "recompute")}
+    words_per_s = {name: args.words / (timing[name]["median_ms"] / 1000) for name in ("cache", "recompute", "ensemble")}
+    ensemble_speed = paired_ratio(rounds, "cache", "ensemble")  # < 1: the ensemble decodes fewer words/s
     for name in words_per_s:
         print(f"{name:9s}: {words_per_s[name]:8.0f} words/s ({timing[name]['median_ms']:.0f} ms per batch of "
               f"{args.words} words, {args.steps} steps)", file=sys.stderr)
+    print(f"ensemble of {args.ensemble}: {ensemble_speed:.2f}x the words/s of one cached model", file=sys.stderr)
     print(f"speed-up of the cache (median of per-round ratios): {speedup:.2f}x end to end, "
           f"{statistics.median(decode_speedups):.2f}x decoding alone; GFLOP per batch {gflop}", file=sys.stderr)
 
@@ -195,6 +217,10 @@ def main(argv=None) -> dict:
         "timing_note": "encode_only: encoding the words alone, part of both decoders' time",
         "words_per_s": words_per_s,
         "cache_speedup": speedup,
+        "ensemble_members": args.ensemble,
+        "ensemble_speed_vs_cache": ensemble_speed,
+        "ensemble_note": "median over rounds of time(cache) / time(ensemble), same round: the ensemble's words/s as a "
+                         "share of one cached model's",
         "per_round_speedups": [r["recompute"] / r["cache"] for r in rounds],
         "decode_only_speedup": statistics.median(decode_speedups),
         "decode_only_note": "median over rounds of (recompute - encode_only) / (cache - encode_only), same round",

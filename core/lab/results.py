@@ -369,10 +369,18 @@ TABLES: tuple[Table, ...] = (
         Figure("chosen ensemble: test PER (target ≤ 6 %)", G2P_ENSEMBLE, "chosen.test_per", scale=100, unit="%"),
         Figure("chosen ensemble: parameters, all members", G2P_ENSEMBLE, "results[model=ensemble].bookkeeping.params",
                digits=0),
+        Figure("greedy words/s, one model at this size (fresh weights, key/value cache, 2 threads)",
+               "benchmarks/results/decoding_g2p_ensemble.json", "words_per_s.cache", digits=0),
+        Figure("greedy words/s, an ensemble of three such models (each with its cache), same words, same run",
+               "benchmarks/results/decoding_g2p_ensemble.json", "words_per_s.ensemble", digits=0),
+        Figure("the ensemble's words/s as a share of one model's (median of per-round ratios)",
+               "benchmarks/results/decoding_g2p_ensemble.json", "ensemble_speed_vs_cache", unit="×"),
     ), note="`python -m text g2p ensemble` over four 30-epoch Transformers of the recipe table (1: dropout 0, "
              "seed 0; 2: dropout 0, seed 1; 3: dropout 0.1; 4: dropout 0.2), in that order; every one of the 15 "
              "subsets decodes validation greedily, validation WER chooses the subset (ties: fewer members), test is "
-             "scored once with it, greedy. The chosen members are named in the linked record and its report."),
+             "scored once with it, greedy. The chosen members are named in the linked record and its report. Speeds: "
+             "`python benchmarks/decoding.py --dim 128 --layers 3 --threads 2 --rounds 9 --ensemble 3 --out "
+             "benchmarks/results/decoding_g2p_ensemble.json` (256 words, 10 steps, EOS masked, interleaved rounds)."),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
     FigureTable("text-throughput", (
