@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -259,6 +259,22 @@ def load_epoch_checkpoints(paths: list[str]) -> tuple[list[dict], dict]:
     return [{"epoch": epoch, "path": str(path), "state": state} for epoch, path, _, state in loaded], identity
 
 
+def write_selection(out: Path, record: dict, report: Callable[[dict], str], *, beam: int, started: float) -> dict:
+    """Complete the record of a command that chooses on validation and scores test once (``average``,
+    ``ensemble``) with what every such record holds (the command, the contract, test decoding, wall time, the
+    machine), write it as ``out/metrics.json`` and ``report(record)`` as ``out/report.md``; return it."""
+    record = {**record,
+              "command": list(sys.argv),  # as the runner's records keep it
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "contract": {"headline": CONTRACT.headline, "select": CONTRACT.select, "mode": CONTRACT.mode},
+              "test_decoding": "greedy" if beam == 1 else f"beam search, {beam} beams",
+              "wall_seconds": time.perf_counter() - started, **machine()}
+    out.mkdir(parents=True, exist_ok=True)
+    write_result(out / "metrics.json", record)
+    (out / "report.md").write_text(report(record))
+    return record
+
+
 def rebuild_data(args: argparse.Namespace, identity: dict) -> G2PData:
     """The split a run trained on, rebuilt from the settings its checkpoints carry.
 
@@ -296,25 +312,18 @@ def run_average(args: argparse.Namespace) -> int:
     save_checkpoint(out / "averaged.pt", {"model": chosen.state, "config": identity, "epoch": epochs[-1],
                                           "metrics": metrics, "averaged_epochs": chosen.epochs,
                                           "vocab": data.vocab.to_dict(), "model_name": name})
-    decoding = "greedy" if args.beam == 1 else f"beam search, {args.beam} beams"
-    record = {
+    write_selection(out, {
         "domain": "text", "dataset": identity["dataset"], "model": name, "config": identity["config"],
         "train": identity["train"], "seed": identity["seed"], "data": settings,
-        "command": list(sys.argv),  # as the runner's records keep it
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "checkpoints": [c["path"] for c in checkpoints], "candidates": chosen.candidates,
         "val_wer_by_k": {str(c["k"]): c["val_wer"] for c in chosen.candidates},
         "chosen": {"k": chosen.k, "epochs": chosen.epochs, **metrics},
         "selection_note": "validation WER (greedy) chooses how many of the last epochs to average (ties: fewer); "
                           "test is scored once, with the chosen average, and chooses nothing",
-        "contract": {"headline": CONTRACT.headline, "select": CONTRACT.select, "mode": CONTRACT.mode},
         "results": [{"model": name, "role": ROLES[name], "metrics": metrics,
                      "bookkeeping": {"averaged_epochs": chosen.k, "first_epoch": chosen.epochs[0],
                                      "last_epoch": chosen.epochs[-1]}}],
-        "test_decoding": decoding, "wall_seconds": time.perf_counter() - started, **machine(),
-    }
-    write_result(out / "metrics.json", record)
-    (out / "report.md").write_text(average_report(record))
+    }, average_report, beam=args.beam, started=started)
     print(f"averaged the last {chosen.k} of epochs {epochs[0]}-{epochs[-1]} (chosen on validation): val WER "
           f"{metrics['val_wer']:.2%}, test WER {metrics['test_wer']:.2%}, PER {metrics['test_per']:.2%}; "
           f"wrote {out / 'averaged.pt'}, metrics.json, report.md")
@@ -365,10 +374,9 @@ def run_ensemble(args: argparse.Namespace) -> int:
                             "params": sum(p.numel() for p in model.parameters())}
                for i, (path, model, identity) in enumerate(zip(paths, models, identities))}
     names = {members[str(i + 1)]["model"] for i in chosen.members}
-    record = {
+    out = Path(args.out)
+    record = write_selection(out, {
         "domain": "text", "dataset": identities[0]["dataset"], "data": identities[0]["data"],
-        "command": list(sys.argv),  # as the runner's records keep it
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "members": members,
         "candidates": [{"members": label(c["members"]), "size": len(c["members"]), "val_wer": c["val_wer"],
                         "val_per": c["val_per"]} for c in chosen.candidates],
@@ -379,18 +387,11 @@ def run_ensemble(args: argparse.Namespace) -> int:
         "selection_note": "validation WER (greedy) chooses which of the given models decode together (every non-empty "
                           "subset scored; ties: fewer members); test is scored once, with the chosen ensemble, and "
                           "chooses nothing",
-        "contract": {"headline": CONTRACT.headline, "select": CONTRACT.select, "mode": CONTRACT.mode},
         "results": [{"model": "ensemble", "role": "attention" if names == {"transformer"} else "baseline",
                      "metrics": metrics,
                      "bookkeeping": {"members": len(chosen.members),
                                      "params": sum(members[str(i + 1)]["params"] for i in chosen.members)}}],
-        "test_decoding": "greedy" if args.beam == 1 else f"beam search, {args.beam} beams",
-        "wall_seconds": time.perf_counter() - started, **machine(),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_result(out / "metrics.json", record)
-    (out / "report.md").write_text(ensemble_report(record))
+    }, ensemble_report, beam=args.beam, started=started)
     print(f"ensemble {record['chosen']['members']} of {len(paths)} model(s) (chosen on validation): val WER "
           f"{metrics['val_wer']:.2%}, test WER {metrics['test_wer']:.2%}, PER {metrics['test_per']:.2%}; "
           f"wrote {out / 'metrics.json'}, report.md")
