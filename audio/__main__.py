@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log-mel normalisation, every model: global (training-set mean and std per mel bin) or "
                             "utterance (each clip's own mean and std: removes a voice's or microphone's fixed "
                             "colouring; cannot stream) (default: global)")
+    model.add_argument("--cepstra", type=int, default=0, metavar="K",
+                       help="every model: smooth each log-mel frame to its spectral envelope by keeping its first K "
+                            "cepstral (DCT) coefficients, which removes the ripple of the voice's pitch harmonics "
+                            "and keeps the formants; 0 keeps the frames as they are (default: 0)")
     model.add_argument("--stem", choices=STEMS, default="strided",
                        help="the attention model's causal convolution front-end: strided (two 3x3 convolutions, "
                             "stride 2 along frequency) or cnn (the CNN baseline's four 3x3 blocks, each with a 2x "
@@ -183,6 +187,8 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--spec-augment takes two counts F,T; got {','.join(map(str, args.spec_augment))}")
     if loso and not digits:
         raise UsageError("--split loso runs the digits task; drop --task connected")
+    if not 0 <= args.cepstra <= 40:
+        raise UsageError(f"--cepstra takes 0 (off) to 40 (the mel bins); got {args.cepstra}")
     if args.speed_perturb and (not digits or any(not 0.5 <= v <= 2 or v == 1 for v in args.speed_perturb)):
         raise UsageError("--speed-perturb takes speeds in [0.5, 2] other than 1, for the digits task; got "
                          f"{','.join(map(str, args.speed_perturb))} with --task {args.task}")
@@ -199,7 +205,7 @@ def run_compare(args: argparse.Namespace) -> int:
                        chunk=args.chunk or (16 if digits else 32), left_chunks=args.left_chunks,
                        lookahead=args.lookahead, feature_norm=args.feature_norm, dropout=args.dropout,
                        freq_masks=args.spec_augment[0], time_masks=args.spec_augment[1], pooling=args.pooling,
-                       stem=args.stem)
+                       stem=args.stem, cepstra=args.cepstra)
     train = TrainConfig(epochs=args.epochs or (20 if digits else 15), patience=args.patience, lr=args.lr,
                         max_frames=args.max_frames or (2400 if digits else 3000))
     if loso:

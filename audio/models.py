@@ -77,6 +77,10 @@ class AudioConfig:
             ``"utterance"``: with the mean and std of the utterance's own frames (cepstral mean and variance
             normalisation): a voice's or microphone's fixed spectral tilt and loudness are removed, but the
             whole utterance must be there first, so such a model cannot stream.
+        cepstra (int): 0 keeps the log-mel frames as they are; K > 0 smooths each frame to its spectral
+            envelope first (cepstral liftering: the orthonormal DCT of the F log-mel values, all but the
+            first K coefficients set to zero, the inverse DCT), which removes the fine ripple of a voice's
+            pitch harmonics and keeps the vocal tract's formants, on the same F mel bins.
         pooling (str): clip task: how frame vectors become one clip vector: ``"mean"`` over the real
             frames, or ``"attention"``: a learned score per frame, softmax over the real frames, the
             weighted sum (one query attending over the frames, through core's ``softmax_attention``).
@@ -106,6 +110,7 @@ class AudioConfig:
     time_masks: int = 2
     time_mask_width: int = 8
     feature_norm: str = "global"
+    cepstra: int = 0
     pooling: str = "mean"
 
     def __post_init__(self):
@@ -115,6 +120,8 @@ class AudioConfig:
                                      ("pooling", self.pooling, POOLINGS), ("stem", self.stem, STEMS)):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r}; expected one of {', '.join(allowed)}")
+        if not 0 <= self.cepstra <= self.n_mels:
+            raise ValueError(f"cepstra={self.cepstra}: expected 0 (off) to n_mels={self.n_mels}")
 
     def describe(self) -> str:
         """A short name for tables: ``window(w=8)``, ``truncated(c=16,L=2)``, ``cnn``."""
@@ -142,8 +149,9 @@ def structure_mask(config: AudioConfig, T: int) -> Mask | None:
 
 
 class FrontEnd(nn.Module):
-    """Normalise log-mel frames with statistics of the training set (``feature_norm="global"``) or of
-    each utterance's own real frames (``"utterance"``); SpecAugment while training.
+    """Optionally smooth log-mel frames to their envelope (``cepstra=K``), normalise them with
+    statistics of the training set (``feature_norm="global"``) or of each utterance's own real frames
+    (``"utterance"``); SpecAugment while training.
 
     Masked regions are set to 0, the mean after normalisation. The training statistics are buffers, so
     they travel with the weights.
@@ -157,6 +165,10 @@ class FrontEnd(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(config.n_mels))
         self.register_buffer("std", torch.ones(config.n_mels))
+        # Liftering is the projection onto the first K DCT basis vectors, one (F, F) matrix applied to every
+        # frame: frame by frame, so streaming is unchanged. Rebuilt from the config, never saved.
+        dct = torchaudio.functional.create_dct(config.cepstra, config.n_mels, norm="ortho") if config.cepstra else None
+        self.register_buffer("lifter", dct @ dct.T if dct is not None else None, persistent=False)
         self.freq_masks, self.time_masks = config.freq_masks, config.time_masks
         self.per_utterance = config.feature_norm == "utterance"
         self.freq_mask = torchaudio.transforms.FrequencyMasking(config.freq_mask_width, iid_masks=True)
@@ -164,11 +176,16 @@ class FrontEnd(nn.Module):
 
     @torch.no_grad()
     def set_statistics(self, features: list[Tensor]) -> None:
-        frames = torch.cat(features)  # (sum T, F)
+        frames = self.smooth(torch.cat(features))  # (sum T, F)
         self.mean.copy_(frames.mean(0))
         self.std.copy_(frames.std(0).clamp_min(1e-3))
 
+    def smooth(self, features: Tensor) -> Tensor:
+        """(..., F) log-mel frames -> their cepstrally smoothed envelopes (unchanged when ``cepstra=0``)."""
+        return features if self.lifter is None else features @ self.lifter.to(features.dtype)
+
     def forward(self, features: Tensor, lengths: Tensor | None = None) -> Tensor:
+        features = self.smooth(features)
         if self.per_utterance:
             if lengths is None:
                 raise ValueError("per-utterance feature normalisation needs the lengths of the utterances")

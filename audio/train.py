@@ -178,7 +178,8 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
              f"L={base.left_chunks}, r={base.lookahead}",
              f"protocol for every model: AdamW lr {train.lr}, one-cycle over {train.epochs} epochs (counted in steps), "
              f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
-             f"feature normalisation: {base.feature_norm}; {base.pooling} pooling; dropout {base.dropout}; "
+             (f"log-mel frames smoothed to their first {base.cepstra} cepstral coefficients; " if base.cepstra else "")
+             + f"feature normalisation: {base.feature_norm}; {base.pooling} pooling; dropout {base.dropout}; "
              "SpecAugment: "
              + (f"{base.freq_masks} frequency masks per clip (up to {base.freq_mask_width} bins), {base.time_masks} "
                 f"time masks per second (up to {base.time_mask_width} frames)"

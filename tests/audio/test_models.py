@@ -142,6 +142,48 @@ def test_utterance_normalisation_removes_a_fixed_colouring_and_ignores_padding(m
     assert outputs["global"] > 1e-2
 
 
+def test_cepstral_smoothing_keeps_the_envelope_and_removes_the_harmonic_ripple():
+    """cepstra=K projects each frame onto the first K DCT basis vectors: a slow envelope passes, a ripple
+    of 3-bin period (pitch harmonics at low frequency) goes, and it acts on every frame alone."""
+    bins = torch.arange(40, dtype=torch.float64)
+    envelope = torch.cos(torch.pi * (bins + 0.5) * 3 / 40)  # DCT-II basis vector 3: kept by K = 13
+    ripple = torch.cos(2 * torch.pi * bins / 3)  # ~27th coefficient: above K
+    net = build_model(AudioConfig(cepstra=13, **SMALL)).double().eval()
+    smoothed = net.frontend.smooth(torch.stack([envelope, envelope + ripple, ripple]))
+    assert (smoothed[0] - envelope).abs().max() < 1e-6  # torchaudio's DCT matrix is float32
+    # the ripple loses 98 % of its energy (what is left leaks in at the band's two ends)
+    assert (smoothed[1] - envelope).norm() < 0.15 * envelope.norm()
+    assert smoothed[2].norm() < 0.15 * ripple.norm()
+    assert (net.frontend.smooth(smoothed) - smoothed).abs().max() < 1e-6  # a projection
+    frames = torch.randn(2, 7, 40, dtype=torch.float64)
+    per_frame = torch.stack([net.frontend.smooth(frames[:, t]) for t in range(7)], 1)
+    assert (net.frontend.smooth(frames) - per_frame).abs().max() < 1e-12
+    assert (net.frontend.smooth(frames) - frames).abs().max() > 0.5
+    off = build_model(AudioConfig(cepstra=0, **SMALL)).double()
+    assert off.frontend.smooth(frames) is frames
+    full = build_model(AudioConfig(cepstra=40, **SMALL)).double()
+    assert (full.frontend.smooth(frames) - frames).abs().max() < 1e-5  # K = F keeps everything
+    # rebuilt from the config, not saved: checkpoints of models without it still load
+    assert "frontend.lifter" not in net.state_dict()
+    off.load_state_dict(net.state_dict())
+    with pytest.raises(ValueError, match="cepstra"):
+        AudioConfig(cepstra=41)
+
+
+@pytest.mark.parametrize("model", ["attention", "cnn", "gru"])
+def test_every_model_sees_the_smoothed_frames(model):
+    """With cepstra=K, frames that differ only above the K-th coefficient give the same outputs."""
+    torch.manual_seed(0)
+    net = build_model(AudioConfig(model=model, cepstra=13, **SMALL)).eval()
+    features, lengths = torch.randn(2, 30, 40), torch.tensor([30, 24])
+    ripple = torch.cos(torch.pi * (torch.arange(40) + 0.5) * 30 / 40)  # DCT-II basis vector 30 > K
+    with torch.no_grad():
+        assert (net(features, lengths) - net(features + 2 * ripple, lengths)).abs().max() < 1e-4
+        plain = build_model(AudioConfig(model=model, cepstra=0, **SMALL)).eval()
+        plain.load_state_dict(net.state_dict())
+        assert (plain(features, lengths) - plain(features + 2 * ripple, lengths)).abs().max() > 1e-3
+
+
 def test_a_model_normalised_per_utterance_refuses_to_stream():
     net = build_model(AudioConfig(attention="truncated", feature_norm="utterance", dim=16, heads=2, layers=1)).eval()
     with pytest.raises(ValueError, match="whole utterance"):

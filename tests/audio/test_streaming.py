@@ -21,13 +21,13 @@ def stream_features(model, features):
     return torch.cat(outputs) if model.config.task == "frame" else torch.stack(outputs)
 
 
-def truncated_model(task="frame", chunk=8, left_chunks=2, pooling="mean", stem="strided"):
+def truncated_model(task="frame", chunk=8, left_chunks=2, pooling="mean", stem="strided", cepstra=0):
     """A small truncated-attention model whose biases, LayerNorms and relative position bias are all
     random: freshly initialised they are zeros (or the identity), and a wrong query or key offset, or a
     dropped projection bias, would then change nothing."""
     torch.manual_seed(0)
     config = AudioConfig(attention="truncated", task=task, num_classes=11 if task == "frame" else 10,
-                         chunk=chunk, left_chunks=left_chunks, pooling=pooling, stem=stem, **SMALL)
+                         chunk=chunk, left_chunks=left_chunks, pooling=pooling, stem=stem, cepstra=cepstra, **SMALL)
     model = build_model(config).eval()
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
@@ -61,6 +61,14 @@ def test_streaming_equals_offline_with_the_cnn_stem(chunk):
     features = torch.randn(41, 40)
     with torch.no_grad():
         offline = model(features.unsqueeze(0), torch.tensor([41]))[0]  # (T, K)
+    assert (stream_features(model, features) - offline).abs().max() < 1e-5
+
+
+def test_streaming_equals_offline_with_cepstral_smoothing():
+    model = truncated_model(chunk=5, stem="cnn", cepstra=13)
+    features = torch.randn(33, 40)
+    with torch.no_grad():
+        offline = model(features.unsqueeze(0), torch.tensor([33]))[0]  # (T, K)
     assert (stream_features(model, features) - offline).abs().max() < 1e-5
 
 
