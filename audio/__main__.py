@@ -187,8 +187,8 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--spec-augment takes two counts F,T; got {','.join(map(str, args.spec_augment))}")
     if loso and not digits:
         raise UsageError("--split loso runs the digits task; drop --task connected")
-    if not 0 <= args.cepstra <= 40:
-        raise UsageError(f"--cepstra takes 0 (off) to 40 (the mel bins); got {args.cepstra}")
+    if not 0 <= args.cepstra <= AudioConfig.n_mels:
+        raise UsageError(f"--cepstra takes 0 (off) to {AudioConfig.n_mels} (the mel bins); got {args.cepstra}")
     if args.speed_perturb and (not digits or any(not 0.5 <= v <= 2 or v == 1 for v in args.speed_perturb)):
         raise UsageError("--speed-perturb takes speeds in [0.5, 2] other than 1, for the digits task; got "
                          f"{','.join(map(str, args.speed_perturb))} with --task {args.task}")
