@@ -23,7 +23,7 @@ from dataclasses import replace
 import torch
 
 from audio.connected import write_utterance
-from audio.data import AudioError, read_wav
+from audio.data import SAMPLE_RATE, AudioError, read_wav
 from audio.models import ATTENTIONS, FEATURE_NORMS, POOLINGS, STEMS, AudioConfig
 from audio.plots import comparison_figures, loso_figures
 from audio.streaming import load_streaming_model, stream_lines
@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SpecAugment while training, every model: F frequency masks per clip (each up to 8 mel "
                             "bins) and T time masks per second (each up to 8 frames; at least one per clip when T > "
                             "0); 0,0 turns it off (default: 2,2)")
+    model.add_argument("--vtlp", type=non_negative_float, default=0.0, metavar="V",
+                       help="vocal tract length perturbation while training, every model: each clip's frequency "
+                            "axis warped by a factor drawn from [1-V, 1+V] (a longer or shorter vocal tract, same "
+                            "timing); 0 turns it off (default: 0; Jaitly & Hinton 2013 used 0.1)")
     training = compare.add_argument_group("training")
     training.add_argument("--epochs", type=positive_int, help="most epochs (default: 20 digits, 15 connected)")
     training.add_argument("--time-budget", type=non_negative_float, metavar="MIN",
@@ -189,6 +193,8 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UsageError("--split loso runs the digits task; drop --task connected")
     if not 0 <= args.cepstra <= AudioConfig.n_mels:
         raise UsageError(f"--cepstra takes 0 (off) to {AudioConfig.n_mels} (the mel bins); got {args.cepstra}")
+    if args.vtlp >= 0.5:
+        raise UsageError(f"--vtlp takes 0 (off) up to 0.5 (warp factors in [1-V, 1+V]); got {args.vtlp}")
     if args.speed_perturb and (not digits or any(not 0.5 <= v <= 2 or v == 1 for v in args.speed_perturb)):
         raise UsageError("--speed-perturb takes speeds in [0.5, 2] other than 1, for the digits task; got "
                          f"{','.join(map(str, args.speed_perturb))} with --task {args.task}")
@@ -205,7 +211,7 @@ def run_compare(args: argparse.Namespace) -> int:
                        chunk=args.chunk or (16 if digits else 32), left_chunks=args.left_chunks,
                        lookahead=args.lookahead, feature_norm=args.feature_norm, dropout=args.dropout,
                        freq_masks=args.spec_augment[0], time_masks=args.spec_augment[1], pooling=args.pooling,
-                       stem=args.stem, cepstra=args.cepstra)
+                       stem=args.stem, cepstra=args.cepstra, vtlp=args.vtlp, nyquist=SAMPLE_RATE / 2)
     train = TrainConfig(epochs=args.epochs or (20 if digits else 15), patience=args.patience, lr=args.lr,
                         max_frames=args.max_frames or (2400 if digits else 3000))
     if loso:

@@ -84,6 +84,11 @@ class AudioConfig:
         pooling (str): clip task: how frame vectors become one clip vector: ``"mean"`` over the real
             frames, or ``"attention"``: a learned score per frame, softmax over the real frames, the
             weighted sum (one query attending over the frames, through core's ``softmax_attention``).
+        vtlp (float): 0 is off; v > 0: vocal tract length perturbation while training (Jaitly & Hinton,
+            2013): each clip's frequency axis is warped by a factor drawn uniformly from [1 - v, 1 + v]
+            (see ``vtlp_warp``), a shorter or longer vocal tract, the clip's timing kept (speed perturbation changes both).
+        nyquist (float): the highest frequency of the mel filters in Hz (half the sample rate), which VTLP
+            needs to place the bins.
     """
 
     model: str = "attention"
@@ -112,6 +117,8 @@ class AudioConfig:
     feature_norm: str = "global"
     cepstra: int = 0
     pooling: str = "mean"
+    vtlp: float = 0.0
+    nyquist: float = 4000.0
 
     def __post_init__(self):
         for name, value, allowed in (("model", self.model, MODELS), ("task", self.task, TASKS),
@@ -122,6 +129,8 @@ class AudioConfig:
                 raise ValueError(f"{name}={value!r}; expected one of {', '.join(allowed)}")
         if not 0 <= self.cepstra <= self.n_mels:
             raise ValueError(f"cepstra={self.cepstra}: expected 0 (off) to n_mels={self.n_mels}")
+        if not 0 <= self.vtlp < 0.5:
+            raise ValueError(f"vtlp={self.vtlp}: expected 0 (off) up to 0.5 (warp factors in [1 - vtlp, 1 + vtlp])")
 
     def describe(self) -> str:
         """A short name for tables: ``window(w=8)``, ``truncated(c=16,L=2)``, ``cnn``."""
@@ -151,7 +160,8 @@ def structure_mask(config: AudioConfig, T: int) -> Mask | None:
 class FrontEnd(nn.Module):
     """Optionally smooth log-mel frames to their envelope (``cepstra=K``), normalise them with
     statistics of the training set (``feature_norm="global"``) or of each utterance's own real frames
-    (``"utterance"``); SpecAugment while training.
+    (``"utterance"``); while training, VTLP (``vtlp=v``: each clip's frequency axis warped first) and
+    SpecAugment.
 
     Masked regions are set to 0, the mean after normalisation. The training statistics are buffers, so
     they travel with the weights.
@@ -170,6 +180,7 @@ class FrontEnd(nn.Module):
         dct = torchaudio.functional.create_dct(config.cepstra, config.n_mels, norm="ortho") if config.cepstra else None
         self.register_buffer("lifter", dct @ dct.T if dct is not None else None, persistent=False)
         self.freq_masks, self.time_masks = config.freq_masks, config.time_masks
+        self.vtlp, self.nyquist = config.vtlp, config.nyquist
         self.per_utterance = config.feature_norm == "utterance"
         self.freq_mask = torchaudio.transforms.FrequencyMasking(config.freq_mask_width, iid_masks=True)
         self.time_mask = torchaudio.transforms.TimeMasking(config.time_mask_width, iid_masks=True)
@@ -185,6 +196,9 @@ class FrontEnd(nn.Module):
         return features if self.lifter is None else features @ self.lifter.to(features.dtype)
 
     def forward(self, features: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if self.training and self.vtlp:
+            alpha = 1 + self.vtlp * (2 * torch.rand(len(features), device=features.device) - 1)
+            features = vtlp(features, alpha, self.nyquist)
         features = self.smooth(features)
         if self.per_utterance:
             if lengths is None:
@@ -204,6 +218,50 @@ class FrontEnd(nn.Module):
         for _ in range(self.time_masks * max(1, math.ceil(x.shape[1] / 100))):
             spec = self.time_mask(spec)
         return spec.squeeze(1).transpose(1, 2)  # (B, T, F)
+
+
+VTLP_BOUNDARY = 0.6  # F_hi / Nyquist: Jaitly & Hinton (2013) warp linearly up to 4,800 Hz of 8,000 Hz
+
+
+def _mel(hz: Tensor) -> Tensor:
+    return 2595 * torch.log10(1 + hz / 700)  # HTK's mel scale, torchaudio's MelSpectrogram default
+
+
+def vtlp_source_bins(alpha: Tensor, n_mels: int, nyquist: float) -> Tensor:
+    """Where each warped mel bin reads from: fractional bin positions in the unwarped frame.
+
+    Vocal tract length perturbation maps a frequency f to ``alpha * f`` up to a boundary
+    ``F_hi * min(alpha, 1)`` (``F_hi = VTLP_BOUNDARY * nyquist``) and linearly from there to ``nyquist``,
+    which stays fixed, so the warped spectrum at f' is the original at the inverse of that map. The
+    bins are those of ``torchaudio.transforms.MelSpectrogram`` (HTK mel, ``0 .. nyquist``, centres at
+    ``n_mels`` equal steps inside).
+
+    Shapes:
+        alpha: (B,) warp factors -> (B, F) positions in ``[0, F - 1]``
+    """
+    top = _mel(torch.tensor(float(nyquist), dtype=alpha.dtype, device=alpha.device))
+    steps = torch.arange(1, n_mels + 1, dtype=alpha.dtype, device=alpha.device)
+    centres = 700 * (10 ** (top * steps / (n_mels + 1) / 2595) - 1)  # (F,) Hz
+    f, a = centres, alpha.unsqueeze(-1)  # (F,), (B, 1)
+    hi = VTLP_BOUNDARY * nyquist * a.clamp(max=1)  # where the warped axis leaves the line f' = alpha f
+    low = hi / a  # ... and the frequency it comes from
+    source = torch.where(f <= hi, f / a, nyquist - (nyquist - f) * (nyquist - low) / (nyquist - hi))
+    return (_mel(source) / top * (n_mels + 1) - 1).clamp(0, n_mels - 1)
+
+
+def vtlp(features: Tensor, alpha: Tensor, nyquist: float) -> Tensor:
+    """Warp every clip's log-mel frames along frequency by its factor (``vtlp_source_bins``), linear
+    interpolation between neighbouring bins; time is untouched.
+
+    Shapes:
+        features: (B, T, F), alpha: (B,) -> (B, T, F)
+    """
+    B, T, F_ = features.shape
+    position = vtlp_source_bins(alpha.to(features.dtype), F_, nyquist)  # (B, F)
+    below = position.floor().clamp(max=F_ - 2)
+    weight = (position - below).unsqueeze(1)  # (B, 1, F)
+    index = below.long().unsqueeze(1).expand(B, T, F_)
+    return features.gather(2, index) * (1 - weight) + features.gather(2, index + 1) * weight
 
 
 def _frame_mask(lengths: Tensor, T: int) -> Tensor:

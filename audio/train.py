@@ -180,7 +180,9 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
              f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
              (f"log-mel frames smoothed to their first {base.cepstra} cepstral coefficients; " if base.cepstra else "")
              + f"feature normalisation: {base.feature_norm}; {base.pooling} pooling; dropout {base.dropout}; "
-             "SpecAugment: "
+             + (f"VTLP: each training clip's frequency axis warped by a factor in [{1 - base.vtlp:g}, "
+                f"{1 + base.vtlp:g}]; " if base.vtlp else "")
+             + "SpecAugment: "
              + (f"{base.freq_masks} frequency masks per clip (up to {base.freq_mask_width} bins), {base.time_masks} "
                 f"time masks per second (up to {base.time_mask_width} frames)"
                 if base.freq_masks or base.time_masks else "off")]

@@ -80,7 +80,8 @@ def test_bad_flags_are_one_line_errors_before_anything_runs(tmp_path):
                            (["--speed-perturb", "0.9,1"], "other than 1"), (["--speed-perturb", "3"], r"\[0.5, 2\]"),
                            (["--speed-perturb", "0.9", "--task", "connected"], "digits task"),
                            (["--spec-augment", "1,2,3"], "two counts F,T"), (["--spec-augment", "-1,2"], None),
-                           (["--dropout", "-0.1"], None), (["--cepstra", "41"], "0 \\(off\\) to 40")):
+                           (["--dropout", "-0.1"], None), (["--cepstra", "41"], "0 \\(off\\) to 40"),
+                           (["--vtlp", "0.5"], "--vtlp takes 0 \\(off\\) up to 0.5"), (["--vtlp", "-0.1"], None)):
         with pytest.raises(SystemExit, match=f"error: .*{message}" if message else None):
             main(["compare", *flags, "--out", str(tmp_path / "bad")])
     assert f"{QUICK_FLOOR:.0%}" in build_parser()._subparsers._group_actions[0].choices["compare"].format_help()

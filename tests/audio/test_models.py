@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from audio.models import AudioConfig, build_model, structure_mask
+from audio.models import VTLP_BOUNDARY, AudioConfig, build_model, structure_mask, vtlp, vtlp_source_bins
 from core.masks import BandMask, ChunkMask, PaddingMask
 
 SMALL = dict(dim=32, heads=2, layers=2, ffn_dim=64, stem_channels=4, conv_channels=4, rnn_hidden=16, dropout=0.0)
@@ -182,6 +182,59 @@ def test_every_model_sees_the_smoothed_frames(model):
         plain = build_model(AudioConfig(model=model, cepstra=0, **SMALL)).eval()
         plain.load_state_dict(net.state_dict())
         assert (plain(features, lengths) - plain(features + 2 * ripple, lengths)).abs().max() > 1e-3
+
+
+def _bin_hz(position, n_mels=40, nyquist=4000.0):
+    """Mel bin position (0 = the first filter's centre) -> Hz, HTK mel as in torchaudio's MelSpectrogram."""
+    top = 2595 * torch.log10(torch.tensor(1 + nyquist / 700, dtype=torch.float64))
+    return 700 * (10 ** ((position + 1) / (n_mels + 1) * top / 2595) - 1)
+
+
+def test_vtlp_scales_frequencies_by_alpha_up_to_the_boundary_and_keeps_the_band():
+    """A ramp of bin indices warped gives back where each bin reads from: below the boundary the warped
+    bin at f reads the original at f / alpha; above it the map runs on to Nyquist, continuous and rising."""
+    ramp = torch.arange(40, dtype=torch.float64).expand(2, 3, 40)
+    centres = _bin_hz(torch.arange(40, dtype=torch.float64))
+    for alpha in (0.87, 1.13):
+        warped = vtlp(ramp, torch.tensor([alpha, 1.0], dtype=torch.float64), nyquist=4000.0)
+        assert torch.equal(warped[:, 0], warped[:, 2])  # every frame alike: time is untouched
+        assert (warped[1] - ramp[1]).abs().max() < 1e-9  # alpha = 1: the identity
+        source = _bin_hz(warped[0, 0])
+        below = centres <= VTLP_BOUNDARY * 4000 * min(alpha, 1)
+        inside = below & (centres / alpha >= centres[0])  # alpha < 1 reads past the first centre: clamped
+        assert below.sum() > 20 and inside.sum() >= 20
+        assert (source[inside] - centres[inside] / alpha).abs().max() < 1e-6
+        assert (warped[0, 0].diff() >= 0).all() and warped[0, 0, -1] <= 39
+        assert (warped[0, 0, ~below] - ramp[0, 0, ~below]).abs().max() > 0.1  # the band above is warped too
+
+
+def test_vtlp_moves_a_formant_up_for_alpha_above_one():
+    """A shorter vocal tract (alpha > 1) puts a formant at 1 kHz near 1.1 kHz; alpha < 1 near 0.9 kHz."""
+    centres = _bin_hz(torch.arange(40, dtype=torch.float64))
+    formant = torch.exp(-((centres - 1000) / 150) ** 2).expand(3, 1, 40)
+    warped = vtlp(formant, torch.tensor([1.1, 0.9, 1.0]), nyquist=4000.0)
+    peaks = centres[warped[:, 0].argmax(-1)]
+    for peak, hz in zip(peaks.tolist(), (1100, 900, 1000)):
+        assert abs(peak - hz) < 0.6 * (centres[1:] - centres[:-1]).max(), (peaks, hz)
+    assert peaks[0] > peaks[2] > peaks[1]
+
+
+def test_vtlp_acts_only_while_training_with_a_factor_per_clip():
+    torch.manual_seed(0)
+    quiet = dict(SMALL, freq_masks=0, time_masks=0)
+    net, plain = build_model(AudioConfig(vtlp=0.1, **quiet)), build_model(AudioConfig(**quiet))
+    plain.load_state_dict(net.state_dict())
+    features, lengths = torch.randn(1, 30, 40).expand(3, 30, 40), torch.tensor([30, 30, 30])
+    net.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(net(features, lengths), plain(features, lengths))  # evaluation: never warped
+        net.frontend.train(), plain.frontend.train()
+        warped = net.frontend(features, lengths)
+        assert torch.equal(plain.frontend(features, lengths), plain.frontend.eval()(features, lengths))
+    assert (warped[0] - warped[1]).abs().max() > 1e-3 and (warped[1] - warped[2]).abs().max() > 1e-3
+    assert (warped - plain.frontend(features, lengths)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="vtlp"):
+        AudioConfig(vtlp=0.5)
 
 
 def test_a_model_normalised_per_utterance_refuses_to_stream():
