@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--stem", choices=STEMS, default="strided",
                        help="the attention model's causal convolution front-end: strided (two 3x3 convolutions, "
                             "stride 2 along frequency) or cnn (the CNN baseline's four 3x3 blocks, each with a 2x "
-                            "max pool along frequency) (default: strided)")
+                            "max pool along frequency) or cnn-bn (those blocks with the CNN's batch normalisation "
+                            "too) (default: strided)")
     model.add_argument("--pooling", choices=POOLINGS, default="mean",
                        help="how a clip's frame vectors become one vector, every model: their mean over the real "
                             "frames, or attention: a learned score per frame, softmax, the weighted sum "

@@ -40,7 +40,7 @@ MODELS = ("attention", "cnn", "gru")
 FEATURE_NORMS = ("global", "utterance")
 ATTENTIONS = ("full", "window", "truncated")
 POOLINGS = ("mean", "attention")
-STEMS = ("strided", "cnn")
+STEMS = ("strided", "cnn", "cnn-bn")
 TASKS = ("clip", "frame")
 
 
@@ -67,7 +67,8 @@ class AudioConfig:
         stem_channels (int): channels of the attention model's causal convolution stem (0: none).
         stem (str): its layout: ``"strided"``, two 3×3 convolutions with stride 2 along frequency; or
             ``"cnn"``, the CNN baseline's four 3×3 blocks (channels C, C, 2C, 2C, each followed by a 2× max
-            pool along frequency), made causal in time.
+            pool along frequency), made causal in time; ``"cnn-bn"``, the same with the CNN's batch
+            normalisation after each convolution as well (per channel: still causal, still streams).
         conv_channels (int): CNN: channels of the 2-D blocks.
         rnn_hidden (int): GRU: hidden size per direction.
         freq_masks (int), freq_mask_width (int): SpecAugment frequency masks per clip and their max width.
@@ -313,8 +314,9 @@ class CausalConvStem(nn.Module):
     so it adds no look-ahead: streaming only has to keep the last ``context`` input frames (2 per layer).
     ``stem="strided"``: two layers, each halving frequency by its stride; ``stem="cnn"``: the CNN
     baseline's four blocks, each halving frequency by a max pool (more invariant to where in frequency a
-    shape sits, as a different voice moves it). ``stem_channels=0`` replaces it by a frame-wise linear
-    projection.
+    shape sits, as a different voice moves it); ``stem="cnn-bn"``: those blocks with the CNN's batch
+    normalisation too (a per-channel affine map once trained, so it adds no look-ahead).
+    ``stem_channels=0`` replaces it by a frame-wise linear projection.
 
     Shapes:
         x: (B, T, F) -> (B, T, D)
@@ -323,11 +325,12 @@ class CausalConvStem(nn.Module):
     def __init__(self, config: AudioConfig):
         super().__init__()
         C, freq = config.stem_channels, config.n_mels
-        self.pool = config.stem == "cnn"
+        self.pool = config.stem in ("cnn", "cnn-bn")
         widths = ((C, C, 2 * C, 2 * C) if self.pool else (C, C)) if C else ()
         stride = (1, 1) if self.pool else (2, 1)
         self.convs = nn.ModuleList(nn.Conv2d(c_in, c_out, 3, stride=stride)
                                    for c_in, c_out in zip((1,) + widths, widths))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in widths) if config.stem == "cnn-bn" else None
         for _ in self.convs:
             freq = freq // 2 if self.pool else (freq + 2 - 3) // 2 + 1
         self.context = 2 * len(self.convs)  # input frames before t that output t depends on
@@ -337,8 +340,9 @@ class CausalConvStem(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.convs:
             x = x.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
-            for conv in self.convs:
-                x = F.gelu(conv(F.pad(x, (2, 0, 1, 1))))  # time padded on the left only: causal
+            for i, conv in enumerate(self.convs):
+                x = conv(F.pad(x, (2, 0, 1, 1)))  # time padded on the left only: causal
+                x = F.gelu(self.norms[i](x) if self.norms is not None else x)
                 if self.pool:
                     x = F.max_pool2d(x, (2, 1))  # (B, C', F'/2, T)
             x = x.flatten(1, 2).transpose(1, 2)  # (B, T, C' * F')

@@ -44,13 +44,13 @@ def test_window_mask_is_combined_with_padding():
 
 CASES = [("attention", a, t) for a in ("full", "window", "truncated") for t in ("clip", "frame")]
 CASES += [(m, "window", t) for m in ("cnn", "gru") for t in ("clip", "frame")]
-CASES += [("attention-cnn-stem", "window", "clip")]
+CASES += [("attention-cnn-stem", "window", "clip"), ("attention-cnn-bn-stem", "window", "clip")]
 
 
 @pytest.mark.parametrize("model_name, attention, task", CASES)
 def test_shapes_finite_and_every_parameter_learns(model_name, attention, task):
     torch.manual_seed(0)
-    stem = "cnn" if model_name == "attention-cnn-stem" else "strided"
+    stem = {"attention-cnn-stem": "cnn", "attention-cnn-bn-stem": "cnn-bn"}.get(model_name, "strided")
     config = AudioConfig(model=model_name.split("-")[0], attention=attention, task=task, num_classes=11, window=2,
                          chunk=4, stem=stem, **SMALL)
     model = build_model(config).train()

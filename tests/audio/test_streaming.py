@@ -39,6 +39,11 @@ def truncated_model(task="frame", chunk=8, left_chunks=2, pooling="mean", stem="
                 p.copy_(1 + 0.3 * noise)
             elif name.endswith("bias"):
                 p.copy_(0.5 * noise)
+        for name, b in model.named_buffers():  # batch norm's running statistics (stem "cnn-bn")
+            if name.endswith("running_mean"):
+                b.copy_(0.5 * torch.randn(b.shape, generator=g))
+            elif name.endswith("running_var"):
+                b.copy_(torch.rand(b.shape, generator=g) + 0.5)
     return model
 
 
@@ -54,9 +59,10 @@ def test_streaming_equals_offline_per_frame(T, left_chunks):
     assert (streamed - offline).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("stem", ["cnn", "cnn-bn"])
 @pytest.mark.parametrize("chunk", [3, 8])  # 3 < the CNN stem's 8 frames of context: it spans chunks
-def test_streaming_equals_offline_with_the_cnn_stem(chunk):
-    model = truncated_model(chunk=chunk, stem="cnn")
+def test_streaming_equals_offline_with_the_cnn_stem(chunk, stem):
+    model = truncated_model(chunk=chunk, stem=stem)
     assert model.input.context == 8
     features = torch.randn(41, 40)
     with torch.no_grad():
