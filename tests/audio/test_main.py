@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from audio.__main__ import QUICK_FLOOR, build_parser, main, model_specs
+from audio.__main__ import QUICK_FLOOR, build_parser, main, model_specs, resolve_split_defaults
 from audio.models import AudioConfig, build_model
 from core.lab.harness import save_checkpoint
 from core.lab.runner import check_metrics_payload
@@ -146,3 +146,17 @@ def test_loso_end_to_end_reports_every_held_out_speaker(tmp_path):
 def test_loso_refuses_the_connected_task(tmp_path):
     with pytest.raises(SystemExit, match="error: .*loso runs the digits task"):
         main(["compare", "--split", "loso", "--task", "connected", "--out", str(tmp_path / "bad")])
+
+
+def test_leave_one_speaker_out_gets_the_recipe_its_validation_chose_and_a_given_flag_wins():
+    def resolved(*flags):
+        args = build_parser().parse_args(["compare", *flags])
+        resolve_split_defaults(args)
+        return args.feature_norm, args.stem, args.spec_augment
+
+    assert resolved("--split", "loso") == ("utterance", "cnn", [1, 1])
+    assert resolved() == resolved("--split", "speaker:theo") == ("global", "strided", [2, 2])
+    assert resolved("--split", "loso", "--feature-norm", "global", "--spec-augment", "2,2") == ("global", "cnn", [2, 2])
+    assert resolved("--stem", "cnn") == ("global", "cnn", [2, 2])
+    help_text = build_parser()._subparsers._group_actions[0].choices["compare"].format_help()
+    assert "utterance with --split loso" in " ".join(help_text.split())
