@@ -87,7 +87,8 @@ class AudioConfig:
             weighted sum (one query attending over the frames, through core's ``softmax_attention``).
         vtlp (float): 0 is off; v > 0: vocal tract length perturbation while training (Jaitly & Hinton,
             2013): each clip's frequency axis is warped by a factor drawn uniformly from [1 - v, 1 + v]
-            (see ``vtlp_warp``), a shorter or longer vocal tract, the clip's timing kept (speed perturbation changes both).
+            (see ``vtlp_source_bins``), a shorter or longer vocal tract with the clip's timing kept (speed
+            perturbation changes both).
         nyquist (float): the highest frequency of the mel filters in Hz (half the sample rate), which VTLP
             needs to place the bins.
     """
