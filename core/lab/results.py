@@ -194,6 +194,8 @@ LOSO_ABLATIONS = (
      "audio-digits-loso-stemcnn-specaug1"),
     ("the row above + cepstral smoothing to 13 coefficients (`--cepstra 13`, run beside the next table's run, 1 thread "
      "each)", "audio-digits-loso-cepstra13"),
+    ("the chosen setting + vocal tract length perturbation, factors in [0.9, 1.1] (`--vtlp 0.1`)",
+     "audio-digits-loso-vtlp"),
 )
 
 
