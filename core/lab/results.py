@@ -196,6 +196,7 @@ LOSO_ABLATIONS = (
      "each)", "audio-digits-loso-cepstra13"),
     ("the chosen setting + vocal tract length perturbation, factors in [0.9, 1.1] (`--vtlp 0.1`)",
      "audio-digits-loso-vtlp"),
+    ("the chosen setting, twice as wide (`--dim 128`: feed-forward 256)", "audio-digits-loso-dim128"),
 )
 
 
