@@ -197,6 +197,7 @@ LOSO_ABLATIONS = (
     ("the chosen setting + vocal tract length perturbation, factors in [0.9, 1.1] (`--vtlp 0.1`)",
      "audio-digits-loso-vtlp"),
     ("the chosen setting, twice as wide (`--dim 128`: feed-forward 256)", "audio-digits-loso-dim128"),
+    ("the chosen setting, two attention layers instead of four (`--layers 2`)", "audio-digits-loso-layers2"),
 )
 
 
