@@ -198,6 +198,8 @@ LOSO_ABLATIONS = (
      "audio-digits-loso-vtlp"),
     ("the chosen setting, twice as wide (`--dim 128`: feed-forward 256)", "audio-digits-loso-dim128"),
     ("the chosen setting, two attention layers instead of four (`--layers 2`)", "audio-digits-loso-layers2"),
+    ("the chosen setting with the CNN's batch normalisation in the stem too (`--stem cnn-bn`)",
+     "audio-digits-loso-stembn"),
 )
 
 
