@@ -200,6 +200,7 @@ LOSO_ABLATIONS = (
     ("the chosen setting, two attention layers instead of four (`--layers 2`)", "audio-digits-loso-layers2"),
     ("the chosen setting with the CNN's batch normalisation in the stem too (`--stem cnn-bn`)",
      "audio-digits-loso-stembn"),
+    ("the two rows above together (`--stem cnn-bn --layers 2`)", "audio-digits-loso-stembn-layers2"),
 )
 
 

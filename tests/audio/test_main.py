@@ -152,11 +152,12 @@ def test_leave_one_speaker_out_gets_the_recipe_its_validation_chose_and_a_given_
     def resolved(*flags):
         args = build_parser().parse_args(["compare", *flags])
         resolve_split_defaults(args)
-        return args.feature_norm, args.stem, args.spec_augment
+        return args.feature_norm, args.stem, args.spec_augment, args.layers
 
-    assert resolved("--split", "loso") == ("utterance", "cnn", [1, 1])
-    assert resolved() == resolved("--split", "speaker:theo") == ("global", "strided", [2, 2])
-    assert resolved("--split", "loso", "--feature-norm", "global", "--spec-augment", "2,2") == ("global", "cnn", [2, 2])
-    assert resolved("--stem", "cnn") == ("global", "cnn", [2, 2])
+    assert resolved("--split", "loso") == ("utterance", "cnn-bn", [1, 1], 2)
+    assert resolved() == resolved("--split", "speaker:theo") == ("global", "strided", [2, 2], 4)
+    assert resolved("--split", "loso", "--feature-norm", "global", "--spec-augment", "2,2", "--layers", "4") == (
+        "global", "cnn-bn", [2, 2], 4)
+    assert resolved("--stem", "cnn") == ("global", "cnn", [2, 2], 4)
     help_text = build_parser()._subparsers._group_actions[0].choices["compare"].format_help()
     assert "utterance with --split loso" in " ".join(help_text.split())
