@@ -275,21 +275,24 @@ TABLES: tuple[Table, ...] = (
                           ("mean_test_accuracy", "mean test accuracy (± std over the folds)"),
                           ("min_test_accuracy", "worst held-out speaker"))
     ), note="Windowed attention (w=8), leave one speaker out, seed 0, one candidate changed at a time, each its own "
-            "invocation (`python -m audio compare --split loso --attention window --baselines [FLAGS]`); validation "
-            "(a sixth speaker per fold) is what chooses, test is shown beside it."),
+            "invocation (`python -m audio compare --split loso --attention window --baselines [FLAGS]`, under the "
+            "defaults of the time: global normalisation, the strided stem, SpecAugment 2,2, four layers; each record "
+            "holds its exact command); validation (a sixth speaker per fold) is what chooses, test is shown beside it."),
     FigureTable("audio-loso", loso_comparison("docs/results/audio-digits-loso.metrics.json"),
                 note="Leave one speaker out, seed 0, `python -m audio compare --split loso --attention window "
-                     "--baselines cnn --threads 1`: each fold trains on four speakers, validates on a fifth and tests "
-                     "on the sixth."),
+                     "--baselines cnn --threads 1` with the defaults of the time (to repeat it now, add `--feature-norm "
+                     "global --stem strided --spec-augment 2,2 --layers 4`): each fold trains on four speakers, "
+                     "validates on a fifth and tests on the sixth."),
     FigureTable("audio-loso-utterance", loso_comparison("docs/results/audio-digits-loso-utterance-cnn.metrics.json"),
                 note="The same comparison with per-utterance normalisation for both models, seed 0, one invocation: "
                      "`python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
-                     "utterance --threads 2`."),
+                     "utterance --threads 2` (the defaults of the time; now add `--stem strided --spec-augment 2,2 --layers 4`)."),
     FigureTable("audio-loso-chosen", loso_comparison("docs/results/audio-digits-loso-chosen-cnn.metrics.json"),
                 note="The setting validation chose for windowed attention, with the CNN beside it in one invocation, "
                      "seed 0: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
-                     "utterance --stem cnn --spec-augment 1,1 --threads 2` (`--stem` changes only the attention "
-                     "model; SpecAugment and the normalisation apply to both)."),
+                     "utterance --stem cnn --spec-augment 1,1 --threads 2` (four layers, the default of the time: now "
+                     "add `--layers 4`; `--stem` and `--layers` change only the attention model; SpecAugment and the "
+                     "normalisation apply to both)."),
     FigureTable("audio-loso-recordings", (
         Figure("window(w=8): mean test accuracy over the held-out speakers (± std over the folds)",
                "docs/results/audio-digits-loso-recordings.metrics.json", "loso.window(w=8).mean_test_accuracy",
@@ -301,7 +304,7 @@ TABLES: tuple[Table, ...] = (
                scale=100, unit="%"),
     ), note="The chosen setting with five training speakers per fold: `python -m audio compare --split loso --attention "
             "window --baselines --feature-norm utterance --stem cnn --spec-augment 1,1 --loso-validation recordings "
-            "--threads 1`, seed 0, windowed attention only. Validation here chooses only the epoch; this row was "
+            "--threads 1` (four layers, then the default), seed 0, windowed attention only. Validation here chooses only the epoch; this row was "
             "not chosen by validation, and its test figures are not comparable with the ablation's as a choice."),
     ModelTable("audio-connected", "docs/results/audio-connected.metrics.json",
                (Column("frame accuracy (%)", "frame_accuracy", **PCT), Column("DER, 30-60 s test", "der", digits=3),
