@@ -346,15 +346,20 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
                  folds: dict[str, tuple[str, str]]) -> tuple[list[str], dict]:
     """Leave-one-speaker-out, per model: test accuracy on every held-out speaker (mean over seeds), the mean
     and spread over the folds, the worst speaker, and the mean validation accuracy (what chose each fold's
-    epoch, and what compares front-ends and models). The runner's ``Experiment.summary``."""
+    epoch, and what compares front-ends and models); with several seeds also the mean over the folds seed by
+    seed (``per_seed_mean_test_accuracy``, keyed by run folder) and its spread over seeds, which says how far
+    one seed's LOSO mean can be trusted. The runner's ``Experiment.summary``."""
     per_model: dict[str, dict] = {}
     for row, (model, speaker) in folds.items():
         runs = records.get(row) or []
         if not runs:
             continue
-        entry = per_model.setdefault(model, {"test_accuracy": {}, "val_accuracy": {}})
+        entry = per_model.setdefault(model, {"test_accuracy": {}, "val_accuracy": {}, "by_seed": {}})
         for key in ("test_accuracy", "val_accuracy"):
             entry[key][speaker] = sum(r.metrics[key] for r in runs) / len(runs)
+        for k, run in enumerate(runs):  # the k-th seed of the invocation, in every fold
+            name = run.run_dir.name if run.run_dir is not None else f"seed #{k}"
+            entry["by_seed"].setdefault(name, {})[speaker] = run.metrics["test_accuracy"]
     notes, summary = [], {}
     for model, entry in per_model.items():
         tests = torch.tensor(list(entry["test_accuracy"].values()), dtype=torch.float64)
@@ -368,8 +373,18 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
             "mean_val_accuracy": sum(entry["val_accuracy"].values()) / len(entry["val_accuracy"]),
             "folds": len(tests),
         }
+        seeds = {name: sum(by.values()) / len(by) for name, by in entry["by_seed"].items()
+                 if len(by) == len(entry["test_accuracy"])}  # seeds with every fold
+        if len(seeds) > 1:  # how far the LOSO mean itself moves with the seed
+            means = torch.tensor(list(seeds.values()), dtype=torch.float64)
+            summary[model]["per_seed_mean_test_accuracy"] = seeds
+            summary[model]["seed_std_of_mean_test_accuracy"] = float(means.std())
         s = summary[model]
         notes.append(f"LOSO {model}: test accuracy {100 * s['mean_test_accuracy']:.2f} ± {100 * s['std_test_accuracy']:.2f}% "
                      f"over {s['folds']} held-out speakers (worst {worst} {100 * s['min_test_accuracy']:.2f}%); "
-                     f"mean validation accuracy {100 * s['mean_val_accuracy']:.2f}%")
+                     f"mean validation accuracy {100 * s['mean_val_accuracy']:.2f}%"
+                     + (f"; the mean over the folds, seed by seed: "
+                        + ", ".join(f"{name} {100 * v:.2f}%" for name, v in s["per_seed_mean_test_accuracy"].items())
+                        + f" (std over seeds {100 * s['seed_std_of_mean_test_accuracy']:.2f})"
+                        if "per_seed_mean_test_accuracy" in s else ""))
     return notes, {"loso": summary}
