@@ -17,6 +17,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -63,6 +65,8 @@ class TrainConfig:
         weight_decay (float): AdamW weight decay.
         max_frames (int): frames per padded batch (batch size times padded length), over all processes.
         grad_clip (float): global gradient-norm clip.
+        mixup (float): digits: mixup's alpha (Zhang et al. 2018): each training batch is mixed with a shuffled
+            copy of itself, features and loss, by one weight drawn from Beta(alpha, alpha); 0 turns it off.
         min_run (int): connected digits: label runs shorter than this many frames are dropped when the
             digit string is decoded.
     """
@@ -74,6 +78,7 @@ class TrainConfig:
     max_frames: int = 2400
     grad_clip: float = 1.0
     min_run: int = 5
+    mixup: float = 0.0
 
 
 @dataclass
@@ -185,7 +190,9 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
              + "SpecAugment: "
              + (f"{base.freq_masks} frequency masks per clip (up to {base.freq_mask_width} bins), {base.time_masks} "
                 f"time masks per second (up to {base.time_mask_width} frames)"
-                if base.freq_masks or base.time_masks else "off")]
+                if base.freq_masks or base.time_masks else "off")
+             + (f"; mixup: every training batch mixed with a shuffled copy of itself, weight ~ Beta({train.mixup:g}, "
+                f"{train.mixup:g})" if train.mixup else "")]
     if loso_validation:
         how = ("every clip of one more held-out speaker (the next in name order), so validation measures new voices "
                "as test does" if loso_validation == "speaker" else "10% of the training speakers' clips")
@@ -202,11 +209,21 @@ class Batches:
     ``ClipDataset`` with speed variants take each clip in a version drawn with the same generator. With ``world_size``
     processes each batch is split by item (``items[rank::world_size]``); a batch with fewer items than
     processes gives the missing ranks its last item, so every process takes every step.
+
+    With ``mixup`` (alpha > 0; shuffled batches of one label per clip only) every clip of a batch is paired
+    with a partner from the same batch (a seeded permutation of it) and one weight ``lam`` is drawn from
+    Beta(alpha, alpha): the batch's ``features`` are ``lam * clip + (1 - lam) * partner`` (both padded to the
+    longer; ``lengths`` the longer of each pair), and it carries ``mix_labels`` (the partners' labels) and
+    ``mix_lambda`` for :func:`loss_of`. The draws come from ``self.generator`` before the batch is shared
+    out, so every process draws the same.
     """
 
     def __init__(self, dataset: Dataset, max_frames: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, mixup: float = 0.0):
+        if mixup < 0:
+            raise ValueError(f"mixup's alpha must be >= 0 (0: off), got {mixup}")
         self.dataset, self.shuffle, self.rank, self.world_size = dataset, shuffle, rank, world_size
+        self.mixup = mixup if shuffle else 0.0  # evaluation batches are never mixed
         self.generator = torch.Generator().manual_seed(seed)
         lengths = [dataset[i][0].shape[0] for i in range(len(dataset))]
         self.batches = length_batches(lengths, max_frames, shuffle=False)
@@ -223,13 +240,44 @@ class Batches:
             drawn = ([0] * len(items) if versions == 1  # drawn for the whole batch: every process draws the same
                      else torch.randint(versions, (len(items),), generator=self.generator).tolist())
             pairs = list(zip(items, drawn))
-            share = pairs[self.rank::self.world_size] or pairs[-1:]  # only this process's items are read
-            yield collate([self.dataset.item(j, v) if v else self.dataset[j] for j, v in share])
+            if not self.mixup:
+                yield self.collate(pairs)
+                continue
+            partner = torch.randperm(len(pairs), generator=self.generator).tolist()
+            lam = float(np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.generator)))
+                        .beta(self.mixup, self.mixup))
+            yield mix(self.collate(pairs), self.collate([pairs[k] for k in partner]), lam)
+
+    def collate(self, pairs: list[tuple[int, int]]) -> dict[str, Tensor]:
+        """This process's share of ``(item, version)`` pairs, read and padded."""
+        share = pairs[self.rank::self.world_size] or pairs[-1:]  # only this process's items are read
+        return collate([self.dataset.item(j, v) if v else self.dataset[j] for j, v in share])
+
+
+def mix(batch: dict[str, Tensor], partner: dict[str, Tensor], lam: float) -> dict[str, Tensor]:
+    """Mixup of two collated batches of clips, item by item: ``lam * batch + (1 - lam) * partner``.
+
+    Shapes:
+        features (B, T, F) and (B, T', F) -> (B, max(T, T'), F); lengths the larger of each pair;
+        ``labels`` kept, ``mix_labels`` the partner's (B,), ``mix_lambda`` a scalar tensor.
+    """
+    if batch["labels"].dim() != 1:
+        raise ValueError("mixup mixes clips with one label each; this batch has a label per frame")
+    frames = max(batch["features"].shape[1], partner["features"].shape[1])
+    a, b = (F.pad(x["features"], (0, 0, 0, frames - x["features"].shape[1])) for x in (batch, partner))
+    return {"features": lam * a + (1 - lam) * b, "lengths": torch.maximum(batch["lengths"], partner["lengths"]),
+            "labels": batch["labels"], "mix_labels": partner["labels"], "mix_lambda": torch.tensor(lam)}
 
 
 def loss_of(model: nn.Module, batch: dict[str, Tensor], device: torch.device) -> Tensor:
-    logits = model(batch["features"].to(device), batch["lengths"].to(device))  # (B, K) or (B, T, K)
-    return F.cross_entropy(logits.flatten(0, -2), batch["labels"].to(device).flatten(), ignore_index=IGNORE_INDEX)
+    """Cross-entropy of a batch; of a mixed batch (:func:`mix`), ``lam`` times that of its labels plus
+    ``1 - lam`` times that of its partners' labels."""
+    logits = model(batch["features"].to(device), batch["lengths"].to(device)).flatten(0, -2)  # (B or B*T, K)
+    loss = F.cross_entropy(logits, batch["labels"].to(device).flatten(), ignore_index=IGNORE_INDEX)
+    if "mix_lambda" in batch:
+        lam = float(batch["mix_lambda"])
+        loss = lam * loss + (1 - lam) * F.cross_entropy(logits, batch["mix_labels"].to(device))
+    return loss
 
 
 @torch.no_grad()
@@ -279,7 +327,7 @@ def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, datasets: dict[str
     model.frontend.set_statistics([datasets["train"][i][0] for i in range(len(datasets["train"]))])
     model = ctx.wrap(model)
     train_batches = Batches(datasets["train"], train.max_frames, shuffle=True, seed=seed, rank=ctx.dist.rank,
-                            world_size=ctx.dist.world_size)
+                            world_size=ctx.dist.world_size, mixup=train.mixup)
     val_batches = Batches(datasets["val"], train.max_frames, shuffle=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, pct_start=0.15,

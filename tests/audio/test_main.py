@@ -81,7 +81,8 @@ def test_bad_flags_are_one_line_errors_before_anything_runs(tmp_path):
                            (["--speed-perturb", "0.9", "--task", "connected"], "digits task"),
                            (["--spec-augment", "1,2,3"], "two counts F,T"), (["--spec-augment", "-1,2"], None),
                            (["--dropout", "-0.1"], None), (["--cepstra", "41"], "0 \\(off\\) to 40"),
-                           (["--vtlp", "0.5"], "--vtlp takes 0 \\(off\\) up to 0.5"), (["--vtlp", "-0.1"], None)):
+                           (["--vtlp", "0.5"], "--vtlp takes 0 \\(off\\) up to 0.5"), (["--vtlp", "-0.1"], None),
+                           (["--mixup", "0.4", "--task", "connected"], "--mixup mixes clips"), (["--mixup", "-1"], None)):
         with pytest.raises(SystemExit, match=f"error: .*{message}" if message else None):
             main(["compare", *flags, "--out", str(tmp_path / "bad")])
     assert f"{QUICK_FLOOR:.0%}" in build_parser()._subparsers._group_actions[0].choices["compare"].format_help()
@@ -127,7 +128,7 @@ def test_loso_end_to_end_reports_every_held_out_speaker(tmp_path):
     out = tmp_path / "loso"
     main(["compare", "--split", "loso", "--train-every", "40", "--attention", "window", "--baselines", "cnn",
           "--feature-norm", "utterance", "--dim", "16", "--layers", "1", "--heads", "2", "--epochs", "1",
-          "--threads", "1", "--out", str(out), "--no-progress"])
+          "--mixup", "0.4", "--threads", "1", "--out", str(out), "--no-progress"])
     metrics = json.loads((out / "metrics.json").read_text())
     assert check_metrics_payload(metrics) == []
     speakers = {"george", "jackson", "lucas", "nicolas", "theo", "yweweler"}
@@ -139,7 +140,7 @@ def test_loso_end_to_end_reports_every_held_out_speaker(tmp_path):
         assert abs(loso["mean_test_accuracy"] - sum(values) / 6) < 1e-9 and loso["min_test_accuracy"] == min(values)
     assert {c["feature_norm"] for c in metrics["config"]["models"].values()} == {"utterance"}
     report = (out / "report.md").read_text()
-    assert "leave one speaker out" in report and "LOSO window(w=8)" in report
+    assert "leave one speaker out" in report and "LOSO window(w=8)" in report and "Beta(0.4, 0.4)" in report
     assert (out / "loso_accuracy.png").stat().st_size > 0
 
 

@@ -36,3 +36,78 @@ def test_loso_summary_with_one_seed_reports_no_spread_over_seeds():
     _, summary = loso_summary(records, [], folds=folds)
     assert "per_seed_mean_test_accuracy" not in summary["loso"]["attn"]
     assert summary["loso"]["attn"]["mean_test_accuracy"] == pytest.approx(0.6)
+
+
+# --------------------------------------------------------------------------- mixup
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from audio.data import ClipDataset, FrameDataset  # noqa: E402
+from audio.train import Batches, loss_of  # noqa: E402
+
+
+@pytest.fixture
+def clips():
+    """12 clips of 5..8 frames with random values; clip i has label i, so a batch names its clips."""
+    g = torch.Generator().manual_seed(3)
+    features = [torch.randn(5 + i % 4, 3, generator=g) for i in range(12)]
+    return ClipDataset(features, list(range(12)))
+
+
+def test_mixup_batches_mix_each_clip_with_a_partner_from_its_batch_by_one_weight(clips):
+    lams = []
+    for batch in Batches(clips, 24, shuffle=True, seed=1, mixup=0.4):
+        lam = float(batch["mix_lambda"])
+        assert 0 < lam < 1
+        lams.append(lam)
+        labels, partners = batch["labels"].tolist(), batch["mix_labels"].tolist()
+        assert sorted(partners) == sorted(labels) and partners != labels  # a permutation of the same batch
+        for row, (i, j) in enumerate(zip(labels, partners)):
+            a, b = clips.features[i], clips.features[j]
+            length = max(len(a), len(b))
+            assert batch["lengths"][row] == length
+            want = lam * F.pad(a, (0, 0, 0, length - len(a))) + (1 - lam) * F.pad(b, (0, 0, 0, length - len(b)))
+            torch.testing.assert_close(batch["features"][row, :length], want)
+            assert not batch["features"][row, length:].any()
+    assert len(lams) > 2 and len(set(lams)) == len(lams)  # a new weight per batch
+
+
+def test_mixup_is_seeded_the_same_on_every_process_and_never_in_evaluation(clips):
+    def draws(**kw):
+        return [(float(b["mix_lambda"]), b["labels"].tolist(), b["mix_labels"].tolist())
+                for b in Batches(clips, 24, shuffle=True, mixup=0.4, **kw)]
+
+    assert draws(seed=1) == draws(seed=1) and draws(seed=1) != draws(seed=2)
+    rank0, rank1 = draws(seed=1, rank=0, world_size=2), draws(seed=1, rank=1, world_size=2)
+    whole = draws(seed=1)
+    for (lam0, y0, p0), (lam1, y1, p1), (lam, y, p) in zip(rank0, rank1, whole):
+        assert lam0 == lam1 == lam and sorted(y0 + y1) == sorted(y)
+        assert dict(zip(y0 + y1, p0 + p1)) == dict(zip(y, p))  # each process holds its share of the same pairs
+    assert all("mix_lambda" not in b for b in Batches(clips, 24, shuffle=False, mixup=0.4))
+    assert all("mix_lambda" not in b for b in Batches(clips, 24, shuffle=True, seed=1))
+
+
+def test_mixup_refuses_frame_labels_and_a_negative_alpha(clips):
+    frames = FrameDataset([torch.randn(6, 3) for _ in range(4)], [torch.zeros(6, dtype=torch.long)] * 4)
+    with pytest.raises(ValueError, match="label per frame"):
+        next(iter(Batches(frames, 24, shuffle=True, mixup=0.4)))
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
+        Batches(clips, 24, shuffle=True, mixup=-0.1)
+
+
+def test_loss_of_a_mixed_batch_weighs_both_labels():
+    logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
+
+    class Fixed(torch.nn.Module):
+        def forward(self, features, lengths):
+            return logits
+
+    y, y2 = torch.tensor([1, 2, 3, 4]), torch.tensor([5, 6, 7, 8])
+    batch = {"features": torch.zeros(4, 2, 3), "lengths": torch.tensor([2, 2, 2, 2]), "labels": y,
+             "mix_labels": y2, "mix_lambda": torch.tensor(0.3)}
+    log_p = logits.log_softmax(-1)
+    want = -(0.3 * log_p[range(4), y] + 0.7 * log_p[range(4), y2]).mean()
+    torch.testing.assert_close(loss_of(Fixed(), batch, torch.device("cpu")), want)
+    del batch["mix_lambda"]
+    torch.testing.assert_close(loss_of(Fixed(), batch, torch.device("cpu")), -log_p[range(4), y].mean())
