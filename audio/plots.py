@@ -154,8 +154,10 @@ def loso_figures(records: dict[str, list[RunRecord]], out: Path, *, folds: dict[
 
     models = list(dict.fromkeys(model for model, _ in folds.values()))
     speakers = sorted({speaker for _, speaker in folds.values()})
-    values = {(model, speaker): float(np.mean([r.metrics[metric] for r in records[row]]))
-              for row, (model, speaker) in folds.items() if records.get(row)}
+    seeds = {(model, speaker): [r.metrics[metric] for r in records[row]]
+             for row, (model, speaker) in folds.items() if records.get(row)}
+    values = {key: float(np.mean(runs)) for key, runs in seeds.items()}
+    several = max(map(len, seeds.values()), default=1) > 1
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(models) * len(speakers) / 3), 4.0))
     width = 0.8 / len(speakers)
     colours = plt.get_cmap("tab10")
@@ -163,17 +165,24 @@ def loso_figures(records: dict[str, list[RunRecord]], out: Path, *, folds: dict[
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(models))]
         ys = [100 * values.get((m, speaker), np.nan) for m in models]
         ax.bar(xs, ys, width * 0.92, color=colours(j), label=speaker)
+        if several:  # every seed's own value on its bar: the spread a mean of few seeds hides
+            for x, model in zip(xs, models):
+                runs = seeds.get((model, speaker), [])
+                ax.scatter([x] * len(runs), [100 * v for v in runs], s=10, color="black", zorder=3,
+                           label="one seed" if j == 0 and model == models[0] else None)
     for i, model in enumerate(models):
         mean = np.nanmean([values.get((model, s), np.nan) for s in speakers])
         ax.hlines(100 * mean, i - 0.42, i + 0.42, colors="black", linewidth=1.5)
         ax.text(i, 100 * mean + 0.8, f"mean {100 * mean:.1f}", ha="center", fontsize=8,
                 bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
-    low = min([100 * v for v in values.values()] + [100.0])
+    low = min([100 * v for runs in seeds.values() for v in runs] + [100.0])
     ax.set_ylim(max(0.0, low - 10), 102)
     ax.set_xticks(range(len(models)), models)
-    ax.set_ylabel(f"{metric} (%) on the held-out speaker")
-    ax.set_title("Leave one speaker out: accuracy on a voice never heard in training")
-    ax.legend(title="held-out speaker", fontsize=8, ncol=min(6, len(speakers)), loc="lower center",
+    ax.set_ylabel(f"{metric.replace('_', ' ')} (%), held-out speaker")
+    ax.set_title("Leave one speaker out: accuracy on a voice never heard in training"
+                 + (f"\n(bars: mean over {max(map(len, seeds.values()))} seeds; dots: each seed)" if several else ""),
+                 fontsize=11)
+    ax.legend(title="held-out speaker", fontsize=8, ncol=min(7, len(speakers) + several), loc="lower center",
               bbox_to_anchor=(0.5, -0.32))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -181,7 +190,8 @@ def loso_figures(records: dict[str, list[RunRecord]], out: Path, *, folds: dict[
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "loso_accuracy.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    figures = [(f"{metric} per held-out speaker (bars: mean over seeds; line: mean over the folds)",
+    figures = [(f"{metric} per held-out speaker (bars: mean over seeds{'; dots: each seed' if several else ''}; "
+                "line: mean over the folds)",
                 "loso_accuracy.png")]
     first = speakers[0]
     curves = {model: records[row][0].history for row, (model, speaker) in folds.items()
