@@ -396,18 +396,20 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
     and spread over the folds, the worst speaker, and the mean validation accuracy (what chose each fold's
     epoch, and what compares front-ends and models); with several seeds also the mean over the folds seed by
     seed (``per_seed_mean_test_accuracy``, keyed by run folder) and its spread over seeds, which says how far
-    one seed's LOSO mean can be trusted. The runner's ``Experiment.summary``."""
+    one seed's LOSO mean can be trusted; the same for validation (``per_seed_mean_val_accuracy``), which says
+    how large a difference between candidates validation can tell from the seed. The runner's ``Experiment.summary``."""
     per_model: dict[str, dict] = {}
     for row, (model, speaker) in folds.items():
         runs = records.get(row) or []
         if not runs:
             continue
-        entry = per_model.setdefault(model, {"test_accuracy": {}, "val_accuracy": {}, "by_seed": {}})
+        entry = per_model.setdefault(model, {"test_accuracy": {}, "val_accuracy": {}, "by_seed": {}, "val_by_seed": {}})
         for key in ("test_accuracy", "val_accuracy"):
             entry[key][speaker] = sum(r.metrics[key] for r in runs) / len(runs)
         for k, run in enumerate(runs):  # the k-th seed of the invocation, in every fold
             name = run.run_dir.name if run.run_dir is not None else f"seed #{k}"
             entry["by_seed"].setdefault(name, {})[speaker] = run.metrics["test_accuracy"]
+            entry["val_by_seed"].setdefault(name, {})[speaker] = run.metrics["val_accuracy"]
     notes, summary = [], {}
     for model, entry in per_model.items():
         tests = torch.tensor(list(entry["test_accuracy"].values()), dtype=torch.float64)
@@ -427,6 +429,10 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
             means = torch.tensor(list(seeds.values()), dtype=torch.float64)
             summary[model]["per_seed_mean_test_accuracy"] = seeds
             summary[model]["seed_std_of_mean_test_accuracy"] = float(means.std())
+            vals = {name: sum(by.values()) / len(by) for name, by in entry["val_by_seed"].items() if name in seeds}
+            summary[model]["per_seed_mean_val_accuracy"] = vals
+            summary[model]["seed_std_of_mean_val_accuracy"] = float(torch.tensor(list(vals.values()),
+                                                                                 dtype=torch.float64).std())
         s = summary[model]
         notes.append(f"LOSO {model}: test accuracy {100 * s['mean_test_accuracy']:.2f} ± {100 * s['std_test_accuracy']:.2f}% "
                      f"over {s['folds']} held-out speakers (worst {worst} {100 * s['min_test_accuracy']:.2f}%); "

@@ -17,16 +17,19 @@ def test_loso_summary_gives_the_mean_over_folds_seed_by_seed_and_its_spread():
     folds = {f"{m} | {s}": (m, s) for m in ("attn", "cnn") for s in ("ann", "bob", "cy")}
     tests = {"attn": {"ann": (0.5, 0.7), "bob": (0.6, 0.9), "cy": (0.4, 0.8)},
              "cnn": {"ann": (0.9, 0.8), "bob": (0.7, 0.7), "cy": (0.8, 0.6)}}
-    records = {row: [run(1, tests[m][s][0], 0.1), run(2, tests[m][s][1], 0.3)] for row, (m, s) in folds.items()}
+    vals = {"ann": 0.0, "bob": 0.3, "cy": 0.6}
+    records = {row: [run(1, tests[m][s][0], 0.1), run(2, tests[m][s][1], 0.3 + vals[s])] for row, (m, s) in folds.items()}
     notes, summary = loso_summary(records, [], folds=folds)
     attn = summary["loso"]["attn"]
     assert attn["per_speaker_test_accuracy"] == pytest.approx({"ann": 0.6, "bob": 0.75, "cy": 0.6})
     assert attn["mean_test_accuracy"] == pytest.approx(0.65) and attn["worst_speaker"] in {"ann", "cy"}
-    assert attn["mean_val_accuracy"] == pytest.approx(0.2)
+    assert attn["mean_val_accuracy"] == pytest.approx(0.35)  # (0.1 + 0.3) / 2 + mean(0, 0.3, 0.6) / 2
     # seed 1: (0.5 + 0.6 + 0.4) / 3 = 0.5; seed 2: (0.7 + 0.9 + 0.8) / 3 = 0.8; sample std of (0.5, 0.8)
     assert attn["per_seed_mean_test_accuracy"] == pytest.approx({"seed1": 0.5, "seed2": 0.8})
     assert attn["seed_std_of_mean_test_accuracy"] == pytest.approx(0.3 / 2 ** 0.5)
     assert summary["loso"]["cnn"]["per_seed_mean_test_accuracy"] == pytest.approx({"seed1": 0.8, "seed2": 0.7})
+    assert attn["per_seed_mean_val_accuracy"] == pytest.approx({"seed1": 0.1, "seed2": 0.6})
+    assert attn["seed_std_of_mean_val_accuracy"] == pytest.approx(0.5 / 2 ** 0.5)
     assert any("seed1 50.00%, seed2 80.00%" in note for note in notes)
 
 
