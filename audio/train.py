@@ -397,7 +397,9 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
     epoch, and what compares front-ends and models); with several seeds also the mean over the folds seed by
     seed (``per_seed_mean_test_accuracy``, keyed by run folder) and its spread over seeds, which says how far
     one seed's LOSO mean can be trusted; the same for validation (``per_seed_mean_val_accuracy``), which says
-    how large a difference between candidates validation can tell from the seed. The runner's ``Experiment.summary``."""
+    how large a difference between candidates validation can tell from the seed. Every model after the first
+    also gets ``gap_to_reference``: its mean test accuracy minus the first model's (the attention model's,
+    in ``model_specs`` order), overall and seed by seed. The runner's ``Experiment.summary``."""
     per_model: dict[str, dict] = {}
     for row, (model, speaker) in folds.items():
         runs = records.get(row) or []
@@ -441,4 +443,16 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
                         + ", ".join(f"{name} {100 * v:.2f}%" for name, v in s["per_seed_mean_test_accuracy"].items())
                         + f" (std over seeds {100 * s['seed_std_of_mean_test_accuracy']:.2f})"
                         if "per_seed_mean_test_accuracy" in s else ""))
+    models = list(summary)
+    for model in models[1:]:  # how far each later model (a baseline) is ahead of the first (attention)
+        reference, entry = summary[models[0]], summary[model]
+        gap = {"reference": models[0], "mean": entry["mean_test_accuracy"] - reference["mean_test_accuracy"]}
+        if "per_seed_mean_test_accuracy" in entry and "per_seed_mean_test_accuracy" in reference:
+            gap["per_seed"] = {name: value - reference["per_seed_mean_test_accuracy"][name]
+                               for name, value in entry["per_seed_mean_test_accuracy"].items()
+                               if name in reference["per_seed_mean_test_accuracy"]}
+        entry["gap_to_reference"] = gap
+        notes.append(f"LOSO {model} - {models[0]}: {100 * gap['mean']:+.2f} points on the mean test accuracy"
+                     + ("; seed by seed: " + ", ".join(f"{name} {100 * v:+.2f}" for name, v in gap["per_seed"].items())
+                        if gap.get("per_seed") else ""))
     return notes, {"loso": summary}

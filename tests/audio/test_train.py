@@ -31,6 +31,10 @@ def test_loso_summary_gives_the_mean_over_folds_seed_by_seed_and_its_spread():
     assert attn["per_seed_mean_val_accuracy"] == pytest.approx({"seed1": 0.1, "seed2": 0.6})
     assert attn["seed_std_of_mean_val_accuracy"] == pytest.approx(0.5 / 2 ** 0.5)
     assert any("seed1 50.00%, seed2 80.00%" in note for note in notes)
+    gap = summary["loso"]["cnn"]["gap_to_reference"]  # cnn minus attn: 0.75 - 0.65; seed by seed 0.3, -0.1
+    assert gap["reference"] == "attn" and gap["mean"] == pytest.approx(0.1)
+    assert gap["per_seed"] == pytest.approx({"seed1": 0.3, "seed2": -0.1})
+    assert "gap_to_reference" not in attn and any("cnn - attn: +10.00 points" in note for note in notes)
 
 
 def test_loso_summary_with_one_seed_reports_no_spread_over_seeds():
@@ -38,6 +42,7 @@ def test_loso_summary_with_one_seed_reports_no_spread_over_seeds():
     records = {"attn | ann": [run(0, 0.5, 0.6)], "attn | bob": [run(0, 0.7, 0.8)]}
     _, summary = loso_summary(records, [], folds=folds)
     assert "per_seed_mean_test_accuracy" not in summary["loso"]["attn"]
+    assert "gap_to_reference" not in summary["loso"]["attn"]
     assert summary["loso"]["attn"]["mean_test_accuracy"] == pytest.approx(0.6)
 
 
