@@ -201,6 +201,8 @@ LOSO_ABLATIONS = (
     ("the chosen setting with the CNN's batch normalisation in the stem too (`--stem cnn-bn`)",
      "audio-digits-loso-stembn"),
     ("the two rows above together (`--stem cnn-bn --layers 2`)", "audio-digits-loso-stembn-layers2"),
+    ("the row above (now `--split loso`'s defaults) + mixup, alpha 0.4 (`--mixup 0.4`, run beside the seeds run below)",
+     "audio-digits-loso-mixup"),
 )
 
 
