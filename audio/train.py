@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -65,10 +64,10 @@ class TrainConfig:
         weight_decay (float): AdamW weight decay.
         max_frames (int): frames per padded batch (batch size times padded length), over all processes.
         grad_clip (float): global gradient-norm clip.
-        mixup (float): digits: mixup's alpha (Zhang et al. 2018): each training batch is mixed with a shuffled
-            copy of itself, features and loss, by one weight drawn from Beta(alpha, alpha); 0 turns it off.
         min_run (int): connected digits: label runs shorter than this many frames are dropped when the
             digit string is decoded.
+        mixup (float): digits: mixup's alpha (Zhang et al. 2018): each training batch is mixed with a shuffled
+            copy of itself, features and loss, by one weight drawn from Beta(alpha, alpha); 0 turns it off.
     """
 
     epochs: int = 40
