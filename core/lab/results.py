@@ -320,7 +320,7 @@ TABLES: tuple[Table, ...] = (
                "loso.cnn.gap_to_reference.mean", scale=100, unit=" points"),
     ), note="The issue's command with seeds 1 and 2 in one invocation: `python -m audio compare --task digits --split "
             "loso --attention window --baselines cnn --seeds 2 --seed 1 --threads 2` (run beside the mixup row's run; "
-            "results do not depend on the load; 117 min under it). Seed 0 is the table above, its own invocation. The "
+            "results do not depend on the load). Seed 0 is the table above, its own invocation. The "
             "seed-by-seed validation means and the lead were added to the record afterwards, from the same run "
             "records, by the current `audio.train.loso_summary` (the version that trained had the seed-by-seed test "
             "means only)."),
