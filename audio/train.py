@@ -404,13 +404,12 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
         runs = records.get(row) or []
         if not runs:
             continue
-        entry = per_model.setdefault(model, {"test_accuracy": {}, "val_accuracy": {}, "by_seed": {}, "val_by_seed": {}})
+        entry = per_model.setdefault(model, {"test_accuracy": {}, "val_accuracy": {}, "by_seed": {}})
         for key in ("test_accuracy", "val_accuracy"):
             entry[key][speaker] = sum(r.metrics[key] for r in runs) / len(runs)
         for k, run in enumerate(runs):  # the k-th seed of the invocation, in every fold
             name = run.run_dir.name if run.run_dir is not None else f"seed #{k}"
-            entry["by_seed"].setdefault(name, {})[speaker] = run.metrics["test_accuracy"]
-            entry["val_by_seed"].setdefault(name, {})[speaker] = run.metrics["val_accuracy"]
+            entry["by_seed"].setdefault(name, {})[speaker] = run.metrics  # (seed name -> speaker -> metrics)
     notes, summary = [], {}
     for model, entry in per_model.items():
         tests = torch.tensor(list(entry["test_accuracy"].values()), dtype=torch.float64)
@@ -424,16 +423,14 @@ def loso_summary(records: dict[str, list[RunRecord]], results: list, *,
             "mean_val_accuracy": sum(entry["val_accuracy"].values()) / len(entry["val_accuracy"]),
             "folds": len(tests),
         }
-        seeds = {name: sum(by.values()) / len(by) for name, by in entry["by_seed"].items()
-                 if len(by) == len(entry["test_accuracy"])}  # seeds with every fold
-        if len(seeds) > 1:  # how far the LOSO mean itself moves with the seed
-            means = torch.tensor(list(seeds.values()), dtype=torch.float64)
-            summary[model]["per_seed_mean_test_accuracy"] = seeds
-            summary[model]["seed_std_of_mean_test_accuracy"] = float(means.std())
-            vals = {name: sum(by.values()) / len(by) for name, by in entry["val_by_seed"].items() if name in seeds}
-            summary[model]["per_seed_mean_val_accuracy"] = vals
-            summary[model]["seed_std_of_mean_val_accuracy"] = float(torch.tensor(list(vals.values()),
-                                                                                 dtype=torch.float64).std())
+        complete = {name: by for name, by in entry["by_seed"].items()
+                    if len(by) == len(entry["test_accuracy"])}  # seeds with every fold
+        if len(complete) > 1:  # how far the LOSO mean itself moves with the seed
+            for key in ("test_accuracy", "val_accuracy"):
+                means = {name: sum(m[key] for m in by.values()) / len(by) for name, by in complete.items()}
+                summary[model][f"per_seed_mean_{key}"] = means
+                summary[model][f"seed_std_of_mean_{key}"] = float(torch.tensor(list(means.values()),
+                                                                              dtype=torch.float64).std())
         s = summary[model]
         notes.append(f"LOSO {model}: test accuracy {100 * s['mean_test_accuracy']:.2f} ± {100 * s['std_test_accuracy']:.2f}% "
                      f"over {s['folds']} held-out speakers (worst {worst} {100 * s['min_test_accuracy']:.2f}%); "

@@ -206,6 +206,10 @@ LOSO_ABLATIONS = (
 )
 
 
+#: the issue's leave-one-speaker-out command with seeds 1 and 2 in one invocation
+LOSO_SEEDS = "docs/results/audio-digits-loso-defaults-seeds12.metrics.json"
+
+
 def loso_comparison(path: str, models: tuple[str, ...] = ("window(w=8)", "cnn")) -> tuple[Figure, ...]:
     """A leave-one-speaker-out record's figures: each model's mean and worst fold, every held-out speaker, and
     the mean validation accuracy."""
@@ -306,17 +310,17 @@ TABLES: tuple[Table, ...] = (
                      "loso --attention window --baselines cnn --threads 2`."),
     FigureTable("audio-loso-seeds", (
         *(figure for model in ("window(w=8)", "cnn") for figure in (
-            Figure(f"{model}: mean test accuracy over the 6 held-out speakers, {{key}}", "docs/results/audio-digits-loso-defaults-seeds12.metrics.json",
+            Figure(f"{model}: mean test accuracy over the 6 held-out speakers, {{key}}", LOSO_SEEDS,
                    f"loso.{model}.per_seed_mean_test_accuracy.*", scale=100, unit="%"),
-            Figure(f"{model}: mean validation accuracy, {{key}}", "docs/results/audio-digits-loso-defaults-seeds12.metrics.json",
+            Figure(f"{model}: mean validation accuracy, {{key}}", LOSO_SEEDS,
                    f"loso.{model}.per_seed_mean_val_accuracy.*", scale=100, unit="%"),
-            Figure(f"{model}: std over the two seeds of the mean test accuracy", "docs/results/audio-digits-loso-defaults-seeds12.metrics.json",
+            Figure(f"{model}: std over the two seeds of the mean test accuracy", LOSO_SEEDS,
                    f"loso.{model}.seed_std_of_mean_test_accuracy", scale=100, unit=" points"),
-            Figure(f"{model}: std over the two seeds of the mean validation accuracy", "docs/results/audio-digits-loso-defaults-seeds12.metrics.json",
+            Figure(f"{model}: std over the two seeds of the mean validation accuracy", LOSO_SEEDS,
                    f"loso.{model}.seed_std_of_mean_val_accuracy", scale=100, unit=" points"))),
-        Figure("cnn ahead of window(w=8) on the mean test accuracy, {key} (target: at most 3 points)", "docs/results/audio-digits-loso-defaults-seeds12.metrics.json",
+        Figure("cnn ahead of window(w=8) on the mean test accuracy, {key} (target: at most 3 points)", LOSO_SEEDS,
                "loso.cnn.gap_to_reference.per_seed.*", scale=100, unit=" points"),
-        Figure("cnn ahead of window(w=8), both seeds together (target: at most 3 points)", "docs/results/audio-digits-loso-defaults-seeds12.metrics.json",
+        Figure("cnn ahead of window(w=8), both seeds together (target: at most 3 points)", LOSO_SEEDS,
                "loso.cnn.gap_to_reference.mean", scale=100, unit=" points"),
     ), note="The issue's command with seeds 1 and 2 in one invocation: `python -m audio compare --task digits --split "
             "loso --attention window --baselines cnn --seeds 2 --seed 1 --threads 2` (run beside the mixup row's run; "
