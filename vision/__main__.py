@@ -2,14 +2,15 @@
 
     python -m vision compare [--dataset cifar10] [--models attention,cnn,resnet] [--epochs 15]
     python -m vision compare --quick
-    python -m vision sweep [--fractions 0.01,0.05,0.2,1.0] [--models attention,cnn]
+    python -m vision sweep [--fractions 0.01,0.05,0.2,1.0] [--models attention,cnn] [--seeds 3]
     python -m vision attention-map --checkpoint runs/vision/compare/attention/seed0/best.pt IMAGE [--pixel ROW COL]
     python -m vision conv-check
 
 ``compare`` and ``sweep`` run through the experiment runner (``core.lab.runner``, training in
 ``vision.train``): each model trains for ``--epochs`` passes with a schedule counted in steps, keeps the
 weights best on the validation split (the tree's ``val/`` or a seeded share held out of the training
-images) and is scored on test once. ``attention-map`` shows where each attention layer of a trained model
+images) and is scored on test once; ``sweep`` scales the epochs per fraction of the training set
+(``vision.train.sweep_schedule``). ``attention-map`` shows where each attention layer of a trained model
 looks from one query pixel; ``conv-check`` rebuilds a convolution as self-attention.
 """
 
@@ -30,7 +31,7 @@ from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_ima
 from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
 from vision.train import (CONTRACT, ROLE, TrainConfig, VisionData, compare_notes, load_model, load_vision_data,
-                          sweep_specs, train_config_for, train_one)
+                          sweep_specs, sweep_summary, train_config_for, train_one)
 
 #: --quick: CIFAR-10's first 1000 training (10% of them held out for validation) and 200 test images per class,
 #: shrunk to 16x16 pixels (a quarter of the tokens), attention and the CNN, 5 epochs of batches of 64 without
@@ -64,11 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
                               f"{QUICK_FLOOR:.0%}% test accuracy (a flag given explicitly wins; the report says so)")
     sweep = commands.add_parser(
         "sweep", help="train on fractions of the training set: test accuracy vs training-set size",
-        description="Train each model on stratified fractions of the training set with one protocol: every fraction "
-                    "gets about the same optimizer steps (--epochs / fraction passes) and as many validations.")
+        description="Train each model on stratified fractions of the training set with one protocol: a fraction f "
+                    "trains for --epochs / sqrt(f) epochs (the full set for --epochs, the comparison's schedule), is "
+                    "validated about --epochs times, and keeps its best epoch on validation. The report gives, per "
+                    "fraction, the CNN's lead over attention seed by seed (mean and spread) and how much validation "
+                    "still rose in each run's last third (near 0: converged).")
     sweep.add_argument("--fractions", type=number_list(float), default="0.01,0.05,0.2,1.0",
                        help="comma-separated fractions of the training set (default: 0.01,0.05,0.2,1.0)")
-    for sub, models, epochs in ((compare, "attention,cnn,resnet", 15), (sweep, "attention,cnn", 4)):
+    sweep.add_argument("--all-seeds-up-to", type=float, default=0.05, metavar="F",
+                       help="fractions up to F train with every seed of --seeds, larger ones with the first seed "
+                            "only (small subsets vary from seed to seed and train fast) (default: 0.05)")
+    for sub, models, epochs in ((compare, "attention,cnn,resnet", 15), (sweep, "attention,cnn", 15)):
         sub.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagefolder"],
                          help="cifar10: <data root>/cifar10-jpg (ImageFolder copy) or torchvision's download; "
                               "imagefolder: --data-dir ROOT with ROOT/train/<class>/*, ROOT/test/<class>/* (and "
@@ -76,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--image-size", type=positive_int, help="resize every image to this square size, bilinear (default: as stored)")
         sub.add_argument("--models", type=subset_of(MODEL_NAMES), default=models,
                          help=f"comma-separated, from {', '.join(MODEL_NAMES)} (default: {models})")
-        add_schedule_args(sub, epochs=epochs)
+        add_schedule_args(sub, epochs=epochs, epochs_help=None if sub is compare else
+                          f"epochs on the full training set; a fraction f gets --epochs / sqrt(f) (default: {epochs})")
         sub.add_argument("--patience", type=positive_int, help="stop after this many epochs without a better "
                                                                "validation accuracy (default: none)")
         sub.add_argument("--batch-size", type=positive_int, help="images per step (default: 128, ResNet 256)")
@@ -197,16 +205,22 @@ def run_sweep(args) -> int:
     fractions = sorted(args.fractions)
     if any(not 0 < f <= 1 for f in fractions):
         raise UsageError(f"--fractions must be numbers in (0, 1], got {args.fractions!r}")
+    if not 0 <= args.all_seeds_up_to <= 1:
+        raise UsageError(f"--all-seeds-up-to must be a fraction in [0, 1], got {args.all_seeds_up_to}")
     names, data, prepared = prepare(args)
-    specs, rows = sweep_specs({name: train_config(args, name) for name in names}, prepared["configs"], fractions)
+    specs, rows = sweep_specs({name: train_config(args, name) for name in names}, prepared["configs"], fractions,
+                              all_seeds_up_to=args.all_seeds_up_to)
     experiment = Experiment(
         domain="vision", dataset=data.name, title=f"Vision: accuracy vs training-set size on {data.name}",
         contract=CONTRACT, specs=specs, train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, data=data,
                                                                                  kind=rows[spec.name][0]),
         data_identity=prepared["identity"], bookkeeping_table=["train_images", "epochs", "steps", "seconds"],
-        figures=functools.partial(sweep_figures, specs=rows),
-        intro="Each model is trained on stratified fractions of the training images with one protocol: about the "
-              "same optimizer steps and schedule for every fraction, augmentation on, the epoch kept by validation.",
+        figures=functools.partial(sweep_figures, specs=rows), summary=functools.partial(sweep_summary, rows=rows),
+        intro="Each model is trained on stratified fractions of the training images with one protocol: a fraction f "
+              f"for {args.epochs} / sqrt(f) epochs (the full set for {args.epochs}), validated about {args.epochs} "
+              "times, augmentation on, the epoch kept by validation; fractions up to "
+              f"{100 * args.all_seeds_up_to:g}% with every seed, larger ones with the first. The two models of one "
+              "seed train on the same subset, so the CNN's lead is taken seed by seed.",
         notes=[f"validation: {len(data.val)} images ({prepared['how']}), the same for every fraction"],
         extra={"command_name": "sweep", "fractions": fractions})
     run_experiment(experiment, RunnerOptions.from_args(args))

@@ -1,5 +1,6 @@
 """Figures of the vision comparison: validation accuracy against training time, test accuracy against the
-training-set size, and where each attention layer of a trained model looks from one query pixel.
+training-set size with the CNN's lead over attention, and where each attention layer of a trained model looks
+from one query pixel.
 
 Figures are ``matplotlib.figure.Figure``s (no pyplot state) saved to ``path``. ``compare_figures`` and
 ``sweep_figures`` draw what ``python -m vision compare`` / ``sweep`` put in their reports, from the
@@ -10,16 +11,18 @@ Legend: C channels, H/W image height/width, h/w a layer's grid.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
 from core.capture import capture_attention
-from core.lab.plots import plot_learning_curves, plot_series, save_figure
+from core.lab.plots import plot_learning_curves, save_figure
 from core.lab.runner import RunRecord
+from vision.train import seed_gaps, sweep_groups
 
-__all__ = ["plot_accuracy_vs_time", "compare_figures", "sweep_figures", "plot_attention_map"]
+__all__ = ["plot_accuracy_vs_time", "compare_figures", "sweep_figures", "plot_sweep_gap", "plot_attention_map"]
 
 
 def plot_accuracy_vs_time(records: dict[str, list[RunRecord]], path: Path) -> Figure:
@@ -54,23 +57,67 @@ def compare_figures(records: dict[str, list[RunRecord]], out: Path) -> list[tupl
             ("Validation accuracy per epoch, first seed of each model", "learning_curves.png")]
 
 
-def sweep_figures(records: dict[str, list[RunRecord]], out: Path, *, specs: dict) -> list[tuple[str, str]]:
-    """Test accuracy (mean over seeds) against training images, one line per model.
+def sweep_figures(records: dict[str, list[RunRecord]], out: Path, *, specs: dict,
+                  reference: str = "cnn") -> list[tuple[str, str]]:
+    """Test accuracy against training images, one line per model (mean over seeds, bars ± std), and the
+    ``reference`` model's lead over attention at each size: every seed a dot, the mean ± std over seeds.
 
     Args:
         specs (dict[str, tuple[str, float]]): per row name, ``(model kind, fraction)``.
     """
-    series: dict[str, dict[int, float]] = {}
-    for name, runs in records.items():
-        kind, _ = specs[name]
-        if runs:
-            images = int(runs[0].bookkeeping["train_images"])
-            series.setdefault(kind, {})[images] = 100 * sum(r.metrics["test_accuracy"] for r in runs) / len(runs)
-    sizes = sorted({size for points in series.values() for size in points})
-    plot_series(sizes, {kind: [points[s] for s in sizes if s in points] for kind, points in series.items()},
-                xlabel="training images", ylabel="test accuracy (%)", logx=True,
-                title="Test accuracy against training-set size", path=Path(out) / "sweep.png")
-    return [("Test accuracy against training-set size (scored once per run; validation kept the epoch)", "sweep.png")]
+    out = Path(out)
+    groups = sweep_groups(records, specs)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for kind in dict.fromkeys(kind for models in groups.values() for kind in models):
+        points = [(int(models[kind][0].bookkeeping["train_images"]),
+                   [100 * r.metrics["test_accuracy"] for r in models[kind]])
+                  for models in groups.values() if kind in models]
+        ax.errorbar([size for size, _ in points], [statistics.fmean(a) for _, a in points],
+                    yerr=[statistics.stdev(a) if len(a) > 1 else 0.0 for _, a in points], marker="o", capsize=4,
+                    label=kind)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Test accuracy against training-set size (mean ± std over seeds)")
+    save_figure(fig, out / "sweep.png")
+    figures = [("Test accuracy against training-set size (scored once per run; validation kept the epoch; "
+                "bars: std over seeds)", "sweep.png")]
+    paired = {int(models["attention"][0].bookkeeping["train_images"]): seed_gaps(models, "test", reference)
+              for models in groups.values() if "attention" in models and reference in models}
+    if paired:
+        plot_sweep_gap(paired, reference, out / "sweep_gap.png")
+        figures.append((f"The {reference}'s lead over attention in test accuracy at each training-set size: each "
+                        "seed a dot (both models of a seed saw the same subset), the line the mean ± std",
+                        "sweep_gap.png"))
+    return figures
+
+
+def plot_sweep_gap(paired: dict[int, list[float]], reference: str, path: Path) -> Figure:
+    """``reference``'s lead over attention (accuracy, a fraction) against training images: every seed a grey
+    dot, the mean ± sample std over seeds a line with bars.
+
+    Args:
+        paired (dict[int, list[float]]): per training-set size, the seed-by-seed leads (``seed_gaps``).
+    """
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    sizes = sorted(paired)
+    for size in sizes:
+        ax.scatter([size] * len(paired[size]), [100 * g for g in paired[size]], color="grey", s=18, zorder=3)
+    ax.errorbar(sizes, [100 * statistics.fmean(paired[s]) for s in sizes],
+                yerr=[100 * statistics.stdev(paired[s]) if len(paired[s]) > 1 else 0.0 for s in sizes],
+                marker="o", capsize=4, color="C3", label="mean ± std over seeds")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images")
+    ax.set_ylabel(f"{reference} − attention, test accuracy (points)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"The {reference}'s lead over attention against training-set size (dots: seeds)")
+    return save_figure(fig, path)
 
 
 def plot_attention_map(model: torch.nn.Module, image: torch.Tensor, dataset: dict, row: int, col: int,

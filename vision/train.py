@@ -17,6 +17,8 @@ Legend: B batch, C channels, H/W image height/width.
 from __future__ import annotations
 
 import hashlib
+import math
+import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,9 +33,9 @@ from core.lab.schedule import warmup_cosine_scheduler
 from vision.data import ImageBatches, ImageSplit, channel_stats, holdout, load_dataset
 from vision.models import build_model, flops_per_image
 
-__all__ = ["CONTRACT", "ROLE", "DESCRIPTION", "TrainConfig", "train_config_for", "compare_notes", "sweep_specs",
-           "VisionData", "load_vision_data", "train_one", "accuracy", "make_optimizer", "classification_step",
-           "timed_steps", "load_model"]
+__all__ = ["CONTRACT", "ROLE", "DESCRIPTION", "TrainConfig", "train_config_for", "compare_notes", "sweep_schedule",
+           "sweep_specs", "late_gain", "sweep_groups", "seed_gaps", "sweep_summary", "VisionData", "load_vision_data", "train_one", "accuracy",
+           "make_optimizer", "classification_step", "timed_steps", "load_model"]
 
 #: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).
 CONTRACT = MetricsContract(headline="test_accuracy", select="val_accuracy", mode="max")
@@ -126,21 +128,103 @@ def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: 
                if "flip" in augment else "; no flip test-time augmentation")]
 
 
-def sweep_specs(recipes: dict[str, TrainConfig], configs: dict, fractions: list[float]
-                ) -> tuple[list[ModelSpec], dict[str, tuple[str, float]]]:
-    """The data-size sweep's rows, ``"MODEL @ P%"``: each model's recipe on every fraction, for ``1 / fraction``
-    times its epochs (about the same optimizer steps and as many validations for every fraction). Returns the
-    rows and ``{row: (model, fraction)}``."""
+def sweep_schedule(epochs: int, fraction: float) -> tuple[int, int]:
+    """Epochs and validation interval of one fraction of the data-size sweep.
+
+    A fraction ``f`` of the training images trains for ``epochs / sqrt(f)`` epochs, rounded up, and is
+    validated about ``epochs`` times (every ``round(that / epochs)`` epochs). The full set gets ``epochs``, the
+    comparison's schedule; a small set gets more passes, because one pass over it is only ``f`` of the steps,
+    but fewer steps than the full set (``epochs * sqrt(f)`` full-set passes' worth), because it has less to
+    learn. Equal steps at every fraction (``epochs / f`` passes) would over-train the small sets and leave the
+    full one at a budget chosen for them; equal epochs would starve the small sets. Whether a run had
+    converged is read off its validation curve (``sweep_summary``'s late gain), not assumed.
+
+    Returns:
+        (int, int): the epochs and the validation interval in epochs.
+    """
+    passes = math.ceil(round(epochs / math.sqrt(fraction), 6))
+    return passes, max(1, round(passes / epochs))
+
+
+def sweep_specs(recipes: dict[str, TrainConfig], configs: dict, fractions: list[float],
+                all_seeds_up_to: float = 0.05) -> tuple[list[ModelSpec], dict[str, tuple[str, float]]]:
+    """The data-size sweep's rows, ``"MODEL @ P%"``: each model's recipe on every fraction, on the schedule of
+    ``sweep_schedule`` (the recipe's ``epochs`` are the full set's). Fractions up to ``all_seeds_up_to`` train
+    with every seed of the command, larger ones with the first only: small subsets differ from seed to seed
+    and their runs are cheap. Returns the rows and ``{row: (model, fraction)}``."""
     specs, rows = [], {}
     for name, base in recipes.items():
         for f in fractions:
-            k = max(1, round(1 / f))
-            train = train_config_for(name, batch_size=base.batch_size, epochs=base.epochs * k, fraction=f,
-                                     eval_every=k, patience=None, augment=base.augment)
+            epochs, eval_every = sweep_schedule(base.epochs, f)
+            train = train_config_for(name, batch_size=base.batch_size, epochs=epochs, fraction=f,
+                                     eval_every=eval_every, patience=base.patience, augment=base.augment)
             row = f"{name} @ {100 * f:g}%"
-            specs.append(ModelSpec(row, ROLE[name], configs[name], train=train))
+            specs.append(ModelSpec(row, ROLE[name], configs[name], train=train,
+                                   seeds=None if f <= all_seeds_up_to else 1))
             rows[row] = (name, f)
     return specs, rows
+
+
+def late_gain(history: list[dict], share: float = 1 / 3) -> float:
+    """How much a run's best validation accuracy rose in the last ``share`` of its epochs: the best over the
+    whole run minus the best over the epochs before that last share (0 when the run peaked earlier). Near 0:
+    more epochs of this schedule would not have helped (converged on validation); large: still learning."""
+    scored = [(row["epoch"], row["val_accuracy"]) for row in history if "val_accuracy" in row]
+    if not scored:
+        raise ValueError("the run's history holds no validation accuracy")
+    cut = max(row["epoch"] for row in history) * (1 - share)
+    early = [accuracy for epoch, accuracy in scored if epoch <= cut]
+    return max(a for _, a in scored) - (max(early) if early else 0.0)
+
+
+def sweep_groups(records: dict[str, list[RunRecord]], rows: dict[str, tuple[str, float]]
+                 ) -> dict[float, dict[str, list[RunRecord]]]:
+    """The sweep's records by fraction (ascending), then by model kind, each list in seed order."""
+    groups: dict[float, dict[str, list[RunRecord]]] = {}
+    for name, runs in records.items():
+        kind, fraction = rows[name]
+        if runs:
+            groups.setdefault(fraction, {})[kind] = runs
+    return dict(sorted(groups.items()))
+
+
+def seed_gaps(models: dict[str, list[RunRecord]], split: str, reference: str = "cnn") -> list[float]:
+    """``reference``'s accuracy minus the attention model's on ``split``, seed by seed: the two runs of one
+    seed trained on the same subset, so their difference is free of the subset's luck."""
+    return [ref.metrics[f"{split}_accuracy"] - att.metrics[f"{split}_accuracy"]
+            for ref, att in zip(models[reference], models["attention"])]
+
+
+def sweep_summary(records: dict[str, list[RunRecord]], results, *, rows: dict[str, tuple[str, float]],
+                  reference: str = "cnn") -> tuple[list[str], dict]:
+    """The sweep's conclusion: at each fraction, the ``reference`` model's lead over the attention model in
+    test and validation accuracy seed by seed (``seed_gaps``) with its mean and sample std over seeds, and
+    each row's mean late gain (``late_gain``).
+
+    Returns:
+        (list[str], dict): report notes and ``{"sweep": {"<P>%": {...}}}`` for metrics.json.
+    """
+    summary, notes = {}, []
+    for fraction, models in sweep_groups(records, rows).items():
+        entry = {"train_images": int(next(iter(models.values()))[0].bookkeeping["train_images"]),
+                 "late_gain": {kind: statistics.fmean(late_gain(r.history) for r in runs)
+                               for kind, runs in models.items()}}
+        if "attention" in models and reference in models:
+            for split in ("test", "val"):
+                gaps = seed_gaps(models, split, reference)
+                entry[f"{split}_gap"] = gaps
+                entry[f"mean_{split}_gap"] = statistics.fmean(gaps)
+                entry[f"std_{split}_gap"] = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+            notes.append(f"{100 * fraction:g}% ({entry['train_images']:,} images): {reference} − attention "
+                         f"{100 * entry['mean_test_gap']:+.2f} points test, {100 * entry['mean_val_gap']:+.2f} "
+                         f"validation, over {len(entry['test_gap'])} seed(s)"
+                         + (f" (test std {100 * entry['std_test_gap']:.2f})" if len(entry["test_gap"]) > 1 else ""))
+        summary[f"{100 * fraction:g}%"] = entry
+    notes.append("late gain (validation accuracy won in the last third of a run's epochs, points): "
+                 + "; ".join(f"{kind} @ {key} {100 * gain:.2f}" for key, entry in summary.items()
+                             for kind, gain in entry["late_gain"].items())
+                 + " (near 0: converged on validation)")
+    return notes, {"sweep": summary}
 
 
 @dataclass

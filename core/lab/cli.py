@@ -92,7 +92,8 @@ def number_list(kind: type = int, *, minimum: float | None = None) -> Callable[[
     return parse
 
 
-def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budget: bool = True) -> None:
+def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budget: bool = True,
+                      epochs_help: str | None = None) -> None:
     """Add ``--epochs`` (>= 1), ``--checkpoint-every`` (steps, >= 1) and, when ``time_budget``,
     ``--time-budget`` (minutes per run, >= 0; 0 or absent: none).
 
@@ -100,9 +101,11 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budg
         parser (argparse.ArgumentParser): the command's parser.
         epochs (int): the default number of epochs.
         time_budget (bool): add ``--time-budget``. (default: ``True``)
+        epochs_help (str, optional): ``--epochs``' help where it means more than the epochs of every run.
+            (default: ``None``: "most epochs per model and seed")
     """
     parser.add_argument("--epochs", type=positive_int, default=epochs,
-                        help=f"most epochs per model and seed (default: {epochs})")
+                        help=epochs_help or f"most epochs per model and seed (default: {epochs})")
     parser.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="STEPS",
                         help="also save the run's state every STEPS training steps inside an epoch, so a run "
                              "killed mid-epoch resumes from there, exactly (default: at the end of each epoch)")

@@ -59,19 +59,32 @@ def test_a_val_folder_is_the_validation_split(tmp_path, make_image_folder, monke
     assert (data["train"], data["val"], data["test"]) == (6, 6, 6) and "val/" in data["validation"]
 
 
-def test_sweep_trains_every_fraction_with_about_the_same_steps(tmp_path, make_image_folder, monkeypatch):
+def test_sweep_scales_epochs_per_fraction_and_reports_the_cnns_lead(tmp_path, make_image_folder, monkeypatch):
     monkeypatch.setenv("ATTNLAB_THREADS", "1")
     root = make_image_folder(tmp_path / "tree", classes=("a", "b"), per_class=10, size=(8, 8))
     out = tmp_path / "sweep"
     main(["sweep", "--dataset", "imagefolder", "--data-dir", str(root), "--fractions", "0.5,1.0",
-          "--models", "resnet", "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.2", "--out", str(out),
-          "--no-progress"])
-    rows = {r["model"]: r for r in json.loads((out / "metrics.json").read_text())["results"]}
-    assert set(rows) == {"resnet @ 50%", "resnet @ 100%"}
-    assert rows["resnet @ 50%"]["bookkeeping"]["train_images"] == 8
-    assert rows["resnet @ 100%"]["bookkeeping"]["train_images"] == 16
-    assert rows["resnet @ 50%"]["bookkeeping"]["steps"] == rows["resnet @ 100%"]["bookkeeping"]["steps"] == 4
-    assert (out / "sweep.png").stat().st_size > 0
+          "--models", "attention,cnn", "--dims", "8,8", "--depths", "1,1", "--epochs", "2", "--batch-size", "4",
+          "--val-fraction", "0.2", "--seeds", "2", "--all-seeds-up-to", "0.5", "--out", str(out), "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(metrics) == []
+    rows = {r["model"]: r for r in metrics["results"]}
+    assert set(rows) == {"attention @ 50%", "attention @ 100%", "cnn @ 50%", "cnn @ 100%"}
+    assert rows["cnn @ 50%"]["bookkeeping"]["train_images"] == 8
+    assert rows["cnn @ 100%"]["bookkeeping"]["train_images"] == 16
+    # 50%: ceil(2 / sqrt(0.5)) = 3 epochs of 2 batches; 100%: 2 epochs of 4 batches.
+    assert rows["cnn @ 50%"]["bookkeeping"]["steps"] == 6 and rows["cnn @ 100%"]["bookkeeping"]["steps"] == 8
+    assert len(rows["attention @ 50%"]["runs"]) == 2 and len(rows["attention @ 100%"]["runs"]) == 1  # seeds up to 50%
+    lead = metrics["sweep"]["50%"]
+    assert len(lead["test_gap"]) == 2 and set(lead["late_gain"]) == {"attention", "cnn"}
+    assert len(metrics["sweep"]["100%"]["test_gap"]) == 1
+    report = (out / "report.md").read_text()
+    assert "cnn − attention" in report and "sqrt(f)" in report
+    for figure in ("sweep.png", "sweep_gap.png"):
+        assert (out / figure).stat().st_size > 0
+    with pytest.raises(SystemExit, match="--all-seeds-up-to must be a fraction"):
+        main(["sweep", "--dataset", "imagefolder", "--data-dir", str(root), "--all-seeds-up-to", "2",
+              "--out", str(tmp_path / "bad")])
 
 
 def test_dims_and_depths_resize_both_pixel_hierarchies(tmp_path, tiny_gray_set, monkeypatch, capsys):
