@@ -153,8 +153,8 @@ def sweep_specs(recipes: dict[str, TrainConfig], configs: dict, fractions: list[
     with every seed of the command, larger ones with the first only: small subsets differ from seed to seed
     and their runs are cheap. Returns the rows and ``{row: (model, fraction)}``."""
     specs, rows = [], {}
-    for name, base in recipes.items():
-        for f in fractions:
+    for f in fractions:  # fraction by fraction: an interrupted sweep has both models of its first fractions
+        for name, base in recipes.items():
             epochs, eval_every = sweep_schedule(base.epochs, f)
             train = train_config_for(name, batch_size=base.batch_size, epochs=epochs, fraction=f,
                                      eval_every=eval_every, patience=base.patience, augment=base.augment)

@@ -32,8 +32,8 @@ def test_small_fractions_train_every_seed_and_larger_ones_the_first():
     recipes = {name: train_config_for(name, epochs=15) for name in ("attention", "cnn")}
     specs, rows = sweep_specs(recipes, {"attention": "A", "cnn": "C"}, [0.01, 0.05, 1.0], all_seeds_up_to=0.05)
     by_name = {spec.name: spec for spec in specs}
-    assert list(by_name) == ["attention @ 1%", "attention @ 5%", "attention @ 100%",
-                             "cnn @ 1%", "cnn @ 5%", "cnn @ 100%"]
+    assert list(by_name) == ["attention @ 1%", "cnn @ 1%", "attention @ 5%", "cnn @ 5%",
+                             "attention @ 100%", "cnn @ 100%"]
     assert [by_name[f"cnn @ {p}"].seeds for p in ("1%", "5%", "100%")] == [None, None, 1]
     assert (by_name["attention @ 1%"].train.epochs, by_name["attention @ 1%"].train.eval_every) == (150, 10)
     assert by_name["cnn @ 100%"].train.epochs == 15 and by_name["cnn @ 100%"].train.fraction == 1.0
