@@ -121,6 +121,9 @@ class Figure:
         std_path (str, optional): a second path whose value is shown as `` ± std``. (default: ``None``)
         count_path (str, optional): a list whose length is shown as the number of runs, ``(n = 3)``. (default: ``None``)
         notation (str, optional): ``"f"`` fixed point or ``"e"`` scientific (``1.9e-06``). (default: ``"f"``)
+        minus_path (str, optional): a path in the same record whose value is subtracted from ``path``'s: a
+            lead or a gap between two figures of one run, e.g. one model's accuracy minus another's.
+            (default: ``None``)
     """
 
     label: str
@@ -132,6 +135,7 @@ class Figure:
     std_path: str | None = None
     count_path: str | None = None
     notation: str = "f"
+    minus_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -715,7 +719,8 @@ def _expand(figure: Figure, data: dict) -> list[Figure]:
         if "." in key or "[" in key:
             raise RecordError(f"{figure.record}: key {key!r} under {'.'.join(parts[:where])!r} cannot be a path segment")
     return [replace(figure, label=figure.label.replace("{key}", key), path=fill(figure.path, key),
-                    std_path=fill(figure.std_path, key)) for key in mapping]
+                    std_path=fill(figure.std_path, key), count_path=fill(figure.count_path, key),
+                    minus_path=fill(figure.minus_path, key)) for key in mapping]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -800,8 +805,13 @@ def render_table(table: Table, root: Path = REPO, document: str | None = None, _
         for figure in (row for each in table.figures for row in _expand(each, _load(root, each.record, cache))):
             data = _load(root, figure.record, cache)
             value = lookup(data, figure.path, figure.record)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise RecordError(f"{figure.record}: {figure.path!r} is {value!r}, not a number")
+            for path, number in ((figure.path, value),
+                                 *([(figure.minus_path, lookup(data, figure.minus_path, figure.record))]
+                                   if figure.minus_path else [])):
+                if not isinstance(number, (int, float)) or isinstance(number, bool):
+                    raise RecordError(f"{figure.record}: {path!r} is {number!r}, not a number")
+            if figure.minus_path:
+                value -= lookup(data, figure.minus_path, figure.record)
             text = _number(value * figure.scale, figure.digits, notation=figure.notation) + figure.unit
             if figure.std_path is not None:
                 runs = len(lookup(data, figure.count_path, figure.record)) if figure.count_path else None

@@ -119,6 +119,21 @@ def test_a_star_segment_lists_every_key_the_record_holds(repo):
         render_table(FigureTable("x", (Figure("{key}", "benchmarks/results/folds.json", "loso.*.acc.*"),)), repo)
 
 
+def test_a_figure_can_be_the_difference_of_two_values_of_one_record(repo):
+    (repo / "benchmarks/results/lead.json").write_text(json.dumps(
+        {"sweep": {"1%": {"cnn": 0.43, "att": 0.33, "n": [1, 2, 3]}, "5%": {"cnn": 0.60, "att": 0.62, "n": [1]}}}))
+    lead = Figure("{key}: cnn − attention", "benchmarks/results/lead.json", "sweep.*.cnn", minus_path="sweep.*.att",
+                  scale=100, unit=" points", count_path="sweep.*.n", std_path="sweep.*.att")
+    rows = [line.split(" | ")[:2] for line in render_table(FigureTable("x", (lead,)), repo).splitlines()
+            if "cnn − attention" in line]
+    # 43 - 33 = 10 (not 43 or 33, nor 33 - 43); a single run shows no spread; each key counts its own runs.
+    assert rows == [["| 1%: cnn − attention", "10.00 ± 33.00 points (n = 3)"],
+                    ["| 5%: cnn − attention", "-2.00 points (n = 1)"]]
+    with pytest.raises(RecordError, match="'sweep.1%.n' is \\[1, 2, 3\\], not a number"):
+        render_table(FigureTable("x", (Figure("x", "benchmarks/results/lead.json", "sweep.1%.cnn",
+                                              minus_path="sweep.1%.n"),)), repo)
+
+
 def test_every_defined_table_renders_from_the_committed_records():
     for table in results.TABLES:
         assert render_table(table).count("\n|") >= 2, table.name
