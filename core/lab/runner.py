@@ -23,7 +23,8 @@ The runner owns:
   ``record.json`` (the finished run's :class:`RunRecord`);
 - resume: a finished run with the same identity is loaded, not retrained; an interrupted one continues
   from ``last.pt``; a run whose identity (model config, training config, seed, data) differs from the
-  stored one is refused, naming what differs, before anything is written;
+  stored one is refused, naming what differs, before anything is written (a field added to a configuration
+  since the run was stored, and now at its default, is no difference: the stored run is the same run);
 - a lock file ``<out>/.lock``: a second run on the same ``--out`` refuses while the first is alive;
 - orphaned ``*.tmp`` files (a writer killed mid-checkpoint) are removed at start;
 - mean and sample std over seeds of every metric, bookkeeping kept apart (never averaged among metrics);
@@ -43,6 +44,7 @@ FLOPs are bookkeeping and go to ``RunRecord.bookkeeping``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import json
 import logging
@@ -389,6 +391,8 @@ def run_experiment(experiment: Experiment, options: RunnerOptions) -> Experiment
     out = Path(options.out)
     plan = [(spec, seed) for spec in experiment.specs for seed in options.seeds[: spec.seeds or None]]
     identities = {(spec.name, seed): _identity(experiment, spec, seed, info) for spec, seed in plan}
+    if options.resume:  # a run saved before a field was added, at that field's default, is this run
+        _adopt_older_identities(out, plan, identities, experiment)
 
     lock = None
     if info.is_main:
@@ -545,20 +549,59 @@ def _identity(experiment: Experiment, spec: ModelSpec, seed: int, info: DistInfo
     })
 
 
-def identity_differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """The dotted paths at which two plain (JSON-like) values differ, e.g. ``["config.hidden: 8 -> 16"]``."""
+def field_defaults(obj: Any) -> dict | None:
+    """The plain default value of every field of a dataclass instance that has one (a nested dataclass
+    field without a default: the defaults of its own fields); ``None`` for anything else."""
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return None
+    defaults = {}
+    for f in dataclasses.fields(obj):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = to_plain(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = to_plain(f.default_factory())
+        elif (nested := field_defaults(getattr(obj, f.name))) is not None:
+            defaults[f.name] = nested
+    return defaults
+
+
+def identity_differences(saved: Any, current: Any, prefix: str = "", defaults: Any = None) -> list[str]:
+    """The dotted paths at which two plain (JSON-like) values differ, e.g. ``["config.hidden: 8 -> 16"]``.
+
+    ``defaults`` (a tree like ``current``'s, of default values) forgives a key that ``saved`` lacks where
+    ``current`` holds that key's default: a field added to a configuration after the run was saved, at the
+    value the saved run in effect had. A key that ``current`` lacks, or holds at another value, still differs.
+    """
     if isinstance(saved, dict) and isinstance(current, dict):
         found = []
+        defaults = defaults if isinstance(defaults, dict) else {}
         for key in sorted(set(saved) | set(current)):
             path = f"{prefix}.{key}" if prefix else str(key)
             if key not in saved:
-                found.append(f"{path}: (absent) -> {current[key]!r}")
+                if key not in defaults or defaults[key] != current[key]:
+                    found.append(f"{path}: (absent) -> {current[key]!r}")
             elif key not in current:
                 found.append(f"{path}: {saved[key]!r} -> (absent)")
             else:
-                found += identity_differences(saved[key], current[key], path)
+                found += identity_differences(saved[key], current[key], path, defaults.get(key))
         return found
     return [] if saved == current else [f"{prefix or 'value'}: {saved!r} -> {current!r}"]
+
+
+def _adopt_older_identities(out: Path, plan: list, identities: dict, experiment: Experiment) -> None:
+    """Where a stored run's identity lacks only fields added since, each at its default now, that stored
+    identity is this run's (so its record loads and its ``last.pt`` resumes); every rank reads the same files."""
+    for spec, seed in plan:
+        file = run_dir_of(out, spec.name, seed) / "identity.json"
+        if not file.exists():
+            continue
+        saved, current = json.loads(file.read_text()), identities[(spec.name, seed)]
+        defaults = {"config": field_defaults(spec.config),
+                    "train": field_defaults(spec.train if spec.train is not None else experiment.config)}
+        if saved != current and not identity_differences(saved, current, defaults=defaults):
+            logger.info("%s: stored before %s existed; resuming it as the same run", file.parent,
+                        ", ".join(d.split(":")[0] for d in identity_differences(saved, current)))
+            identities[(spec.name, seed)] = saved
 
 
 def _check_identities(out: Path, plan: list, identities: dict) -> None:

@@ -1,5 +1,6 @@
 """core.lab.runner with a tiny synthetic domain: run folders, mean ± std, the contract, resume, refusals, lock."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -160,6 +161,63 @@ def test_identity_differences_name_the_paths():
     now = {"config": {"hidden": 16, "lr": 0.1}, "seed": 0, "data": {"files": "b", "extra": 1}}
     assert identity_differences(saved, now) == ["config.hidden: 8 -> 16", "data.extra: (absent) -> 1",
                                                 "data.files: 'a' -> 'b'"]
+
+
+def test_a_key_absent_from_a_saved_identity_is_forgiven_only_at_its_default():
+    saved = {"train": {"lr": 0.1}, "seed": 0}
+    defaults = {"train": {"lr": 0.05, "mixup": 0.0}}
+    assert identity_differences(saved, {"train": {"lr": 0.1, "mixup": 0.0}, "seed": 0}, defaults=defaults) == []
+    assert identity_differences(saved, {"train": {"lr": 0.1, "mixup": 0.4}, "seed": 0}, defaults=defaults) == [
+        "train.mixup: (absent) -> 0.4"]
+    # A saved value that differs from the current one is a difference even where it equals the default.
+    assert identity_differences({"train": {"lr": 0.05}}, {"train": {"lr": 0.1}}, defaults=defaults) == [
+        "train.lr: 0.05 -> 0.1"]
+    assert identity_differences({"train": {"lr": 0.1, "old": 1}}, {"train": {"lr": 0.1}}, defaults=defaults) == [
+        "train.old: 1 -> (absent)"]  # a field removed since is not forgiven
+    assert identity_differences(saved, {"train": {"lr": 0.1, "mixup": 0.0}, "seed": 0}) == [
+        "train.mixup: (absent) -> 0.0"]  # no defaults, no forgiveness
+
+
+@dataclasses.dataclass
+class TrainV1:
+    epochs: int = 3
+    lr: float = 0.1
+
+
+@dataclasses.dataclass
+class TrainV2(TrainV1):  # the same recipe after a release added a field
+    mixup: float = 0.0
+
+
+def typed_experiment(calls, train):
+    def train_one(spec, seed, ctx):
+        calls.append((spec.name, seed))
+        model = nn.Linear(3, 2)
+        history = ctx.fit(model, torch.optim.SGD(model.parameters(), lr=ctx.train.lr),
+                          train_data=[(X[:32], Y[:32])], epochs=ctx.train.epochs,
+                          train_step=lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+                          evaluate=lambda m: {"val_accuracy": accuracy(m, slice(32, 40))})
+        return RunRecord(metrics={"val_accuracy": accuracy(model, slice(32, 40)),
+                                  "test_accuracy": accuracy(model, slice(40, 48))},
+                         bookkeeping=ctx.bookkeeping(history, model), history=history.epochs)
+
+    return Experiment(domain="toy", dataset="xor-ish", title="toy", contract=CONTRACT, train_one=train_one,
+                      specs=[ModelSpec("net", "attention", {"hidden": 2}, train=train)])
+
+
+def test_runs_saved_before_a_field_existed_load_and_resume_when_it_is_at_its_default(tmp_path):
+    run_experiment(typed_experiment([], TrainV1()), options(tmp_path / "old"))
+    before = json.loads((tmp_path / "old" / "metrics.json").read_text())["results"][0]["runs"]
+    calls = []
+    run_experiment(typed_experiment(calls, TrainV2()), options(tmp_path / "old"))
+    assert calls == []  # both finished runs loaded, not retrained
+    assert json.loads((tmp_path / "old" / "metrics.json").read_text())["results"][0]["runs"] == before
+    for seed in (0, 1):  # interrupted after training: fit must accept last.pt, saved under the old identity
+        (tmp_path / "old" / "net" / f"seed{seed}" / "record.json").unlink()
+    run_experiment(typed_experiment(calls, TrainV2()), options(tmp_path / "old"))
+    assert len(calls) == 2 and json.loads((tmp_path / "old" / "metrics.json").read_text())["results"][0]["runs"] == before
+    with pytest.raises(RunnerError, match=r"train.mixup: \(absent\) -> 0.4"):
+        run_experiment(typed_experiment(calls, TrainV2(mixup=0.4)), options(tmp_path / "old"))
 
 
 def test_out_that_is_a_file_is_refused_at_the_door(tmp_path):
