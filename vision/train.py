@@ -34,8 +34,8 @@ from vision.data import ImageBatches, ImageSplit, channel_stats, holdout, load_d
 from vision.models import build_model, flops_per_image
 
 __all__ = ["CONTRACT", "ROLE", "DESCRIPTION", "TrainConfig", "train_config_for", "compare_notes", "sweep_schedule",
-           "sweep_specs", "late_gain", "sweep_groups", "seed_gaps", "sweep_summary", "VisionData", "load_vision_data", "train_one", "accuracy",
-           "make_optimizer", "classification_step", "timed_steps", "load_model"]
+           "sweep_specs", "late_gain", "sweep_groups", "seed_gaps", "sweep_summary", "VisionData", "load_vision_data",
+           "train_one", "accuracy", "make_optimizer", "classification_step", "timed_steps", "load_model"]
 
 #: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).
 CONTRACT = MetricsContract(headline="test_accuracy", select="val_accuracy", mode="max")
@@ -168,7 +168,8 @@ def sweep_specs(recipes: dict[str, TrainConfig], configs: dict, fractions: list[
 def late_gain(history: list[dict], share: float = 1 / 3) -> float:
     """How much a run's best validation accuracy rose in the last ``share`` of its epochs: the best over the
     whole run minus the best over the epochs before that last share (0 when the run peaked earlier). Near 0:
-    more epochs of this schedule would not have helped (converged on validation); large: still learning."""
+    validation had stopped improving before the schedule ended (converged on validation); large: the run was
+    still learning when it ended (part of that rise is the learning rate's annealing, which any length gets)."""
     scored = [(row["epoch"], row["val_accuracy"]) for row in history if "val_accuracy" in row]
     if not scored:
         raise ValueError("the run's history holds no validation accuracy")
