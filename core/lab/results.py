@@ -250,6 +250,9 @@ G2P_AVERAGES = (("30 epochs, dropout 0.1", "text-g2p-average-dropout01"),)
 #: the ensemble of the 30-epoch Transformers, chosen on validation (record of `g2p ensemble`)
 G2P_ENSEMBLE = "docs/results/text-g2p-ensemble.metrics.json"
 
+#: the data-size sweep under the runner: 1% and 5% of the training images, three seeds, one invocation
+VISION_SWEEP = "docs/results/vision-sweep-seeds.metrics.json"
+
 TABLES: tuple[Table, ...] = (
     # --- graph
     ModelTable("graph-cora", "docs/results/graph-cora.metrics.json",
@@ -495,6 +498,33 @@ TABLES: tuple[Table, ...] = (
             "--conv-stages 1 [--global-tokens 64] --threads 2`. Speeds: `python benchmarks/vision.py` and the same "
             "with `--models attention,cnn --conv-stages 1 [--global-tokens 64] --out ...`, interleaved rounds, "
             "median of per-round ratios (target for the attention model: ≥ 0.8×)."),
+    ModelTable("vision-sweep-seeds", VISION_SWEEP,
+               (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
+                Column("training images", "train_images", digits=0, thousands=True),
+                Column("epochs", "epochs", digits=0), Column("kept epoch (mean)", "best_epoch", digits=0)),
+               note="CIFAR-10, `python -m vision sweep --fractions 0.01,0.05,0.2 --seeds 3 --threads 2` (stopped when "
+                    "the 20% runs began; the same command with `--fractions 0.01,0.05` then loaded the twelve "
+                    "finished runs and wrote the record; the runs' training seconds are in it): a fraction f of "
+                    "the 45,000 training images (stratified, drawn by the seed) for 15/√f epochs, validated about 15 "
+                    "times on the same 5,000 held-out images, which keep the epoch; test scored once per run. Mean ± "
+                    "std over the seeds."),
+    FigureTable("vision-sweep-lead", (
+        Figure("{key} of the training images: CNN − attention, test accuracy (± std over seeds)", VISION_SWEEP,
+               "sweep.*.mean_test_gap", scale=100, unit=" points", std_path="sweep.*.std_test_gap",
+               count_path="sweep.*.test_gap"),
+        Figure("{key}: CNN − attention, validation accuracy (± std over seeds)", VISION_SWEEP,
+               "sweep.*.mean_val_gap", scale=100, unit=" points", std_path="sweep.*.std_val_gap",
+               count_path="sweep.*.val_gap"),
+        *(Figure(f"100% (the comparison's runs: 15 epochs, the sweep's schedule at f = 1), seed 0: CNN − attention, "
+                 f"{split} accuracy", "docs/results/vision-compare.metrics.json",
+                 f"results[model=cnn].metrics.{metric}", minus_path=f"results[model=attention].metrics.{metric}",
+                 scale=100, unit=" points") for split, metric in (("test", "test_accuracy"), ("validation", "val_accuracy"))),
+        *(Figure(f"{{key}}: {model}'s late gain (validation won in the last third of its epochs, mean over seeds)",
+                 VISION_SWEEP, f"sweep.*.late_gain.{model}", scale=100, unit=" points") for model in ("attention", "cnn")),
+    ), note="The two models of one seed train on the same subset, so the lead is taken seed by seed and its spread is "
+            "the sample std of those differences. The 100% rows come from the comparison's record: its runs follow "
+            "this protocol at f = 1 (15 epochs, the same recipe, validation split and seed 0). Late gain near 0: "
+            "validation had stopped rising before the schedule ended."),
     ModelTable("vision-sweep", "docs/results/vision-sweep.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("training images", "train_images", digits=0,
                                                                             thousands=True)),
