@@ -834,14 +834,11 @@ def render_table(table: Table, root: Path = REPO, document: str | None = None, _
         rows = []
         for figure in (row for each in table.figures for row in _expand(each, _load(root, each.record, cache))):
             data = _load(root, figure.record, cache)
-            value = lookup(data, figure.path, figure.record)
-            for path, number in ((figure.path, value),
-                                 *([(figure.minus_path, lookup(data, figure.minus_path, figure.record))]
-                                   if figure.minus_path else [])):
+            numbers = {path: lookup(data, path, figure.record) for path in (figure.path, figure.minus_path) if path}
+            for path, number in numbers.items():
                 if not isinstance(number, (int, float)) or isinstance(number, bool):
                     raise RecordError(f"{figure.record}: {path!r} is {number!r}, not a number")
-            if figure.minus_path:
-                value -= lookup(data, figure.minus_path, figure.record)
+            value = numbers[figure.path] - numbers.get(figure.minus_path, 0)
             text = _number(value * figure.scale, figure.digits, notation=figure.notation) + figure.unit
             if figure.std_path is not None:
                 runs = len(lookup(data, figure.count_path, figure.record)) if figure.count_path else None
