@@ -104,14 +104,16 @@ DESCRIPTION = {"attention": "pixel self-attention (local windows, then global)",
 
 
 def describe(spec: ModelSpec) -> str:
-    """One line on what ``spec``'s model is, its stem and attention reach included where they differ."""
+    """One line on what ``spec``'s model is, its stem, attention reach and position bias included where they
+    differ."""
     config, name = spec.config, spec.name.split(" @ ")[0]
     if name != "attention":
         return DESCRIPTION[name]
     stem = (f"the first {config.conv_stages} stage(s) convolutional (a conv stem), attention above: "
             if config.conv_stages else "")
+    bias = f", relative 2-D position bias: {config.relative_bias}" if config.relative_bias != "off" else ""
     return (f"{stem}pixel self-attention ({config.window}×{config.window} windows, global on grids of at most "
-            f"{config.global_max_tokens} pixels)")
+            f"{config.global_max_tokens} pixels{bias})")
 
 
 def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: bool = False) -> list[str]:

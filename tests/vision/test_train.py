@@ -26,3 +26,18 @@ def test_flip_scores_the_mean_logits_of_the_image_and_its_mirror():
     # right (0.5).
     assert accuracy(LeftHalf(), batches, torch.device("cpu"))["accuracy"] == 1.0
     assert accuracy(LeftHalf(), batches, torch.device("cpu"), flip=True)["accuracy"] == 0.5
+
+
+def test_each_attention_recipe_is_named_in_the_report_line():
+    from core.lab.runner import ModelSpec
+    from vision.models import default_config
+    from vision.train import describe
+
+    def line(**changes):
+        return describe(ModelSpec("attention", "attention", default_config("attention", 1, 28, 28, 10, **changes)))
+
+    assert line() == "pixel self-attention (4×4 windows, global on grids of at most 256 pixels)"
+    assert line(relative_bias="quadratic").endswith("256 pixels, relative 2-D position bias: quadratic)")
+    assert line(conv_stages=1).startswith("the first 1 stage(s) convolutional (a conv stem), attention above: ")
+    assert describe(ModelSpec("cnn", "baseline", default_config("cnn", 1, 28, 28, 10))) == \
+        "same hierarchy, 3×3 convolution as the operator"
