@@ -80,6 +80,8 @@ def fetch_package(tarball: str | os.PathLike | None = None, *,
         FileNotFoundError: ``tarball`` does not exist.
     """
     if tarball is not None:
+        if not Path(tarball).is_file():
+            raise FileNotFoundError(f"--tarball {tarball}: no such file")
         data = Path(tarball).read_bytes()
         check_integrity(data, str(tarball))
         return data

@@ -173,6 +173,8 @@ def test_command_writes_the_folder_and_reports_bad_input_plainly(tmp_path, fake_
         with pytest.raises(SystemExit, match=f"error: .*{message}"):
             main(["digits", str(tmp_path / out), "--tarball", str(tarball), *argv])
         assert not (tmp_path / "more").exists()
+    with pytest.raises(SystemExit, match="error: --tarball .*missing.tgz: no such file"):
+        main(["digits", str(tmp_path / "again"), "--tarball", str(tmp_path / "missing.tgz")])
     tarball.write_bytes(data[:-10])
     with pytest.raises(SystemExit, match="error: .*SHA-512 mismatch"):
         main(["digits", str(tmp_path / "again"), "--tarball", str(tarball)])
