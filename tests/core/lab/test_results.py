@@ -104,6 +104,16 @@ def test_selections_keep_model_names_with_commas_and_dots():
     assert results.lookup({"a": [{"crf": True, "v": 1}, {"crf": False, "v": 2}]}, "a[crf=False].v", "r") == 2
 
 
+def test_a_number_picks_one_element_of_a_list_and_a_digit_key_of_a_mapping_stays_a_key():
+    data = {"runs": [{"acc": 0.5}, {"acc": 0.75}], "by_k": {"1": 0.25, "0": 0.125}}
+    assert results.lookup(data, "runs.1.acc", "r") == 0.75 and results.lookup(data, "runs.0.acc", "r") == 0.5
+    assert results.lookup(data, "by_k.1", "r") == 0.25 and results.lookup(data, "by_k.0", "r") == 0.125
+    with pytest.raises(RecordError, match=r"r: no element 2 at 'runs\.2\.acc' \(the list has 2\)"):
+        results.lookup(data, "runs.2.acc", "r")
+    with pytest.raises(RecordError, match="no 'x'"):
+        results.lookup(data, "runs.x", "r")
+
+
 def test_a_star_segment_lists_every_key_the_record_holds(repo):
     (repo / "benchmarks/results/folds.json").write_text(json.dumps(
         {"loso": {"cnn": {"acc": {"theo": 0.9, "ana": 0.7}, "std": {"theo": 0.01, "ana": 0.02}}}}))
