@@ -586,8 +586,8 @@ TABLES: tuple[Table, ...] = (
                   ("training wall time (target ≤ 15 min)", f"runs_bookkeeping.{seed}.seconds", 1 / 60, 1, " min"))))
     ), note="The chosen recipe, both models, seeds 0 and 1 in one invocation: `python -m vision compare --dataset "
             "imagefolder --data-dir runs/data/mnist-digits --models attention,cnn --epochs 45 --threads 2 --seeds 2` "
-            "(seed 0 is the run of the table above, loaded by the runner; seed 1 trained on 2 threads on a busier "
-            "host). Each seed draws its own initialisation and batch order; the validation images are the same 799. "
+            "(seed 0 is the run of the table above, loaded by the runner; seed 1 trained on 2 threads, alone on the "
+            "machine as seed 0 was, on a host that ran slower that day). Each seed draws its own initialisation and batch order; the validation images are the same 799. "
             "Test scored once per run, chose nothing."),
     FigureTable("vision-throughput", tuple(
         Figure(f"{model}: training images/s (batch 128, forward + backward + step)", "benchmarks/results/vision.json",
