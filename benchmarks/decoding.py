@@ -38,7 +38,6 @@ references (their WER equals the run's validation WER). The synthetic options do
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -51,9 +50,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.decoding import ensemble_step, greedy_search  # noqa: E402
-from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize  # noqa: E402
+from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize, write_result  # noqa: E402
 from core.lab.experiment import count_parameters  # noqa: E402
-from core.lab.harness import atomic_open, seed_everything  # noqa: E402
+from core.lab.harness import seed_everything  # noqa: E402
 from core.transformer import EncoderDecoder  # noqa: E402
 
 LETTERS, PHONEMES = 28, 42  # 26 letters + pad + unknown; 39 phonemes + pad, BOS, EOS
@@ -218,11 +217,7 @@ def main_checkpoint(args) -> dict:
         "cache_speedup": speedup,
         "per_round_speedups": [r["recompute"] / r["cache"] for r in rounds],
     }
-    out = Path(args.out)
-    with atomic_open(out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {write_result(args.out, result)}", file=sys.stderr)
     return result
 
 
@@ -355,11 +350,7 @@ def main(argv=None) -> dict:
         "per_step_note": f"median over {args.profile_rounds} rounds of the time of each step-function call, "
                          f"{args.words} words, decoding {args.profile_steps} tokens",
     }
-    out = Path(args.out)
-    with atomic_open(out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {write_result(args.out, result)}", file=sys.stderr)
     return result
 
 

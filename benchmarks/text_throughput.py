@@ -16,7 +16,6 @@ sequential for every model and is timed separately by also running each model wi
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from dataclasses import asdict, replace
@@ -26,10 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize  # noqa: E402
+from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize, write_result  # noqa: E402
 from core.lab.datasets import require_dataset, resolve_data_root  # noqa: E402
 from core.lab.experiment import count_parameters  # noqa: E402
-from core.lab.harness import atomic_open, seed_everything, set_num_threads_from_env  # noqa: E402
+from core.lab.harness import seed_everything, set_num_threads_from_env  # noqa: E402
 from text.data import CONLL2000_URL, TaggingDataset, Vocabularies, make_loader, read_conll  # noqa: E402
 from text.models import TaggerConfig, build_tagger  # noqa: E402
 from text.train import load_tagger  # noqa: E402
@@ -130,11 +129,7 @@ def main(argv=None) -> dict:
         "load_average_end": load_average(), "default_config": asdict(TaggerConfig()), "results": rows,
         "attention_throughput_ratios": ratios,
     }
-    out = Path(args.out)
-    with atomic_open(out, "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {write_result(args.out, result)}", file=sys.stderr)
     return result
 
 
