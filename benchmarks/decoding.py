@@ -54,6 +54,10 @@ from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summa
 from core.lab.experiment import count_parameters  # noqa: E402
 from core.lab.harness import seed_everything  # noqa: E402
 from core.transformer import EncoderDecoder  # noqa: E402
+from text.g2p.__main__ import load_model, rebuild_data  # noqa: E402
+from text.g2p.data import eval_batches  # noqa: E402
+from text.g2p.metrics import score  # noqa: E402
+from text.g2p.train import max_output_length  # noqa: E402
 
 LETTERS, PHONEMES = 28, 42  # 26 letters + pad + unknown; 39 phonemes + pad, BOS, EOS
 BOS, EOS = 1, 2
@@ -83,7 +87,7 @@ def cached_step(model: EncoderDecoder):
     return no_eos(model.step)
 
 
-def recompute_step(model: EncoderDecoder):
+def recompute_step_real(model: EncoderDecoder):
     """A step function without a cache: the state is the prefix so far; the whole prefix is decoded again."""
 
     def step(tokens, state):
@@ -92,7 +96,12 @@ def recompute_step(model: EncoderDecoder):
         logits = model.decode(prefix, memory, memory_lengths)[:, -1]  # (B, V)
         return logits, (prefix, memory, memory_lengths)
 
-    return no_eos(step)
+    return step
+
+
+def recompute_step(model: EncoderDecoder):
+    """`recompute_step_real` with EOS masked, for the synthetic words."""
+    return no_eos(recompute_step_real(model))
 
 
 def decode(model: EncoderDecoder, src, lengths, steps: int, cache: bool, step_times: list[float] | None = None):
@@ -122,21 +131,8 @@ def decode_ensemble(models: list[EncoderDecoder], src, lengths, steps: int):
         return greedy_search(step, state, src.shape[0], bos_id=BOS, eos_id=EOS, max_len=steps).tokens
 
 
-def recompute_step_real(model: EncoderDecoder):
-    """`recompute_step` with EOS allowed: the whole prefix decoded again at every step, for real words."""
-
-    def step(tokens, state):
-        prefix, memory, memory_lengths = state
-        prefix = torch.cat((prefix, tokens.unsqueeze(1)), dim=1)  # (B, t)
-        return model.decode(prefix, memory, memory_lengths)[:, -1], (prefix, memory, memory_lengths)
-
-    return step
-
-
 def decode_words(model: EncoderDecoder, batches, cache: bool) -> list[list[int]]:
     """Greedy phoneme ids of every word in `batches` (`(letters, lengths)` pairs), each until its EOS."""
-    from text.g2p.train import max_output_length
-
     outputs = []
     with torch.inference_mode():
         for letters, lengths in batches:
@@ -153,10 +149,6 @@ def decode_words(model: EncoderDecoder, batches, cache: bool) -> list[list[int]]
 
 def main_checkpoint(args) -> dict:
     """`--checkpoint`: cache against recompute on the validation words, with a trained g2p Transformer."""
-    from text.g2p.__main__ import load_model, rebuild_data
-    from text.g2p.data import eval_batches
-    from text.g2p.metrics import score
-
     torch.set_num_threads(args.threads)
     model, vocab, identity = load_model(Path(args.checkpoint), torch.device("cpu"))
     if not isinstance(model, EncoderDecoder):

@@ -587,8 +587,8 @@ TABLES: tuple[Table, ...] = (
     ), note="The chosen recipe, both models, seeds 0 and 1 in one invocation: `python -m vision compare --dataset "
             "imagefolder --data-dir runs/data/mnist-digits --models attention,cnn --epochs 45 --threads 2 --seeds 2` "
             "(seed 0 is the run of the table above, loaded by the runner; seed 1 trained on 2 threads, alone on the "
-            "machine as seed 0 was, on a host that ran slower that day). Each seed draws its own initialisation and batch order; the validation images are the same 799. "
-            "Test scored once per run, chose nothing."),
+            "machine as seed 0 was, on a host that ran slower that day). Each seed draws its own initialisation and "
+            "batch order; the validation images are the same 799. Test scored once per run, chose nothing."),
     FigureTable("vision-throughput", tuple(
         Figure(f"{model}: training images/s (batch 128, forward + backward + step)", "benchmarks/results/vision.json",
                f"results[model={model}].images_per_second", digits=0) for model in ("attention", "cnn", "resnet")) + (
