@@ -156,6 +156,8 @@ class FigureTable:
 Table = ModelTable | FigureTable
 
 PCT = {"scale": 100.0, "digits": 2}
+#: a figure in percent, as a table row
+PERCENT = {"scale": 100.0, "unit": "%"}
 _GRAPH_MODELS = {"gat": "GAT (ours)", "pyg_gat": "PyG GATConv", "gcn": "GCN", "graph_transformer": "graph transformer",
                  "mlp": "MLP (no edges)"}
 
@@ -245,11 +247,16 @@ G2P_RECIPES = (
      "text-g2p-transformer-30ep-dropout02"),
     ("30 epochs, dropout 0, seed 1, bfloat16 autocast, 2 threads (`--epochs 30 --seed 1`)",
      "text-g2p-transformer-30ep-seed1"),
+    ("20 epochs, 1.5 times wider (`--dim 192 --heads 6 --ffn-dim 768 --epochs 20`), dropout 0, bfloat16 autocast, "
+     "2 threads", "text-g2p-transformer-d192-20ep"),
 )
 #: weight averaging over the last epochs of the 30-epoch runs with dropout: (label, record of `g2p average`)
 G2P_AVERAGES = (("30 epochs, dropout 0.1", "text-g2p-average-dropout01"),)
 #: the ensemble of the 30-epoch Transformers, chosen on validation (record of `g2p ensemble`)
 G2P_ENSEMBLE = "docs/results/text-g2p-ensemble.metrics.json"
+#: the wider single Transformer (D 192, 6 heads of 32) and the speed of its trained weights on real words
+G2P_WIDE = "docs/results/text-g2p-transformer-d192-20ep.metrics.json"
+G2P_WIDE_SPEED = "benchmarks/results/decoding_g2p_d192.json"
 
 #: what a recipe table shows of each run: (what, path under its result, scale, digits, unit)
 RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
@@ -433,8 +440,10 @@ TABLES: tuple[Table, ...] = (
              "a longer budget buys (validation WER fell until the last epochs of every run), and there validation "
              "still chose dropout 0 over 0.1 and 0.2. Wall times are the machine's of the day: the first run shared "
              "a loaded CPU, the 10-epoch dropout-0.1 run shared it with tests for two of its epochs, the 30-epoch "
-             "dropout-0 run met a busier host in its last epochs, and the two 30-epoch dropout runs ran side by side "
-             "at one thread each."),
+             "dropout-0 run met a busier host in its last epochs, the two 30-epoch dropout runs ran side by side "
+             "at one thread each, and the D 192 run was stopped and resumed from its checkpoints across two "
+             "sessions (its epochs took 5 to 8 minutes as the host's load varied; for parts of a few epochs a "
+             "one-thread benchmark or profile ran beside it)."),
     FigureTable("text-g2p-average", tuple(
         figure for label, record in G2P_AVERAGES for figure in (
             Figure(f"{label}, the average of the last {{key}} epoch(s): validation WER",
@@ -472,6 +481,31 @@ TABLES: tuple[Table, ...] = (
              "scored once with it, greedy. The chosen members are named in the linked record and its report. Speeds: "
              "`python benchmarks/decoding.py --dim 128 --layers 3 --threads 2 --rounds 9 --ensemble 3 --out "
              "benchmarks/results/decoding_g2p_ensemble.json` (256 words, 10 steps, EOS masked, interleaved rounds)."),
+    FigureTable("text-g2p-wide", tuple(
+        Figure(label, G2P_WIDE, f"results[model=transformer].{key}", **style)
+        for label, key, style in (
+            ("parameters", "params", dict(digits=0)),
+            ("validation WER (chooses the epoch)", "metrics.val_wer", PERCENT),
+            ("validation PER", "metrics.val_per", PERCENT),
+            ("test WER (target ≤ 25 %)", "metrics.test_wer", PERCENT),
+            ("test PER (target ≤ 6 %)", "metrics.test_per", PERCENT))
+    ) + (
+        Figure("greedy words/s over the validation words, key/value cache (target ≥ 1,000)", G2P_WIDE_SPEED,
+               "words_per_s.cache", digits=0),
+        Figure("greedy words/s over the same words, the prefix recomputed at every step", G2P_WIDE_SPEED,
+               "words_per_s.recompute", digits=0),
+        Figure("speed-up of the cache on these words, median of per-round ratios (target ≥ 3×)", G2P_WIDE_SPEED,
+               "cache_speedup", unit="×"),
+        Figure("mean output length of these words, phonemes (EOS not counted)", G2P_WIDE_SPEED,
+               "output_phonemes_mean", digits=1),
+        Figure("validation WER of the benchmark's outputs (equals the run's)", G2P_WIDE_SPEED, "val_wer_of_outputs",
+               **PERCENT),
+    ), note="`python -m text g2p compare --models transformer --dim 192 --heads 6 --ffn-dim 768 --epochs 20 "
+            "--threads 2` (seed 0, greedy decoding, the weights of the epoch best on validation WER; test scored "
+            "once). Speeds: `python benchmarks/decoding.py --checkpoint <that run>/transformer/seed0/best.pt "
+            "--threads 2 --rounds 5 --out " + G2P_WIDE_SPEED + "` (the trained weights, every validation word "
+            "decoded to its EOS in batches of 512 as evaluation does, interleaved rounds, the outputs of both sides "
+            "asserted equal), with nothing else running."),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
     FigureTable("text-throughput", (
@@ -651,6 +685,8 @@ TABLES: tuple[Table, ...] = (
                "results[model=lstm].metrics.test_wer", scale=100, unit="%"),
         Figure("text: CMUdict test WER, an ensemble of three 30-epoch Transformers chosen on validation "
                "(`python -m text g2p ensemble`)", G2P_ENSEMBLE, "chosen.test_wer", scale=100, unit="%"),
+        Figure("text: CMUdict test WER, one Transformer 1.5 times wider (D 192), 20 CPU epochs (target ≤ 25 %)",
+               G2P_WIDE, "results[model=transformer].metrics.test_wer", **PERCENT),
         Figure("text: CoNLL-2000 POS token accuracy, attention tagger", "docs/results/text-conll2000-pos.metrics.json",
                "results[model=attention].metrics.test_accuracy", scale=100, unit="%"),
         Figure("audio: FSDD test accuracy, full attention (the variant best on validation)",
