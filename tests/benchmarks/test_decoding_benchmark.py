@@ -42,6 +42,7 @@ def test_decoding_benchmark_on_a_trained_checkpoint_decodes_the_validation_words
     assert report["words"] == payload["data"]["sizes"]["val"]["words"] == 15
     assert set(report["words_per_s"]) == {"cache", "recompute"} and all(v > 0 for v in report["words_per_s"].values())
     assert report["same_outputs"] and report["model"]["dim"] == 32 and report["batch_size"] == 4
+    assert report["decode_only_speedup"] > 0
     # the words the run chose its weights on, decoded the way it decoded them: the same validation error rates
     kept = next(r for r in payload["results"] if r["model"] == "transformer")["metrics"]
     assert report["val_wer_of_outputs"] == pytest.approx(kept["val_wer"])
@@ -53,3 +54,9 @@ def test_decoding_benchmark_refuses_a_checkpoint_without_a_cache(tmp_path, load_
         load_benchmark("decoding").main(["--checkpoint", str(tiny_g2p / "lstm" / "seed0" / "best.pt"),
                                          "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_decoding_alone_takes_each_rounds_encoding_off_both_sides(load_benchmark):
+    # recompute 10 s and cache 4 s, of which 1 s is encoding on each side: 9 / 3 for the decoders alone
+    rounds = [{"recompute": 10.0, "cache": 4.0, "encode_only": 1.0}, {"recompute": 7.0, "cache": 3.0, "encode_only": 2.0}]
+    assert load_benchmark("decoding").decode_only_speedups(rounds) == pytest.approx([3.0, 5.0])
