@@ -29,7 +29,8 @@ decode real words with the trained weights instead: every validation word of the
 length and decoded in batches of `--batch-size` (512, what `compare` and `pronounce` use), each word until
 its EOS, exactly as `text.g2p.train.pronounce_words` does. This is the speed of the model that is scored,
 on the words it is scored on; the outputs of both contenders are asserted equal and scored against the
-references (their WER equals the run's validation WER). The synthetic options do not apply there.
+references (their WER equals the run's validation WER); the speed-up is given end to end and for the
+decoders alone, as above. The synthetic options do not apply there.
 
     python benchmarks/decoding.py --checkpoint runs/text/g2p/transformer/seed0/best.pt --threads 2 \
         --out benchmarks/results/decoding_g2p_trained.json
