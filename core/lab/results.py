@@ -115,7 +115,10 @@ class Figure:
             list, e.g. ``results[model=cnn].runs.1.test_accuracy`` (the second seed's). One ``*`` segment makes one row
             per key of the mapping there, in the record's order, with ``{key}`` in ``label`` (and ``std_path``'s
             own ``*``) replaced by that key: ``loso.cnn.per_speaker_test_accuracy.*`` lists every held-out
-            speaker the record holds, whichever they are.
+            speaker the record holds, whichever they are. Over a list of runs, with ``{seed}`` in the label,
+            ``*`` makes one row per run, named by the seed the record's ``seeds`` gives that position (the
+            runner writes them in that order): ``results[model=cnn].runs.*.test_accuracy`` with the label
+            ``"cnn, seed {seed}"``.
         scale (float, optional): multiply before formatting. (default: 1)
         digits (int, optional): decimals. (default: 2)
         unit (str, optional): appended to the value, e.g. ``"×"``, ``" ms"``, ``"%"``. (default: ``""``)
@@ -614,12 +617,10 @@ TABLES: tuple[Table, ...] = (
             Figure(f"{model}: validation accuracy, mean ± std over the seeds", VISION_DIGITS_SEEDS,
                    f"results[model={model}].metrics.val_accuracy", scale=100, unit="%",
                    std_path=f"results[model={model}].std.val_accuracy", count_path=f"results[model={model}].runs"),
-            *(Figure(f"{model}, seed {seed}: {what}", VISION_DIGITS_SEEDS, f"results[model={model}].{path}",
-                     scale=scale, digits=digits, unit=unit)
-              for seed in (0, 1, 2)
-              for what, path, scale, digits, unit in (
-                  ("test accuracy", f"runs.{seed}.test_accuracy", 100, 2, "%"),
-                  ("training wall time (target ≤ 15 min)", f"runs_bookkeeping.{seed}.seconds", 1 / 60, 1, " min"))))
+            Figure(f"{model}, seed {{seed}}: test accuracy", VISION_DIGITS_SEEDS,
+                   f"results[model={model}].runs.*.test_accuracy", scale=100, unit="%"),
+            Figure(f"{model}, seed {{seed}}: training wall time (target ≤ 15 min)", VISION_DIGITS_SEEDS,
+                   f"results[model={model}].runs_bookkeeping.*.seconds", scale=1 / 60, digits=1, unit=" min"))
     ), note="The chosen recipe, both models, seeds 0, 1 and 2 in one invocation: `python -m vision compare --dataset "
             "imagefolder --data-dir runs/data/mnist-digits --models attention,cnn --epochs 45 --threads 2 --seeds 3` "
             "(seeds 0 and 1 are finished runs of earlier days, loaded by the runner: seed 0 the run of the table "
@@ -841,19 +842,30 @@ def _expand(figure: Figure, data: dict) -> list[Figure]:
     if "*" not in parts:
         return [figure]
     where = parts.index("*")
-    mapping = lookup(data, ".".join(parts[:where]), figure.record) if where else data
-    if not isinstance(mapping, dict) or not mapping:
-        raise RecordError(f"{figure.record}: {'.'.join(parts[:where])!r} is {mapping!r}, not a mapping to list with '*'")
+    above = ".".join(parts[:where])
+    mapping = lookup(data, above, figure.record) if where else data
+    if isinstance(mapping, list) and mapping and "{seed}" in figure.label:  # one row per run, named by its seed
+        seeds = data.get("seeds")
+        if not isinstance(seeds, list) or len(seeds) < len(mapping):
+            raise RecordError(f"{figure.record}: {above!r} holds {len(mapping)} runs but the record's 'seeds' is "
+                              f"{seeds!r}, so '{{seed}}' cannot name them")
+        keys, names = [str(i) for i in range(len(mapping))], [str(seed) for seed in seeds[: len(mapping)]]
+    elif isinstance(mapping, dict) and mapping:
+        keys = names = list(mapping)
+    else:
+        raise RecordError(f"{figure.record}: {above!r} is {mapping!r}, not a mapping (or, with '{{seed}}' in the "
+                          "label, a list of runs) to list with '*'")
 
     def fill(path: str | None, key: str) -> str | None:
         return None if path is None else ".".join(key if part == "*" else part for part in _split_path(path))
 
-    for key in mapping:
+    for key in keys:
         if "." in key or "[" in key:
-            raise RecordError(f"{figure.record}: key {key!r} under {'.'.join(parts[:where])!r} cannot be a path segment")
-    return [replace(figure, label=figure.label.replace("{key}", key), path=fill(figure.path, key),
-                    std_path=fill(figure.std_path, key), count_path=fill(figure.count_path, key),
-                    minus_path=fill(figure.minus_path, key)) for key in mapping]
+            raise RecordError(f"{figure.record}: key {key!r} under {above!r} cannot be a path segment")
+    return [replace(figure, label=figure.label.replace("{key}", name).replace("{seed}", name),
+                    path=fill(figure.path, key), std_path=fill(figure.std_path, key),
+                    count_path=fill(figure.count_path, key), minus_path=fill(figure.minus_path, key))
+            for key, name in zip(keys, names)]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -129,6 +129,24 @@ def test_a_star_segment_lists_every_key_the_record_holds(repo):
         render_table(FigureTable("x", (Figure("{key}", "benchmarks/results/folds.json", "loso.*.acc.*"),)), repo)
 
 
+def test_a_star_over_a_list_of_runs_names_each_row_by_the_seed_the_record_gives_it(repo):
+    # Seeds 3 and 5 (a run started with --seed 3 --seeds 2): the positions 0 and 1 must not be shown as seeds.
+    (repo / "benchmarks/results/seeds.json").write_text(json.dumps(
+        {"seeds": [3, 5], "results": [{"model": "cnn", "runs": [{"acc": 0.9}, {"acc": 0.7}]}]}))
+    each = Figure("cnn, seed {seed}", "benchmarks/results/seeds.json", "results[model=cnn].runs.*.acc", scale=100,
+                  digits=0, unit="%")
+    rows = [line.split(" | ")[:2] for line in render_table(FigureTable("x", (each,)), repo).splitlines()
+            if "seed" in line]
+    assert rows == [["| cnn, seed 3", "90%"], ["| cnn, seed 5", "70%"]]
+    (repo / "benchmarks/results/seeds.json").write_text(json.dumps(
+        {"results": [{"model": "cnn", "runs": [{"acc": 0.9}]}]}))
+    with pytest.raises(RecordError, match="'seeds' is None, so '{seed}' cannot name them"):
+        render_table(FigureTable("x", (each,)), repo)
+    with pytest.raises(RecordError, match="not a mapping"):  # a list without {seed} in the label: no names to give
+        render_table(FigureTable("x", (Figure("{key}", "benchmarks/results/seeds.json", "results[model=cnn].runs.*.acc"),)),
+                     repo)
+
+
 def test_a_figure_can_be_the_difference_of_two_values_of_one_record(repo):
     (repo / "benchmarks/results/lead.json").write_text(json.dumps(
         {"sweep": {"1%": {"cnn": 0.43, "att": 0.33, "n": [1, 2, 3]}, "5%": {"cnn": 0.60, "att": 0.62, "n": [1]}}}))
