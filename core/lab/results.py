@@ -562,9 +562,9 @@ TABLES: tuple[Table, ...] = (
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("training images", "train_images", digits=0, thousands=True),
                 Column("epochs", "epochs", digits=0), Column("kept epoch (mean)", "best_epoch", digits=0)),
-               note="CIFAR-10, `python -m vision sweep --fractions 0.01,0.05,0.2 --seeds 3 --threads 2` (stopped when "
-                    "the 20% runs began; the same command with `--fractions 0.01,0.05` then loaded the twelve "
-                    "finished runs and wrote the record; the runs' training seconds are in it): a fraction f of "
+               note="CIFAR-10, `python -m vision sweep --fractions 0.01,0.05,0.2 --all-seeds-up-to 0.2 --seeds 3 "
+                    "--threads 2` (the twelve 1% and 5% runs finished in an earlier session and were loaded; the six "
+                    "20% runs trained in this invocation; each run's training seconds are in the record): a fraction f of "
                     "the 45,000 training images (stratified, drawn by the seed) for 15/√f epochs, validated about 15 "
                     "times on the same 5,000 held-out images, which keep the epoch; test scored once per run. Mean ± "
                     "std over the seeds."),
