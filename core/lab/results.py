@@ -623,9 +623,10 @@ TABLES: tuple[Table, ...] = (
                    f"results[model={model}].runs_bookkeeping.*.seconds", scale=1 / 60, digits=1, unit=" min"))
     ), note="The chosen recipe, both models, seeds 0, 1 and 2 in one invocation: `python -m vision compare --dataset "
             "imagefolder --data-dir runs/data/mnist-digits --models attention,cnn --epochs 45 --threads 2 --seeds 3` "
-            "(seeds 0 and 1 are finished runs of earlier days, loaded by the runner: seed 0 the run of the table "
-            "above, seed 1 trained on a host that ran slower that day; seed 2 trained on 2 threads, alone on the "
-            "machine but for about five attention epochs beside a short test run). Each seed draws its own "
+            "(finished runs loaded by the runner: seed 0 the run of the table above; seed 2 trained on 2 threads, "
+            "alone on the machine but for about five attention epochs beside a short test run; the CNN's seed 1 "
+            "trained on a host that ran slower that day; the attention model's seed 1 was trained last, alone, by "
+            "this command with its first run's folder moved aside). Each seed draws its own "
             "initialisation and batch order; the validation images are the same 799. Test scored once per run, "
             "chose nothing."),
     FigureTable("vision-throughput", tuple(
