@@ -266,10 +266,10 @@ RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2,
                ("test accuracy", "metrics.test_accuracy", 100, 2, "%"),
                ("training wall time", "train_seconds", 1 / 60, 1, " min"))
 
-#: the data-size sweep under the runner: 1% and 5% of the training images, three seeds, one invocation
+#: the data-size sweep under the runner: 1%, 5% and 20% of the training images, three seeds, one invocation
 VISION_SWEEP = "docs/results/vision-sweep-seeds.metrics.json"
 
-#: the chosen digit recipe with three seeds, one invocation (seeds 0 and 1 loaded from their finished runs)
+#: the chosen digit recipe with three seeds, one invocation (the runs finished earlier loaded by the runner)
 VISION_DIGITS_SEEDS = "docs/results/vision-digits-seeds3.metrics.json"
 
 #: the handwritten-digit ImageFolder (`python -m vision digits`): (label, record, model) per run, in the order tried
@@ -618,7 +618,7 @@ TABLES: tuple[Table, ...] = (
                    f"results[model={model}].metrics.val_accuracy", scale=100, unit="%",
                    std_path=f"results[model={model}].std.val_accuracy", count_path=f"results[model={model}].runs"),
             Figure(f"{model}, seed {{seed}}: test accuracy", VISION_DIGITS_SEEDS,
-                   f"results[model={model}].runs.*.test_accuracy", scale=100, unit="%"),
+                   f"results[model={model}].runs.*.test_accuracy", **PERCENT),
             Figure(f"{model}, seed {{seed}}: training wall time (target ≤ 15 min)", VISION_DIGITS_SEEDS,
                    f"results[model={model}].runs_bookkeeping.*.seconds", scale=1 / 60, digits=1, unit=" min"))
     ), note="The chosen recipe, both models, seeds 0, 1 and 2 in one invocation: `python -m vision compare --dataset "
@@ -846,13 +846,14 @@ def _expand(figure: Figure, data: dict) -> list[Figure]:
     above = ".".join(parts[:where])
     mapping = lookup(data, above, figure.record) if where else data
     if isinstance(mapping, list) and mapping and "{seed}" in figure.label:  # one row per run, named by its seed
-        seeds = data.get("seeds")
+        placeholder, seeds = "{seed}", data.get("seeds")
         if not isinstance(seeds, list) or len(seeds) < len(mapping):
             raise RecordError(f"{figure.record}: {above!r} holds {len(mapping)} runs but the record's 'seeds' is "
                               f"{seeds!r}, so '{{seed}}' cannot name them")
         keys, names = [str(i) for i in range(len(mapping))], [str(seed) for seed in seeds[: len(mapping)]]
     elif isinstance(mapping, dict) and mapping:
-        keys = names = list(mapping)
+        placeholder, keys = "{key}", list(mapping)
+        names = keys
     else:
         raise RecordError(f"{figure.record}: {above!r} is {mapping!r}, not a mapping (or, with '{{seed}}' in the "
                           "label, a list of runs) to list with '*'")
@@ -863,7 +864,7 @@ def _expand(figure: Figure, data: dict) -> list[Figure]:
     for key in keys:
         if "." in key or "[" in key:
             raise RecordError(f"{figure.record}: key {key!r} under {above!r} cannot be a path segment")
-    return [replace(figure, label=figure.label.replace("{key}", name).replace("{seed}", name),
+    return [replace(figure, label=figure.label.replace(placeholder, name),
                     path=fill(figure.path, key), std_path=fill(figure.std_path, key),
                     count_path=fill(figure.count_path, key), minus_path=fill(figure.minus_path, key))
             for key, name in zip(keys, names)]
