@@ -190,6 +190,24 @@ def decoding_figures(path: str) -> tuple[Figure, ...]:
     )
 
 
+def trained_decoding_figures(path: str) -> tuple[Figure, ...]:
+    """The cache benchmark on real words with trained weights (``benchmarks/decoding.py --checkpoint``)."""
+    return (
+        Figure("greedy words/s over the validation words, key/value cache (target ≥ 1,000)", path,
+               "words_per_s.cache", digits=0),
+        Figure("greedy words/s over the same words, the prefix recomputed at every step", path,
+               "words_per_s.recompute", digits=0),
+        Figure("speed-up of the cache on these words, median of per-round ratios (target ≥ 3×)", path,
+               "cache_speedup", unit="×"),
+        Figure("the same speed-up for the decoders alone (each round's encoding time off both sides)",
+               path, "decode_only_speedup", unit="×"),
+        Figure("mean output length of these words, phonemes (EOS not counted)", path,
+               "output_phonemes_mean", digits=1),
+        Figure("validation WER of the benchmark's outputs (equals the run's)", path, "val_wer_of_outputs",
+               **PERCENT),
+    )
+
+
 #: The leave-one-speaker-out ablation of windowed attention: (row label, record name), one invocation each.
 LOSO_ABLATIONS = (
     ("window(w=8), global normalisation (the first comparison)", "audio-digits-loso"),
@@ -260,6 +278,8 @@ G2P_ENSEMBLE = "docs/results/text-g2p-ensemble.metrics.json"
 #: the wider single Transformer (D 192, 6 heads of 32) and the speed of its trained weights on real words
 G2P_WIDE = "docs/results/text-g2p-transformer-d192-20ep.metrics.json"
 G2P_WIDE_SPEED = "benchmarks/results/decoding_g2p_d192.json"
+#: the speed of the default-size Transformer's trained weights on real words
+G2P_DEFAULT_SPEED = "benchmarks/results/decoding_g2p_trained.json"
 
 #: what a recipe table shows of each run: (what, path under its result, scale, digits, unit)
 RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
@@ -493,18 +513,7 @@ TABLES: tuple[Table, ...] = (
             ("test WER (target ≤ 25 %)", "metrics.test_wer", PERCENT),
             ("test PER (target ≤ 6 %)", "metrics.test_per", PERCENT))
     ) + (
-        Figure("greedy words/s over the validation words, key/value cache (target ≥ 1,000)", G2P_WIDE_SPEED,
-               "words_per_s.cache", digits=0),
-        Figure("greedy words/s over the same words, the prefix recomputed at every step", G2P_WIDE_SPEED,
-               "words_per_s.recompute", digits=0),
-        Figure("speed-up of the cache on these words, median of per-round ratios (target ≥ 3×)", G2P_WIDE_SPEED,
-               "cache_speedup", unit="×"),
-        Figure("the same speed-up for the decoders alone (each round's encoding time off both sides)",
-               G2P_WIDE_SPEED, "decode_only_speedup", unit="×"),
-        Figure("mean output length of these words, phonemes (EOS not counted)", G2P_WIDE_SPEED,
-               "output_phonemes_mean", digits=1),
-        Figure("validation WER of the benchmark's outputs (equals the run's)", G2P_WIDE_SPEED, "val_wer_of_outputs",
-               **PERCENT),
+        *trained_decoding_figures(G2P_WIDE_SPEED),
     ), note="`python -m text g2p compare --models transformer --dim 192 --heads 6 --ffn-dim 768 --epochs 20 "
             "--threads 2` (seed 0, greedy decoding, the weights of the epoch best on validation WER; test scored "
             "once). Speeds: `python benchmarks/decoding.py --checkpoint <that run>/transformer/seed0/best.pt "
@@ -660,6 +669,13 @@ TABLES: tuple[Table, ...] = (
         "`python benchmarks/decoding.py --dim 128 --layers 3 --threads 2 --rounds 9`: the size `python -m text g2p` "
         "trains (D=128, 3 + 3 layers, FFN 512), otherwise as above; timed on an idle machine (load average in the "
         "JSON).")),
+    FigureTable("decoding-g2p-trained", trained_decoding_figures(G2P_DEFAULT_SPEED), note=(
+        "The Transformer of `python -m text g2p compare --models transformer --threads 2 --out runs/text/g2p-t` "
+        "(the default size and recipe, seed 0, 12 epochs: the same validation and test WER as the "
+        "[default record](text-g2p.md)), timed by `python benchmarks/decoding.py --checkpoint "
+        "runs/text/g2p-t/transformer/seed0/best.pt --threads 2 --rounds 9 --out " + "benchmarks/results/decoding_g2p_trained.json` on "
+        "every validation word, each to its EOS, in batches of 512 as evaluation decodes them; interleaved rounds, "
+        "the outputs of both sides asserted equal; nothing else running.")),
     FigureTable("pixel-attention", (
         *(Figure(f"2-D {k}×{k} window, {side}×{side} image: blocked path over the dense masked fused kernel, "
                  "forward + backward (same inputs)", "benchmarks/results/pixel_attention.json",
