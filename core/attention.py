@@ -24,8 +24,7 @@ from core import capture
 from core.masks import Mask, as_mask, check_mask
 
 __all__ = [
-    "scaled_dot_product_attention", "softmax_attention", "fused_attention", "one_query_attention", "masked_softmax",
-    "PositionBias",
+    "scaled_dot_product_attention", "softmax_attention", "fused_attention", "masked_softmax", "PositionBias",
 ]
 
 #: `position_bias(q_idx, k_idx) -> (H, *broadcast(q_idx, k_idx))`: an additive score bias computed from
@@ -40,9 +39,6 @@ LOCAL_MAX_FRACTION = 0.25
 #: A factored position bias pads q, k and v to a multiple of this many channels (see `_fused_with_factors`):
 #: the CPU kernel ran 36 channels faster than 35 or 40 (32 + 3 factor channels, interleaved probe, one thread).
 FACTOR_CHANNEL_MULTIPLE = 4
-
-#: one query per row on the CPU takes `one_query_attention` rather than the fused kernel (measured faster there)
-ONE_QUERY_ON_CPU = True
 
 
 def masked_softmax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
@@ -230,24 +226,7 @@ def scaled_dot_product_attention(
             scores = scores + additive
         return softmax_attention(scores, v, allowed, dropout=dropout, training=True, return_weights=True)
 
-    if T == 1 and dropout == 0 and q.device.type == "cpu" and ONE_QUERY_ON_CPU:
-        return one_query_attention(q, k, v, allowed, additive, scale=scale)
     return fused_attention(q, k, v, allowed, additive, dropout=dropout, scale=scale)
-
-
-def one_query_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None, additive: Tensor | None, *,
-                        scale: float) -> Tensor:
-    """Attention of a single query per row, a decoding step's: `q (B, H, 1, Dh)` -> `(B, H, 1, Dv)`.
-
-    At T = 1 the CPU's fused kernel spends more on its fixed cost per (batch, head) than on the work; here
-    the scores are a product summed over Dh and the output a weighted sum over S, each one vectorised pass
-    over all rows. The same masking as every path (`masked_softmax`: an empty row gives zeros).
-    """
-    scores = (q * k).sum(-1).unsqueeze(-2) * scale  # (B, H, 1, S)
-    if additive is not None:
-        scores = scores + additive
-    weights = masked_softmax(scores, allowed)  # (B, H, 1, S)
-    return (weights.transpose(-2, -1) * v).sum(-2, keepdim=True)  # (B, H, 1, Dv)
 
 
 def _bias_factors(position_bias: PositionBias, q: Tensor, T: int, S: int, q_offset: int,

@@ -254,7 +254,10 @@ class TransformerDecoderLayer(nn.Module):
         B = memory.shape[0]
         H, Dh = self.self_attn.num_heads, self.self_attn.head_dim
         empty = memory.new_zeros(B, H, 0, Dh)  # (B, H, 0, Dh)
-        cross_k, cross_v = self.cross_attn.project_one(memory, "key"), self.cross_attn.project_one(memory, "value")
+        # project_one's heads are a transposed view, which the CPU's fused kernel reads more slowly; every step
+        # reads these, so they are laid out (B, H, S, Dh) once here.
+        cross_k = self.cross_attn.project_one(memory, "key").contiguous()  # (B, H, S, Dh)
+        cross_v = self.cross_attn.project_one(memory, "value").contiguous()  # (B, H, S, Dh)
         return LayerCache(empty, empty, cross_k, cross_v)
 
     def step(self, x: Tensor, cache: LayerCache, memory_mask: Mask | Tensor | None = None) -> tuple[Tensor, LayerCache]:

@@ -177,34 +177,3 @@ def test_default_scale_is_one_over_sqrt_head_dim():
     assert (scaled_dot_product_attention(q, k, v, return_weights=True)[0] - ref).abs().max() < 1e-12
     halved = F.scaled_dot_product_attention(q, k, v, scale=0.5 / 4)
     assert (scaled_dot_product_attention(q, k, v, scale=0.5 / 4) - halved).abs().max() < 1e-12
-
-
-@pytest.mark.parametrize("mask_kind", ["none", "padding", "additive"])
-def test_one_query_path_equals_the_fused_kernel_forward_and_backward(mask_kind, monkeypatch):
-    """A decoding step (T = 1) takes `one_query_attention` on the CPU; it must equal the fused kernel's
-    result, with S != Dh != Dv, a row with nothing to attend (zeros, no NaN) and a random additive mask."""
-    import core.attention as attention
-
-    g = torch.Generator().manual_seed(4)
-    q = torch.randn(3, 2, 1, 6, generator=g, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(3, 2, 9, 6, generator=g, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(3, 2, 9, 5, generator=g, dtype=torch.float64, requires_grad=True)
-    mask = {"none": None,
-            "padding": padding_mask(torch.tensor([9, 4, 0]), 9),  # the last row attends nothing
-            "additive": torch.randn(3, 1, 1, 9, generator=g, dtype=torch.float64)}[mask_kind]
-    weights = torch.randn(3, 2, 1, 5, generator=g, dtype=torch.float64)
-    calls = []
-    real = attention.one_query_attention
-    monkeypatch.setattr(attention, "one_query_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    results = []
-    for on in (True, False):
-        monkeypatch.setattr(attention, "ONE_QUERY_ON_CPU", on)
-        out = scaled_dot_product_attention(q, k, v, mask)
-        results.append((out, torch.autograd.grad((out * weights).sum(), (q, k, v))))
-    assert len(calls) == 1  # the first pass took the one-query path, the second the fused kernel
-    (out_one, grads_one), (out_fused, grads_fused) = results
-    assert not out_one.isnan().any() and torch.allclose(out_one, out_fused, atol=1e-12)
-    for a, b in zip(grads_one, grads_fused):
-        assert torch.allclose(a, b, atol=1e-12)
-    if mask_kind == "padding":
-        assert out_one[2].abs().max() == 0 and grads_one[0][2].abs().max() == 0

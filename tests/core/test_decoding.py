@@ -45,6 +45,7 @@ def test_cached_steps_equal_the_full_causal_pass(norm_first):
         assert (logits - full[:, t]).abs().max() < 1e-6
         assert state.position == t + 1 and state.layers[1].self_k.shape == (3, 4, t + 1, 4)
         assert state.layers[0].cross_k is cross_k  # projected once, not per step
+    assert cross_k.is_contiguous() and state.layers[0].cross_v.is_contiguous()  # laid out once for every step
 
 
 def test_a_chunk_of_new_tokens_is_causal_among_itself():
