@@ -673,8 +673,8 @@ TABLES: tuple[Table, ...] = (
         "The Transformer of `python -m text g2p compare --models transformer --threads 2 --out runs/text/g2p-t` "
         "(the default size and recipe, seed 0, 12 epochs: the same validation and test WER as the "
         "[default record](text-g2p.md)), timed by `python benchmarks/decoding.py --checkpoint "
-        "runs/text/g2p-t/transformer/seed0/best.pt --threads 2 --rounds 9 --out " + "benchmarks/results/decoding_g2p_trained.json` on "
-        "every validation word, each to its EOS, in batches of 512 as evaluation decodes them; interleaved rounds, "
+        "runs/text/g2p-t/transformer/seed0/best.pt --threads 2 --rounds 9 --out " + G2P_DEFAULT_SPEED + "` on every "
+        "validation word, each to its EOS, in batches of 512 as evaluation decodes them; interleaved rounds, "
         "the outputs of both sides asserted equal; nothing else running.")),
     FigureTable("pixel-attention", (
         *(Figure(f"2-D {k}×{k} window, {side}×{side} image: blocked path over the dense masked fused kernel, "
