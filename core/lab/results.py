@@ -621,10 +621,10 @@ TABLES: tuple[Table, ...] = (
     FigureTable("vision-digits-seeds", tuple(
         figure for model in ("attention", "cnn") for figure in (
             Figure(f"{model}: test accuracy, mean ± std over the seeds", VISION_DIGITS_SEEDS,
-                   f"results[model={model}].metrics.test_accuracy", scale=100, unit="%",
+                   f"results[model={model}].metrics.test_accuracy", **PERCENT,
                    std_path=f"results[model={model}].std.test_accuracy", count_path=f"results[model={model}].runs"),
             Figure(f"{model}: validation accuracy, mean ± std over the seeds", VISION_DIGITS_SEEDS,
-                   f"results[model={model}].metrics.val_accuracy", scale=100, unit="%",
+                   f"results[model={model}].metrics.val_accuracy", **PERCENT,
                    std_path=f"results[model={model}].std.val_accuracy", count_path=f"results[model={model}].runs"),
             Figure(f"{model}, seed {{seed}}: test accuracy", VISION_DIGITS_SEEDS,
                    f"results[model={model}].runs.*.test_accuracy", **PERCENT),
@@ -868,8 +868,8 @@ def _expand(figure: Figure, data: dict) -> list[Figure]:
                               f"{seeds!r}, so '{{seed}}' cannot name them")
         keys, names = [str(i) for i in range(len(mapping))], [str(seed) for seed in seeds[: len(mapping)]]
     elif isinstance(mapping, dict) and mapping:
-        placeholder, keys = "{key}", list(mapping)
-        names = keys
+        placeholder = "{key}"
+        keys = names = list(mapping)
     else:
         raise RecordError(f"{figure.record}: {above!r} is {mapping!r}, not a mapping (or, with '{{seed}}' in the "
                           "label, a list of runs) to list with '*'")
