@@ -2,12 +2,15 @@
 
     python benchmarks/vision.py [--models attention,cnn,resnet] [--batch-size 128] [--rounds 5] [--out FILE]
     python benchmarks/vision.py --conv-stages 1 --global-tokens 64 --out FILE   # the attention model reshaped
+    python benchmarks/vision.py --precisions fp32,bf16 --out FILE               # each model in both arithmetics
 
 Random images of the CIFAR-10 shape by default, the same batch for every model, each with its own training
 recipe (optimizer, channels-last for the ResNet). Interleaved rounds (``core.lab.bench``): every round runs
 ``--steps`` training steps of each model, in an order that alternates between rounds, so a change in the
 machine's load lands on all of them; images/s is the median over rounds, and each model's speed against
-``--reference`` is the median of the per-round ratios. Writes a JSON file with images/s, the ratios,
+``--reference`` is the median of the per-round ratios. With several ``--precisions`` every model runs in each
+(named ``model@precision``, the forward pass under ``core.lab.harness.autocast``), each row's ratio to the
+reference is taken in its own precision, and ``speed_vs_<first precision>`` is each model against itself. Writes a JSON file with images/s, the ratios,
 parameters and forward FLOPs per image.
 """
 
@@ -26,26 +29,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.lab.bench import interleaved_rounds, load_average, paired_ratio, write_result  # noqa: E402
 from core.lab.experiment import count_parameters, versions  # noqa: E402
-from core.lab.harness import select_device, set_num_threads_from_env, to_plain  # noqa: E402
+from core.lab.harness import PRECISIONS, resolve_precision, select_device, set_num_threads_from_env, to_plain  # noqa: E402
 from vision.models import MODEL_NAMES, PixelModelConfig, build_model, default_config, flops_per_image  # noqa: E402
 from vision.train import classification_step, make_optimizer, timed_steps, train_config_for  # noqa: E402
 
 
 def contender(name: str, batch_size: int, shape: tuple[int, int, int], steps: int, device: torch.device,
-              attention: dict) -> tuple[dict, Callable[[], float]]:
+              attention: dict, precision: str = "fp32", resnet_width: int | None = None
+              ) -> tuple[dict, Callable[[], float]]:
     """Model ``name`` with its recipe: its row (config, size) and a call that runs ``steps`` training steps."""
     torch.manual_seed(0)
-    config = default_config(name, *shape, num_classes=10, **(attention if name == "attention" else {}))
+    sizes = attention if name == "attention" else {"resnet_width": resnet_width} if name == "resnet" else {}
+    config = default_config(name, *shape, num_classes=10, **sizes)
     model = build_model(name, to_plain(config)).to(device).train()
-    train_config = train_config_for(name, batch_size=batch_size)
+    train_config = train_config_for(name, batch_size=batch_size, precision=precision)
     optimizer = make_optimizer(model, train_config)
-    step = classification_step(device, train_config.label_smoothing)
+    step = classification_step(device, train_config.label_smoothing, precision)
     g = torch.Generator().manual_seed(0)  # the same images for every model
     images = torch.randn(batch_size, *shape, generator=g).to(device)
     if train_config.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     batch = (images, torch.randint(0, 10, (batch_size,), generator=g).to(device))
-    row = {"model": name, "batch_size": batch_size, "steps_per_round": steps, "params": count_parameters(model),
+    row = {"model": name, "precision": precision, "batch_size": batch_size, "steps_per_round": steps, "params": count_parameters(model),
            "mflops_per_image_forward": flops_per_image(model, shape) / 1e6, "config": to_plain(config)}
     return row, lambda: timed_steps(model, optimizer, step, itertools.repeat(batch, steps), 0, device)
 
@@ -66,6 +71,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--global-tokens", type=int, default=PixelModelConfig.global_max_tokens, metavar="N",
                         help="attention stages of at most N pixels global, as `vision compare --global-tokens` "
                              f"(default: {PixelModelConfig.global_max_tokens})")
+    parser.add_argument("--resnet-width", type=int, default=None, metavar="W",
+                        help="the ResNet's first-layer channels, as `vision compare --resnet-width` (default: 16)")
+    parser.add_argument("--precisions", default="fp32",
+                        help="comma-separated from fp32, bf16: the training forward pass's arithmetic; with more "
+                             "than one, every model runs in each, as model@precision (default: fp32)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)")
     parser.add_argument("--reference", default="cnn",
                         help="model whose images/s the others are divided by, in the same run (default: cnn)")
@@ -75,28 +85,46 @@ def main(argv: list[str] | None = None) -> dict:
     threads = set_num_threads_from_env()
     device = select_device(args.device)
     names = args.models.split(",")
+    precisions = args.precisions.split(",")
+    for precision in precisions:
+        if precision not in PRECISIONS:
+            raise SystemExit(f"error: --precisions: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        try:
+            resolve_precision(device, precision)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
     attention = {"conv_stages": args.conv_stages, "global_max_tokens": args.global_tokens}
     rows, calls = {}, {}
-    for name in names:
-        rows[name], calls[name] = contender(name, args.batch_size, tuple(args.shape), args.steps, device, attention)
+    for name, precision in itertools.product(names, precisions):
+        key = name if len(precisions) == 1 else f"{name}@{precision}"
+        rows[key], calls[key] = contender(name, args.batch_size, tuple(args.shape), args.steps, device, attention,
+                                          precision, args.resnet_width)
         for _ in range(args.warmup):
-            calls[name]()
+            calls[key]()
     started_load = load_average()
     rounds = interleaved_rounds(calls, args.rounds, warmup=0)
-    for name, row in rows.items():
-        seconds = statistics.median(r[name] for r in rounds)
+    for key, row in rows.items():
+        seconds = statistics.median(r[key] for r in rounds)
         row.update(images_per_second=args.steps * args.batch_size / seconds, seconds_per_step=seconds / args.steps,
-                   round_seconds=[r[name] for r in rounds])
-        print(f"{name:>10}: {row['images_per_second']:8.1f} images/s  ({row['params']:,} params, "
+                   round_seconds=[r[key] for r in rounds])
+        print(f"{key:>14}: {row['images_per_second']:8.1f} images/s  ({row['params']:,} params, "
               f"{row['mflops_per_image_forward']:.0f} MFLOPs/image forward)", flush=True)
-    reference = args.reference if args.reference in rows else None
+    # each model against the reference model in the same arithmetic; with several precisions, also against
+    # itself in the first one (median of per-round ratios t_other / t_this)
+    reference = args.reference if args.reference in {row["model"] for row in rows.values()} else None
     if reference is not None:
-        for name, row in rows.items():
-            row[f"speed_vs_{reference}"] = paired_ratio(rounds, reference, name)  # median of t_ref / t_model
-            print(f"{name:>10}: {row[f'speed_vs_{reference}']:.2f}x the images/s of {reference}")
+        for key, row in rows.items():
+            other = reference if len(precisions) == 1 else f"{reference}@{row['precision']}"
+            row[f"speed_vs_{reference}"] = paired_ratio(rounds, other, key)
+            print(f"{key:>14}: {row[f'speed_vs_{reference}']:.2f}x the images/s of {other}")
+    if len(precisions) > 1:
+        for key, row in rows.items():
+            row[f"speed_vs_{precisions[0]}"] = paired_ratio(rounds, f"{row['model']}@{precisions[0]}", key)
+            print(f"{key:>14}: {row[f'speed_vs_{precisions[0]}']:.2f}x its images/s in {precisions[0]}")
     report = {"benchmark": "vision training throughput (forward + backward + step), interleaved rounds",
               "device": str(device), "threads": threads, "reference": reference, "rounds": args.rounds,
-              "attention": attention, "load_average": {"start": started_load, "end": load_average()},
+              "attention": attention, "precisions": precisions, "resnet_width": args.resnet_width,
+              "load_average": {"start": started_load, "end": load_average()},
               "versions": versions(), "command": sys.argv, "results": list(rows.values())}
     print(f"wrote {write_result(args.out, report)}")
     return report

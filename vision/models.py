@@ -428,12 +428,14 @@ def build_model(name: str, config) -> nn.Module:
 
 def default_config(name: str, in_channels: int, image_height: int, image_width: int, num_classes: int,
                    relative_bias: str = "off", dims: tuple[int, ...] | None = None,
-                   depths: tuple[int, ...] | None = None, conv_stages: int = 0, global_max_tokens: int | None = None):
+                   depths: tuple[int, ...] | None = None, conv_stages: int = 0, global_max_tokens: int | None = None,
+                   resnet_width: int | None = None):
     """The default configuration of model ``name`` for a dataset's image shape and classes.
 
     ``dims`` and ``depths`` (stage widths and blocks per stage) resize the two pixel hierarchies alike
     and are ignored for the ResNet; ``conv_stages`` and ``global_max_tokens`` shape the attention model
-    only (the CNN is convolution at every stage already, and has no attention to make global).
+    only (the CNN is convolution at every stage already, and has no attention to make global);
+    ``resnet_width`` sets the ResNet's first-layer channels (default ``ResNetConfig.width``).
     """
     if name in ("attention", "cnn"):
         sizes = {key: tuple(value) for key, value in (("dims", dims), ("depths", depths)) if value is not None}
@@ -456,7 +458,10 @@ def default_config(name: str, in_channels: int, image_height: int, image_width: 
             raise ValueError(f"global_max_tokens must be >= 0, got {config.global_max_tokens}")
         return config
     if name == "resnet":
-        return ResNetConfig(in_channels=in_channels, num_classes=num_classes)
+        if resnet_width is not None and resnet_width < 1:
+            raise ValueError(f"resnet_width must be >= 1, got {resnet_width}")
+        return ResNetConfig(in_channels=in_channels, num_classes=num_classes,
+                            **({} if resnet_width is None else {"width": resnet_width}))
     raise ValueError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
 
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.lab.harness import load_checkpoint
+from core.lab.harness import autocast, load_checkpoint
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 from core.lab.schedule import warmup_cosine_scheduler
 from vision.data import ImageBatches, ImageSplit, channel_stats, holdout, load_dataset
@@ -62,6 +62,8 @@ class TrainConfig:
         eval_every (int): evaluate on validation every this many epochs (the sweep's small fractions).
         augment (tuple of str): training augmentations (``vision.data.AUGMENTATIONS``); with ``"flip"``
             the test set is also scored with flip test-time augmentation (``test_accuracy_flip``).
+        precision (str): the training forward passes, ``"fp32"`` or ``"bf16"`` autocast
+            (``core.lab.harness.autocast``); validation and test are always scored in float32.
     """
 
     optimizer: str = "adamw"
@@ -77,6 +79,7 @@ class TrainConfig:
     fraction: float = 1.0
     eval_every: int = 1
     augment: tuple[str, ...] = ("crop", "flip")
+    precision: str = "fp32"
 
 
 def train_config_for(model_name: str, **changes) -> TrainConfig:
@@ -107,6 +110,8 @@ def describe(spec: ModelSpec) -> str:
     """One line on what ``spec``'s model is, its stem, attention reach and position bias included where they
     differ."""
     config, name = spec.config, spec.name.split(" @ ")[0]
+    if name == "resnet":
+        return f"{DESCRIPTION[name]}, first layer {config.width} channels"
     if name != "attention":
         return DESCRIPTION[name]
     stem = (f"the first {config.conv_stages} stage(s) convolutional (a conv stem), attention above: "
@@ -125,6 +130,9 @@ def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: 
             + (" (--quick: the first images of every class of CIFAR-10, shrunk from 32×32)" if quick else ""),
             *[f"{s.name}: {describe(s)}; {s.train.optimizer}, lr {s.train.lr}, batch {s.train.batch_size}, "
               f"{s.train.epochs} epochs" for s in specs],
+            "training forward passes in " + ("bfloat16 (autocast; weights and optimizer in float32)"
+                                             if specs[0].train.precision == "bf16" else "float32")
+            + "; validation and test scored in float32",
             f"training augmentation: {', '.join(augment) or 'none'}"
             + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation)"
                if "flip" in augment else "; no flip test-time augmentation")]
@@ -323,12 +331,14 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adamw or sgd")
 
 
-def classification_step(device: torch.device, label_smoothing: float):
-    """``train_step`` for ``fit``: the cross-entropy of one batch."""
+def classification_step(device: torch.device, label_smoothing: float, precision: str = "fp32"):
+    """``train_step`` for ``fit``: the cross-entropy of one batch, the forward pass in ``precision``
+    (``"fp32"``, or ``"bf16"`` autocast; the loss is taken in float32 either way)."""
     def train_step(model: nn.Module, batch) -> torch.Tensor:
         images, labels = batch
-        logits = model(images.to(device, non_blocking=True))
-        return F.cross_entropy(logits, labels.to(device, non_blocking=True), label_smoothing=label_smoothing)
+        with autocast(device, precision):
+            logits = model(images.to(device, non_blocking=True))
+        return F.cross_entropy(logits.float(), labels.to(device, non_blocking=True), label_smoothing=label_smoothing)
     return train_step
 
 
@@ -405,7 +415,7 @@ def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, data: VisionData, 
         return {"val_accuracy": scores["accuracy"], "val_loss": scores["loss"]}
 
     history = ctx.fit(model, optimizer, train_data=RankShare(batches, ctx.dist.rank, ctx.dist.world_size),
-                      train_step=classification_step(device, config.label_smoothing), evaluate=evaluate,
+                      train_step=classification_step(device, config.label_smoothing, config.precision), evaluate=evaluate,
                       epochs=config.epochs, keep="best", patience=config.patience, scheduler=scheduler,
                       scheduler_per_batch=True, grad_clip=config.grad_clip, eval_every=config.eval_every,
                       checkpoint_every=ctx.checkpoint_every or CHECKPOINT_STEPS,

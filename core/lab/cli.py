@@ -27,11 +27,12 @@ from typing import Any
 
 from core.lab.datasets import DatasetNotFoundError
 from core.lab.experiment import add_common_args, apply_common_args
-from core.lab.harness import CheckpointError
+from core.lab.harness import PRECISIONS, CheckpointError, resolve_precision, select_device
 from core.lab.runner import RunnerError, check_out_dir
 
 __all__ = ["UsageError", "add_common_args", "apply_common_args", "add_schedule_args", "positive_int",
-           "non_negative_float", "subset_of", "check_common_args", "cli_main", "apply_profile"]
+           "non_negative_float", "subset_of", "check_common_args", "cli_main", "apply_profile",
+           "add_precision_arg", "precision_from_args"]
 
 
 class UsageError(ValueError):
@@ -114,6 +115,28 @@ def add_schedule_args(parser: argparse.ArgumentParser, *, epochs: int, time_budg
                             help="minutes per model and seed, for an equal-time comparison: each run stops after "
                                  "the epoch that crosses it and the report says so; results then depend on the "
                                  "machine's speed (default: none, the schedule is counted in epochs)")
+
+
+def add_precision_arg(parser: argparse.ArgumentParser, *, default: str, why: str = "") -> None:
+    """``--precision {auto,fp32,bf16}``: the arithmetic of the training forward passes (``core.lab.harness.autocast``).
+
+    ``why`` (a sentence) is added to the help, e.g. why the domain's default is what it is.
+    """
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default=default,
+                        help="arithmetic of the training forward passes: bf16 autocast (matrix products and "
+                             "convolutions in bfloat16, weights and optimizer in float32), fp32, or auto: bf16 "
+                             "where the device has native bfloat16 (a CPU with AVX-512 BF16 or AMX, a recent "
+                             f"GPU), else fp32 (default: {default}). Evaluation is always float32."
+                             + (f" {why}" if why else ""))
+
+
+def precision_from_args(args: argparse.Namespace) -> str:
+    """``--precision`` resolved on ``--device`` to ``"fp32"`` or ``"bf16"``; bf16 on a device without native
+    bfloat16 is a :class:`UsageError` naming the flag."""
+    try:
+        return resolve_precision(select_device(args.device), args.precision)
+    except (ValueError, RuntimeError) as error:
+        raise UsageError(str(error)) from None
 
 
 def apply_profile(args: argparse.Namespace, defaults: argparse.Namespace, profile: dict[str, Any],

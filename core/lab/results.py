@@ -286,6 +286,9 @@ RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2,
                ("test accuracy", "metrics.test_accuracy", 100, 2, "%"),
                ("training wall time", "train_seconds", 1 / 60, 1, " min"))
 
+#: training images/s of the three vision models in float32 and bfloat16, one interleaved benchmark run
+VISION_PRECISION = "benchmarks/results/vision-precision.json"
+
 #: the data-size sweep under the runner: 1%, 5% and 20% of the training images, three seeds, one invocation
 VISION_SWEEP = "docs/results/vision-sweep-seeds.metrics.json"
 
@@ -567,6 +570,32 @@ TABLES: tuple[Table, ...] = (
             "--conv-stages 1 [--global-tokens 64] --threads 2`. Speeds: `python benchmarks/vision.py` and the same "
             "with `--models attention,cnn --conv-stages 1 [--global-tokens 64] --out ...`, interleaved rounds, "
             "median of per-round ratios (target for the attention model: ≥ 0.8×)."),
+    FigureTable("vision-bf16", tuple(
+        Figure(f"ResNet-9, {label}: {what}", record, f"results[model=resnet].{path}", scale=scale, digits=digits,
+               unit=unit)
+        for label, record in (
+            ("width 16, float32 (the comparison above)", "docs/results/vision-compare.metrics.json"),
+            ("width 32, bfloat16 autocast, 15 epochs (`--precision bf16 --resnet-width 32`)",
+             "docs/results/vision-resnet-w32-bf16.metrics.json"),
+            ("width 32, bfloat16 autocast, 30 epochs (`... --epochs 30`)",
+             "docs/results/vision-resnet-w32-bf16-30ep.metrics.json"))
+        for what, path, scale, digits, unit in (*RUN_FIGURES[:2], ("test accuracy with flip TTA",
+                                                                    "metrics.test_accuracy_flip", 100, 2, "%"),
+                                                 RUN_FIGURES[2])
+    ) + tuple(
+        Figure(f"{model}: training images/s in bfloat16 against float32, same benchmark run", VISION_PRECISION,
+               f"results[model={model},precision=bf16].speed_vs_fp32", unit="×")
+        for model in ("attention", "cnn", "resnet")
+    ) + tuple(
+        Figure(f"attention against the CNN in {name}: training images/s, same benchmark run", VISION_PRECISION,
+               f"results[model=attention,precision={precision}].speed_vs_cnn", unit="×")
+        for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
+    ), note="CIFAR-10, seed 0, the comparison's split and ResNet recipe (SGD, batch 256, warm-up then cosine to 0 "
+            "over the epochs given); `python -m vision compare --models resnet --precision bf16 --resnet-width 32 "
+            "[--epochs 30] --threads 2`, each alone on the machine; validation "
+            "keeps the epoch, test scored once. Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --out "
+            f"{VISION_PRECISION}` (the default widths, interleaved rounds, median of per-round ratios; the attention "
+            "target is ≥ 0.8× the CNN)."),
     ModelTable("vision-sweep-seeds", VISION_SWEEP,
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("training images", "train_images", digits=0, thousands=True),

@@ -10,8 +10,8 @@ import torch
 
 from core.lab.runner import check_metrics_payload
 from core.lab import harness
+from core.lab.cli import precision_from_args
 from core.lab.harness import bf16_supported
-from text.g2p import __main__ as g2p_main
 from text.g2p.__main__ import build_parser, build_specs, main
 
 TINY = ["--limit-words", "300", "--epochs", "3", "--batch-size", "16", "--dim", "32", "--heads", "2", "--layers", "1",
@@ -170,14 +170,14 @@ def test_ensemble_refuses_members_that_do_not_belong_together(tiny_run, tmp_path
 
 def test_precision_and_dropout_flags(monkeypatch):
     args = build_parser().parse_args(["compare", "--dropout", "0.25", "--precision", "fp32"])
-    assert g2p_main.resolve_precision(args) == "fp32"
+    assert precision_from_args(args) == "fp32"
     transformer = {spec.name: spec.config for spec in build_specs(args)}["transformer"]
     assert transformer.dropout == 0.25
     assert {spec.name: spec.config for spec in build_specs(args)}["lstm"].dropout == 0.2  # the LSTMs keep theirs
     # a device without native bfloat16: auto falls back to fp32, an explicit bf16 is refused with the reason
     monkeypatch.setattr(harness, "bf16_supported", lambda device: False)
-    assert g2p_main.resolve_precision(build_parser().parse_args(["compare"])) == "fp32"
+    assert precision_from_args(build_parser().parse_args(["compare"])) == "fp32"
     with pytest.raises(SystemExit, match="no native bfloat16"):
         main(["compare", "--precision", "bf16", "--limit-words", "50", "--no-progress"])
     monkeypatch.setattr(harness, "bf16_supported", lambda device: True)
-    assert g2p_main.resolve_precision(build_parser().parse_args(["compare"])) == "bf16"
+    assert precision_from_args(build_parser().parse_args(["compare"])) == "bf16"
