@@ -10,8 +10,8 @@ recipe (optimizer, channels-last for the ResNet). Interleaved rounds (``core.lab
 machine's load lands on all of them; images/s is the median over rounds, and each model's speed against
 ``--reference`` is the median of the per-round ratios. With several ``--precisions`` every model runs in each
 (named ``model@precision``, the forward pass under ``core.lab.harness.autocast``), each row's ratio to the
-reference is taken in its own precision, and ``speed_vs_<first precision>`` is each model against itself. Writes a JSON file with images/s, the ratios,
-parameters and forward FLOPs per image.
+reference is taken in its own precision, and ``speed_vs_<first precision>`` is each model against itself.
+Writes a JSON file with images/s, the ratios, parameters and forward FLOPs per image.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.lab.bench import interleaved_rounds, load_average, paired_ratio, write_result  # noqa: E402
 from core.lab.experiment import count_parameters, versions  # noqa: E402
-from core.lab.harness import PRECISIONS, resolve_precision, select_device, set_num_threads_from_env, to_plain  # noqa: E402
+from core.lab.harness import (PRECISIONS, resolve_precision, select_device,  # noqa: E402
+                              set_num_threads_from_env, to_plain)
 from vision.models import MODEL_NAMES, PixelModelConfig, build_model, default_config, flops_per_image  # noqa: E402
 from vision.train import classification_step, make_optimizer, timed_steps, train_config_for  # noqa: E402
 
@@ -50,8 +51,9 @@ def contender(name: str, batch_size: int, shape: tuple[int, int, int], steps: in
     if train_config.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     batch = (images, torch.randint(0, 10, (batch_size,), generator=g).to(device))
-    row = {"model": name, "precision": precision, "batch_size": batch_size, "steps_per_round": steps, "params": count_parameters(model),
-           "mflops_per_image_forward": flops_per_image(model, shape) / 1e6, "config": to_plain(config)}
+    row = {"model": name, "precision": precision, "batch_size": batch_size, "steps_per_round": steps,
+           "params": count_parameters(model), "mflops_per_image_forward": flops_per_image(model, shape) / 1e6,
+           "config": to_plain(config)}
     return row, lambda: timed_steps(model, optimizer, step, itertools.repeat(batch, steps), 0, device)
 
 

@@ -415,7 +415,8 @@ def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, data: VisionData, 
         return {"val_accuracy": scores["accuracy"], "val_loss": scores["loss"]}
 
     history = ctx.fit(model, optimizer, train_data=RankShare(batches, ctx.dist.rank, ctx.dist.world_size),
-                      train_step=classification_step(device, config.label_smoothing, config.precision), evaluate=evaluate,
+                      train_step=classification_step(device, config.label_smoothing, config.precision),
+                      evaluate=evaluate,
                       epochs=config.epochs, keep="best", patience=config.patience, scheduler=scheduler,
                       scheduler_per_batch=True, grad_clip=config.grad_clip, eval_every=config.eval_every,
                       checkpoint_every=ctx.checkpoint_every or CHECKPOINT_STEPS,

@@ -760,6 +760,9 @@ TABLES: tuple[Table, ...] = (
                "results[model=cnn].metrics.test_accuracy", scale=100, unit="%"),
         Figure("vision: same protocol, ResNet-9", "docs/results/vision-compare.metrics.json",
                "results[model=resnet].metrics.test_accuracy", scale=100, unit="%"),
+        Figure("vision: ResNet-9 twice as wide, bfloat16 autocast, 30 epochs (`--precision bf16 --resnet-width 32 "
+               "--epochs 30`; target ≥ 90 %)", "docs/results/vision-resnet-w32-bf16-30ep.metrics.json",
+               "results[model=resnet].metrics.test_accuracy", scale=100, unit="%"),
         Figure("vision: handwritten digits (8k/2k, 28×28, `python -m vision digits`), pixel attention, 45 epochs",
                VISION_DIGITS_SEEDS, "results[model=attention].metrics.test_accuracy", scale=100, unit="%",
                std_path="results[model=attention].std.test_accuracy", count_path="results[model=attention].runs"),
