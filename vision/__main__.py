@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="channels of the ResNet's first layer; its stages use 2W, 4W, 8W, and its cost grows "
                               f"about as W² (default: {ResNetConfig.width}; Page's original: 64)")
         add_precision_arg(sub, default="fp32", why="The default stays fp32 because the recorded vision runs were "
-                          "trained in float32 and their commands must keep reproducing them; on a CPU with "
-                          "AVX-512 BF16 bf16 trains the convolutional models about twice as fast (docs/vision.md).")
+                          "trained in float32 and their commands must keep reproducing them. On this project's CPU "
+                          "(AVX-512 BF16) bf16 speeds up the convolutional models' training steps and slows the "
+                          "attention model's (docs/vision.md).")
         add_common_args(sub, default_out=f"runs/vision/{'compare' if sub is compare else 'sweep'}")
     attention_map = commands.add_parser(
         "attention-map", help="where each attention layer looks from one query pixel of an image",
