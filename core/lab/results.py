@@ -592,10 +592,10 @@ TABLES: tuple[Table, ...] = (
         for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
     ), note="CIFAR-10, seed 0, the comparison's split and ResNet recipe (SGD, batch 256, warm-up then cosine to 0 "
             "over the epochs given); `python -m vision compare --models resnet --precision bf16 --resnet-width 32 "
-            "[--epochs 30] --threads 2`, each alone on the machine; validation "
-            "keeps the epoch, test scored once. Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 "
-            f"--steps 8 --out {VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of per-round ratios; the attention "
-            "target is ≥ 0.8× the CNN)."),
+            "[--epochs 30] --threads 2`, each alone on the machine; validation keeps the epoch, test scored once. "
+            "Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 --steps 8 --out "
+            f"{VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of "
+            "per-round ratios; the attention target is ≥ 0.8× the CNN)."),
     ModelTable("vision-sweep-seeds", VISION_SWEEP,
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("training images", "train_images", digits=0, thousands=True),
