@@ -97,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "has no val/ folder (seeded by --data-seed) (default: 0.1)")
         sub.add_argument("--data-seed", type=int, default=0, help="seed of the validation hold-out (default: 0)")
         sub.add_argument("--augment", type=augment_list, default=None,
-                         help="training augmentations, comma-separated from crop, flip, or none; flip also scores "
-                              "the test set with flip test-time augmentation (default: crop,flip for cifar10, crop "
-                              "for an imagefolder: a mirrored digit or letter is not the same symbol)")
+                         help="training augmentations, comma-separated from crop, flip, cutout, or none; flip also "
+                              "scores the test set with flip test-time augmentation; cutout blanks a square a "
+                              "quarter of the side in every image (default: crop,flip for cifar10, crop for an "
+                              "imagefolder: a mirrored digit or letter is not the same symbol)")
         sub.add_argument("--relative-bias", nargs="?", const="table", default="off", choices=RELATIVE_BIASES,
                          help="a relative 2-D position bias in every attention layer: table (a learned value per "
                               "offset; --relative-bias alone), quadratic (Cordonnier et al.'s quadratic encoding, "

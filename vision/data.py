@@ -34,9 +34,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "F")
 CIFAR10_FOLDER = "cifar10-jpg"
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-#: Training augmentations ``ImageBatches`` knows. CIFAR-10 trains with both; an ImageFolder with ``crop`` only
-#: unless asked (a mirrored digit or letter is another symbol, or none).
-AUGMENTATIONS = ("crop", "flip")
+#: Training augmentations ``ImageBatches`` knows. CIFAR-10 trains with crop and flip; an ImageFolder with ``crop``
+#: only unless asked (a mirrored digit or letter is another symbol, or none). ``cutout`` is asked for by name.
+AUGMENTATIONS = ("crop", "flip", "cutout")
 DEFAULT_AUGMENT = {"cifar10": ("crop", "flip"), "imagefolder": ("crop",)}
 # Bump when the cached tensor format changes, so stale caches are rebuilt rather than misread.
 CACHE_VERSION = 1
@@ -414,6 +414,35 @@ def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Genera
     return out.permute(0, 3, 1, 2)  # (B, C, H, W)
 
 
+def cutout_side(width: int) -> int:
+    """Side of the cutout square for images ``width`` pixels wide: a quarter (8 of 32, Page's ResNet-9 recipe)."""
+    return max(1, width // 4)
+
+
+def cutout(images: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): a ``size`` x ``size`` square of every image set to zero, in place.
+
+    The square's centre is drawn uniformly over the whole image, so near an edge only part of it falls inside (as in
+    the paper). Applied after normalisation, zero is the training set's mean colour.
+
+    Args:
+        images (torch.Tensor): (B, C, H, W) float, normalised.
+        size (int): side of the square in pixels.
+        generator (torch.Generator): source of the centres.
+
+    Returns:
+        torch.Tensor: ``images``, each with its own square zeroed.
+    """
+    B, _, H, W = images.shape
+    cy = torch.randint(0, H, (B, 1), generator=generator)
+    cx = torch.randint(0, W, (B, 1), generator=generator)
+    top, left = cy - size // 2, cx - size // 2
+    rows = (torch.arange(H) >= top) & (torch.arange(H) < top + size)  # (B, H)
+    cols = (torch.arange(W) >= left) & (torch.arange(W) < left + size)  # (B, W)
+    square = rows.view(B, 1, H, 1) & cols.view(B, 1, 1, W)
+    return images.masked_fill_(square, 0.0)
+
+
 class ImageBatches:
     """Iterable over (images float (B, C, H, W), labels (B,)) batches of an ``ImageSplit``.
 
@@ -422,8 +451,9 @@ class ImageBatches:
         batch_size (int): images per batch.
         mean, std (torch.Tensor): (C,) normalisation in [0, 1] units.
         train (bool): shuffle and augment as ``augment`` says; otherwise the images in order, unchanged.
-        augment (sequence of str): with ``train``, ``"crop"`` (a random shift of up to ``padding`` pixels,
-            zero-filled) and/or ``"flip"`` (half the images mirrored left-right). (default: both, CIFAR's)
+        augment (sequence of str): with ``train``, any of ``"crop"`` (a random shift of up to ``padding`` pixels,
+            zero-filled), ``"flip"`` (half the images mirrored left-right) and ``"cutout"`` (a square a quarter of
+            the image's side, set to the mean colour, in every image). (default: crop and flip, CIFAR's)
         padding (int): crop shift for augmentation; 0 turns cropping off. Default 4 (of 32 pixels),
             scaled with the image size.
         seed (int): seed of the shuffling and augmentation stream.
@@ -438,7 +468,8 @@ class ImageBatches:
         unknown = set(augment) - set(AUGMENTATIONS)
         if unknown:
             raise ValueError(f"augmentations are {', '.join(AUGMENTATIONS)}; got {sorted(unknown)}")
-        self.crop, self.flip = "crop" in augment, "flip" in augment
+        self.crop, self.flip, self.cutout = "crop" in augment, "flip" in augment, "cutout" in augment
+        self.cutout_size = cutout_side(split.shape[-1])
         self.split = split
         self.batch_size = batch_size
         self.mean = mean.view(1, -1, 1, 1) * 255.0
@@ -463,6 +494,8 @@ class ImageBatches:
                 flip = torch.rand(len(index), generator=self.generator) < 0.5
                 images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
             images = (images.float() - self.mean) / self.std
+            if self.train and self.cutout:
+                images = cutout(images, self.cutout_size, self.generator)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             yield images, self.split.labels[index]

@@ -30,7 +30,7 @@ from torch import nn
 from core.lab.harness import autocast, load_checkpoint
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 from core.lab.schedule import warmup_cosine_scheduler
-from vision.data import ImageBatches, ImageSplit, channel_stats, holdout, load_dataset
+from vision.data import ImageBatches, ImageSplit, channel_stats, cutout_side, holdout, load_dataset
 from vision.models import build_model, flops_per_image
 
 __all__ = ["CONTRACT", "ROLE", "DESCRIPTION", "TrainConfig", "train_config_for", "compare_notes", "sweep_schedule",
@@ -134,6 +134,8 @@ def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: 
                                              if specs[0].train.precision == "bf16" else "float32")
             + "; validation and test scored in float32",
             f"training augmentation: {', '.join(augment) or 'none'}"
+            + (f" (cutout: a {cutout_side(width)}×{cutout_side(width)} square at the mean colour in every image)"
+               if "cutout" in augment else "")
             + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation)"
                if "flip" in augment else "; no flip test-time augmentation")]
 

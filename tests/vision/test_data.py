@@ -9,8 +9,8 @@ from PIL import Image
 from core.lab.datasets import DatasetNotFoundError, resolve_data_root
 from vision import data as vision_data
 from vision.data import (
-    ImageBatches, ImageDataError, ImageSplit, channel_stats, decode_images, list_image_folder, load_image_folder,
-    random_crop_flip,
+    ImageBatches, ImageDataError, ImageSplit, channel_stats, cutout, decode_images, list_image_folder,
+    load_image_folder, random_crop_flip,
 )
 
 
@@ -173,8 +173,35 @@ def test_crop_without_flip_never_mirrors_and_flip_alone_never_shifts():
     assert any(not any(torch.equal(out, w) for w in plain) for out in both)  # some are mirrored
     flip = torch.cat([x for x, _ in ImageBatches(split, 16, mean, std, train=True, augment=("flip",), padding=1)])
     assert all(torch.equal(out, images[0].float()) or torch.equal(out, images[0].float().flip(-1)) for out in flip)
-    with pytest.raises(ValueError, match="augmentations are crop, flip"):
+    with pytest.raises(ValueError, match="augmentations are crop, flip, cutout"):
         ImageBatches(split, 16, mean, std, augment=("rotate",))
+
+
+def test_cutout_blanks_one_square_per_image_and_only_when_asked():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(200, 3, 12, 12) + 1  # never zero before cutout
+    out = cutout(images.clone(), 4, generator)
+    zeroed = out == 0
+    assert torch.equal(zeroed[:, :1].expand_as(zeroed), zeroed)  # the same pixels in every channel
+    areas = zeroed[:, 0].sum(dim=(1, 2))
+    assert areas.max() == 16 and areas.min() >= 4  # a whole 4x4 square, or a corner of one at the edge
+    assert (areas == 16).float().mean() > 0.3 and (areas < 16).any()
+    for square in zeroed[:50, 0]:  # a rectangle: its rows and columns are contiguous runs
+        rows, cols = square.any(dim=1).nonzero().flatten(), square.any(dim=0).nonzero().flatten()
+        assert square.sum() == len(rows) * len(cols)
+        assert rows.max() - rows.min() + 1 == len(rows) and cols.max() - cols.min() + 1 == len(cols)
+    assert torch.equal(out[~zeroed], images[~zeroed])  # the rest untouched
+    centres = {tuple(sq.nonzero().float().mean(dim=0).round().tolist()) for sq in zeroed[:, 0]}
+    assert len(centres) > 30  # drawn per image, not one fixed square
+
+    split = ImageSplit(torch.full((32, 1, 32, 32), 200, dtype=torch.uint8), torch.zeros(32, dtype=torch.long), ["x"])
+    mean, std = torch.zeros(1), torch.full((1,), 1 / 255)  # normalising becomes the identity
+    with_cutout = torch.cat([x for x, _ in ImageBatches(split, 8, mean, std, train=True, augment=("cutout",))])
+    assert ((with_cutout == 0).sum(dim=(1, 2, 3)) > 0).all()  # every training image loses a square
+    assert (with_cutout == 0).sum(dim=(1, 2, 3)).max() == 64  # 8x8 at 32 pixels
+    default = torch.cat([x for x, _ in ImageBatches(split, 8, mean, std, train=True, padding=0)])  # no zero border
+    evaluation = torch.cat([x for x, _ in ImageBatches(split, 8, mean, std, augment=("cutout",))])
+    assert (default != 0).all() and (evaluation != 0).all()  # not by default, never outside training
 
 
 def test_batches_normalise_and_cover_the_split():
