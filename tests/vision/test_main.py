@@ -54,9 +54,13 @@ def test_a_val_folder_is_the_validation_split(tmp_path, make_image_folder, monke
                              splits=("train", "val", "test"))
     out = tmp_path / "out"
     main(["compare", "--dataset", "imagefolder", "--data-dir", str(root), "--models", "cnn", "--epochs", "1",
-          "--batch-size", "6", "--dims", "8,8", "--depths", "1,1", "--out", str(out), "--no-progress"])
-    data = json.loads((out / "metrics.json").read_text())["data"]
+          "--batch-size", "6", "--dims", "8,8", "--depths", "1,1", "--augment", "crop,cutout", "--out", str(out),
+          "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    data = metrics["data"]
     assert (data["train"], data["val"], data["test"]) == (6, 6, 6) and "val/" in data["validation"]
+    assert metrics["config"]["spec_train"]["cnn"]["augment"] == ["crop", "cutout"]  # asked for, kept in the record
+    assert "training augmentation: crop, cutout (cutout: a 2×2 square" in (out / "report.md").read_text()
 
 
 def test_sweep_scales_epochs_per_fraction_and_reports_the_cnns_lead(tmp_path, make_image_folder, monkeypatch):
