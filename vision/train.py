@@ -134,10 +134,10 @@ def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: 
                                              if specs[0].train.precision == "bf16" else "float32")
             + "; validation and test scored in float32",
             f"training augmentation: {', '.join(augment) or 'none'}"
-            + (f" (cutout: a {cutout_side(width)}×{cutout_side(width)} square at the mean colour in every image)"
-               if "cutout" in augment else "")
             + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation)"
-               if "flip" in augment else "; no flip test-time augmentation")]
+               if "flip" in augment else "; no flip test-time augmentation")
+            + (f"; cutout sets one {cutout_side(width)}×{cutout_side(width)} square of every training image to the "
+               "mean colour" if "cutout" in augment else "")]
 
 
 def sweep_schedule(epochs: int, fraction: float) -> tuple[int, int]:

@@ -578,7 +578,9 @@ TABLES: tuple[Table, ...] = (
             ("width 32, bfloat16 autocast, 15 epochs (`--precision bf16 --resnet-width 32`)",
              "docs/results/vision-resnet-w32-bf16.metrics.json"),
             ("width 32, bfloat16 autocast, 30 epochs (`... --epochs 30`)",
-             "docs/results/vision-resnet-w32-bf16-30ep.metrics.json"))
+             "docs/results/vision-resnet-w32-bf16-30ep.metrics.json"),
+            ("width 32, bfloat16 autocast, 30 epochs, cutout (`... --epochs 30 --augment crop,flip,cutout`)",
+             "docs/results/vision-resnet-w32-bf16-30ep-cutout.metrics.json"))
         for what, path, scale, digits, unit in (*RUN_FIGURES[:2], ("test accuracy with flip TTA",
                                                                     "metrics.test_accuracy_flip", 100, 2, "%"),
                                                  RUN_FIGURES[2])
@@ -592,7 +594,8 @@ TABLES: tuple[Table, ...] = (
         for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
     ), note="CIFAR-10, seed 0, the comparison's split and ResNet recipe (SGD, batch 256, warm-up then cosine to 0 "
             "over the epochs given); `python -m vision compare --models resnet --precision bf16 --resnet-width 32 "
-            "[--epochs 30] --threads 2`, each alone on the machine; validation keeps the epoch, test scored once. "
+            "[--epochs 30] [--augment crop,flip,cutout] --threads 2`, each alone on the machine; validation keeps the "
+            "epoch and chose the recipe (cutout), test scored once per run. "
             "Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 --steps 8 --out "
             f"{VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of "
             "per-round ratios; the attention target is ≥ 0.8× the CNN)."),

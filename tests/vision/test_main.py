@@ -60,7 +60,8 @@ def test_a_val_folder_is_the_validation_split(tmp_path, make_image_folder, monke
     data = metrics["data"]
     assert (data["train"], data["val"], data["test"]) == (6, 6, 6) and "val/" in data["validation"]
     assert metrics["config"]["spec_train"]["cnn"]["augment"] == ["crop", "cutout"]  # asked for, kept in the record
-    assert "training augmentation: crop, cutout (cutout: a 2×2 square" in (out / "report.md").read_text()
+    assert ("training augmentation: crop, cutout; no flip test-time augmentation; cutout sets one 2×2 square"
+            in (out / "report.md").read_text())
 
 
 def test_sweep_scales_epochs_per_fraction_and_reports_the_cnns_lead(tmp_path, make_image_folder, monkeypatch):
