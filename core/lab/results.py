@@ -594,8 +594,8 @@ TABLES: tuple[Table, ...] = (
         Figure(f"attention against the CNN in {name}: training images/s, same benchmark run", VISION_PRECISION,
                f"results[model=attention,precision={precision}].speed_vs_cnn", unit="×")
         for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
-    ), note="CIFAR-10, seed 0 (the last group: seeds 0 and 1), the comparison's split and ResNet recipe (SGD, batch 256, warm-up then cosine to 0 "
-            "over the epochs given); `python -m vision compare --models resnet --precision bf16 --resnet-width 32 "
+    ), note="CIFAR-10, seed 0 (the last group: seeds 0 and 1), the comparison's split and ResNet recipe (SGD, "
+            "batch 256, warm-up then cosine to 0 over the epochs given); `python -m vision compare --models resnet --precision bf16 --resnet-width 32 "
             "[--epochs 30] [--augment crop,flip,cutout] --threads 2`, each alone on the machine; validation keeps the "
             "epoch and chose the recipe (cutout), test scored once per run. "
             "Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 --steps 8 --out "
