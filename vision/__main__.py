@@ -20,6 +20,7 @@ handwritten-digit ImageFolder (10,000 MNIST digits from a pinned registry packag
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -28,14 +29,16 @@ import torch
 
 from core.lab.cli import UsageError, add_common_args, add_precision_arg, add_schedule_args, apply_common_args, \
     apply_profile, check_common_args, cli_main, number_list, positive_int, precision_from_args, subset_of
+from core.lab.harness import select_device
 from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
 from vision.digits import PACKAGE, fetch_package, make_digit_folder
 from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, ResNetConfig, default_config
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
-from vision.train import (CONTRACT, ROLE, TrainConfig, VisionData, compare_notes, load_model, load_vision_data,
-                          sweep_specs, sweep_summary, train_config_for, train_one)
+from vision.train import (ABLATIONS, CONTRACT, ROLE, TrainConfig, VisionData, ablation_specs, ablation_summary,
+                          compare_notes, load_model, load_vision_data, sweep_specs, sweep_summary, train_config_for,
+                          train_one)
 
 #: --quick: CIFAR-10's first 1000 training (10% of them held out for validation) and 200 test images per class,
 #: shrunk to 16x16 pixels (a quarter of the tokens), attention and the CNN, 5 epochs of batches of 64 without
@@ -79,15 +82,35 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--all-seeds-up-to", type=float, default=0.05, metavar="F",
                        help="fractions up to F train with every seed of --seeds, larger ones with the first seed "
                             "only (small subsets vary from seed to seed and train fast) (default: 0.05)")
-    for sub, models, epochs in ((compare, "attention,cnn,resnet", 15), (sweep, "attention,cnn", 15)):
+    ablate = commands.add_parser(
+        "ablate", help="the attention recipe with one choice changed at a time: validation accuracy and images/s",
+        description="Train the attention model's recipe (the reference), the same hierarchy with the convolution, "
+                    "and the recipe with one choice changed at a time (--variants), all on the same --fraction of "
+                    "the training images for the same --epochs, one validation split choosing. After training, "
+                    "every distinct model's training speed is timed in interleaved rounds. The report gives each "
+                    "variant's validation accuracy against the reference (gain, loss or within noise) and its "
+                    "speed against it: which choices earn their cost on this machine.")
+    ablate.add_argument("--fraction", type=float, default=0.2,
+                        help="stratified share of the training images every row trains on, drawn by the seed "
+                             "(default: 0.2)")
+    ablate.add_argument("--variants", type=subset_of(list(ABLATIONS), "variants"), default=",".join(ABLATIONS),
+                        help="comma-separated, from: " + "; ".join(f"{key} ({what})" for key, (what, _, _)
+                                                                    in ABLATIONS.items()).replace("%", "%%")
+                             + " (default: all)")
+    ablate.add_argument("--speed-rounds", type=positive_int, default=5,
+                        help="interleaved timing rounds after training (default: 5)")
+    ablate.add_argument("--speed-steps", type=positive_int, default=3,
+                        help="training steps per model per timing round (default: 3)")
+    for sub, models, epochs in ((compare, "attention,cnn,resnet", 15), (sweep, "attention,cnn", 15), (ablate, None, 5)):
         sub.add_argument("--dataset", default="cifar10", choices=["cifar10", "imagefolder"],
                          help="cifar10: <data root>/cifar10-jpg (ImageFolder copy) or torchvision's download; "
                               "imagefolder: --data-dir ROOT with ROOT/train/<class>/*, ROOT/test/<class>/* (and "
                               "ROOT/val/<class>/*, used as the validation split when present)")
         sub.add_argument("--image-size", type=positive_int, help="resize every image to this square size, bilinear (default: as stored)")
-        sub.add_argument("--models", type=subset_of(MODEL_NAMES), default=models,
-                         help=f"comma-separated, from {', '.join(MODEL_NAMES)} (default: {models})")
-        add_schedule_args(sub, epochs=epochs, epochs_help=None if sub is compare else
+        if models is not None:
+            sub.add_argument("--models", type=subset_of(MODEL_NAMES), default=models,
+                             help=f"comma-separated, from {', '.join(MODEL_NAMES)} (default: {models})")
+        add_schedule_args(sub, epochs=epochs, epochs_help=None if sub is not sweep else
                           f"epochs on the full training set; a fraction f gets --epochs / sqrt(f) (default: {epochs})")
         sub.add_argument("--patience", type=positive_int, help="stop after this many epochs without a better "
                                                                "validation accuracy (default: none)")
@@ -125,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "trained in float32 and their commands must keep reproducing them. On this project's CPU "
                           "(AVX-512 BF16) bf16 speeds up the convolutional models' training steps and slows the "
                           "attention model's (docs/vision.md).")
-        add_common_args(sub, default_out=f"runs/vision/{'compare' if sub is compare else 'sweep'}")
+        add_common_args(sub, default_out=f"runs/vision/{sub.prog.split()[-1]}")
     attention_map = commands.add_parser(
         "attention-map", help="where each attention layer looks from one query pixel of an image",
         description="Load best.pt of an attention model trained by compare/sweep, run it on IMAGE and draw, per "
@@ -255,6 +278,39 @@ def run_sweep(args) -> int:
     return 0
 
 
+def run_ablate(args) -> int:
+    if not 0 < args.fraction <= 1:
+        raise UsageError(f"--fraction must be in (0, 1], got {args.fraction}")
+    args.models = ["attention", "cnn"]
+    names, data, prepared = prepare(args)
+    train = dataclasses.replace(train_config(args, "attention"), fraction=args.fraction)
+    specs, variant_notes = ablation_specs(prepared["configs"]["attention"], prepared["configs"]["cnn"], train,
+                                          args.variants)
+    C, H, W = data.shape
+    experiment = Experiment(
+        domain="vision", dataset=data.name, title=f"Vision: the attention recipe, one choice at a time, on {data.name}",
+        contract=CONTRACT, specs=specs,
+        train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, data=data,
+                                                    kind="attention" if spec.config.operator == "attention" else "cnn"),
+        data_identity=prepared["identity"], table=[],
+        bookkeeping_table=["val_vs_attention", "images_per_s", "speed_vs_attention", "best_epoch", "epochs"],
+        figures=compare_figures,
+        summary=functools.partial(ablation_summary, specs=specs, shape=data.shape, num_classes=data.num_classes,
+                                  device=select_device(args.device), val_images=len(data.val),
+                                  rounds=args.speed_rounds, steps=args.speed_steps),
+        intro=f"The attention model's recipe (the `attention` row, the reference) against itself with one choice "
+              f"changed at a time, and the same hierarchy with the convolution (`cnn`). Every row trains on the same "
+              f"{100 * args.fraction:g}% of the training images for {args.epochs} epochs (a short budget: it ranks "
+              "choices by what they buy early, which is what a CPU budget buys), and validation, the same images for "
+              "every row, keeps each run's best epoch and judges the variants; test is scored once per run and "
+              "chooses nothing. val_vs_attention: points of validation accuracy against the reference; "
+              "images_per_s and speed_vs_attention: training speed timed after training, interleaved.",
+        notes=[*compare_notes(specs[:2], data, prepared["how"]), *variant_notes],
+        extra={"command_name": "ablate", "fraction": args.fraction, "variants": list(args.variants)})
+    run_experiment(experiment, RunnerOptions.from_args(args))
+    return 0
+
+
 def run_attention_map(args) -> Path:
     try:
         model, dataset = load_model(args.checkpoint)
@@ -294,7 +350,7 @@ def run_digits(args) -> dict:
     return source
 
 
-COMMANDS = {"compare": run_compare, "sweep": run_sweep, "attention-map": run_attention_map,
+COMMANDS = {"compare": run_compare, "sweep": run_sweep, "ablate": run_ablate, "attention-map": run_attention_map,
             "conv-check": run_conv_check, "digits": run_digits}
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ Legend: B batch, C channels, H/W image height/width.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import math
 import statistics
 import time
@@ -27,15 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.lab.harness import autocast, load_checkpoint
+from core.lab.bench import interleaved_rounds, paired_ratio
+from core.lab.harness import autocast, load_checkpoint, to_plain
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 from core.lab.schedule import warmup_cosine_scheduler
 from vision.data import ImageBatches, ImageSplit, channel_stats, cutout_side, holdout, load_dataset
-from vision.models import build_model, flops_per_image
+from vision.models import PixelModelConfig, build_model, flops_per_image
 
 __all__ = ["CONTRACT", "ROLE", "DESCRIPTION", "TrainConfig", "train_config_for", "compare_notes", "sweep_schedule",
            "sweep_specs", "late_gain", "sweep_groups", "seed_gaps", "sweep_summary", "VisionData", "load_vision_data",
-           "train_one", "accuracy", "make_optimizer", "classification_step", "timed_steps", "load_model"]
+           "train_one", "accuracy", "make_optimizer", "classification_step", "timed_steps", "load_model",
+           "ABLATIONS", "ablation_specs", "ablation_speeds", "ablation_summary"]
 
 #: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).
 CONTRACT = MetricsContract(headline="test_accuracy", select="val_accuracy", mode="max")
@@ -238,6 +242,134 @@ def sweep_summary(records: dict[str, list[RunRecord]], results, *, rows: dict[st
                              for kind, gain in entry["late_gain"].items())
                  + " (near 0: converged on validation)")
     return notes, {"sweep": summary}
+
+
+#: ``python -m vision ablate``: the attention model's recipe with one choice changed at a time, each against the
+#: unchanged recipe trained the same way. Key (the row is ``"attention <key>"``) -> (what changes, model config
+#: changes, training changes). The choices are the vision issue's: relative bias on or off, window size, widths and
+#: depths, learning rate, warm-up, label smoothing, weight decay.
+ABLATIONS: dict[str, tuple[str, dict, dict]] = {
+    "quadratic-bias": ("relative 2-D position bias, quadratic (on the fused kernel)", {"relative_bias": "quadratic"}, {}),
+    "table-bias": ("relative 2-D position bias, a learned table (off the fused kernel)", {"relative_bias": "table"}, {}),
+    "window-8": ("8×8 attention tiles at high resolution instead of 4×4", {"window": 8}, {}),
+    "global-64": ("global attention only on grids of at most 64 pixels (16×16 windowed too)",
+                  {"global_max_tokens": 64}, {}),
+    "wider": ("stage widths 24, 64, 128 instead of 16, 48, 96", {"dims": (24, 64, 128)}, {}),
+    "deeper": ("blocks per stage 1, 2, 3 instead of 1, 1, 2", {"depths": (1, 2, 3)}, {}),
+    "lr-1e-3": ("peak learning rate 1e-3 instead of 2e-3", {}, {"lr": 1e-3}),
+    "lr-4e-3": ("peak learning rate 4e-3 instead of 2e-3", {}, {"lr": 4e-3}),
+    "no-warmup": ("no learning-rate warm-up (10% of the steps by default)", {}, {"warmup_fraction": 0.0}),
+    "no-smoothing": ("no label smoothing (0.1 by default)", {}, {"label_smoothing": 0.0}),
+    "wd-0.01": ("weight decay 0.01 instead of 0.05", {}, {"weight_decay": 0.01}),
+    "wd-0.2": ("weight decay 0.2 instead of 0.05", {}, {"weight_decay": 0.2}),
+}
+
+
+def ablation_specs(base: PixelModelConfig, cnn: PixelModelConfig, train: TrainConfig,
+                   variants: Iterable[str]) -> tuple[list[ModelSpec], list[str]]:
+    """The ablation's rows: ``"attention"`` (``base`` with ``train``, the reference every variant is read
+    against), ``"cnn"`` (the same hierarchy with the convolution, same training) and one ``"attention <key>"``
+    row per variant of ``ABLATIONS``, with its one change. A variant that changes nothing (the base already
+    has it, e.g. ``--relative-bias quadratic`` with ``quadratic-bias``) is left out and named in the notes.
+
+    Returns:
+        (list[ModelSpec], list[str]): the rows and report notes (what each variant changes).
+    """
+    specs = [ModelSpec("attention", "attention", base, train=train), ModelSpec("cnn", "baseline", cnn, train=train)]
+    notes = []
+    for key in variants:
+        what, model_changes, train_changes = ABLATIONS[key]
+        config = dataclasses.replace(base, **model_changes)
+        recipe = dataclasses.replace(train, **train_changes)
+        if config == base and recipe == train:
+            notes.append(f"attention {key}: left out, the base recipe already has it ({what})")
+            continue
+        specs.append(ModelSpec(f"attention {key}", "attention", config, train=recipe))
+        notes.append(f"attention {key}: {what}")
+    return specs, notes
+
+
+def _training_steps(model, optimizer, step, batch, steps: int, device: torch.device):
+    """A call that trains ``steps`` steps on ``batch`` (and returns their seconds)."""
+    return lambda: timed_steps(model, optimizer, step, itertools.repeat(batch, steps), 0, device)
+
+
+def ablation_speeds(specs: list[ModelSpec], shape: tuple[int, int, int], num_classes: int, device: torch.device,
+                    *, rounds: int = 5, steps: int = 3, reference: str = "attention") -> dict[str, dict[str, float]]:
+    """Training images/s of every row, timed in interleaved rounds (``core.lab.bench``) after training.
+
+    Rows whose model, batch size, precision and memory layout are the same (the variants that change only
+    the optimisation: learning rate, warm-up, smoothing, decay) do the same work per step, so they are timed
+    once and share the figure. Every contender trains ``steps`` steps per round on one fixed batch of random
+    images of ``shape`` (the same for all), with its own recipe.
+
+    Returns:
+        ``{row: {"images_per_s": ..., "speed_vs_<reference>": ...}}``: images/s from the median round, and
+        the median over rounds of the reference's time over the row's (above 1: faster than the reference).
+    """
+    contenders, timed_as = {}, {}
+    for spec in specs:
+        work = (repr(to_plain(spec.config)), spec.train.batch_size, spec.train.precision, spec.train.channels_last)
+        timed_as[spec.name] = next((name for name, (key, _) in contenders.items() if key == work), spec.name)
+        if timed_as[spec.name] != spec.name:
+            continue
+        torch.manual_seed(0)
+        kind = "attention" if spec.config.operator == "attention" else "cnn"
+        model = build_model(kind, spec.config).to(device).train()
+        optimizer = make_optimizer(model, spec.train)
+        step = classification_step(device, spec.train.label_smoothing, spec.train.precision)
+        g = torch.Generator().manual_seed(0)
+        batch = (torch.randn(spec.train.batch_size, *shape, generator=g).to(device),
+                 torch.randint(0, num_classes, (spec.train.batch_size,), generator=g).to(device))
+        contenders[spec.name] = (work, _training_steps(model, optimizer, step, batch, steps, device))
+
+    times = interleaved_rounds({name: call for name, (_, call) in contenders.items()}, rounds)
+    out = {}
+    for spec in specs:
+        name = timed_as[spec.name]
+        seconds = statistics.median(r[name] for r in times)
+        out[spec.name] = {"images_per_s": spec.train.batch_size * steps / seconds,
+                          f"speed_vs_{reference}": paired_ratio(times, timed_as[reference], name)}
+    return out
+
+
+def ablation_summary(records: dict[str, list[RunRecord]], results, *, specs: list[ModelSpec],
+                     shape: tuple[int, int, int], num_classes: int, device: torch.device, val_images: int,
+                     rounds: int = 5, steps: int = 3) -> tuple[list[str], dict]:
+    """The ablation's reading: every row's training speed (``ablation_speeds``) and validation accuracy
+    against the reference ``"attention"`` row, added to the results' bookkeeping (``images_per_s``,
+    ``speed_vs_attention``, ``val_vs_attention`` in points), and a verdict per variant.
+
+    A difference in validation accuracy stands out when it exceeds twice the standard error of the
+    difference of two accuracies like the reference's, each over ``val_images`` images
+    (``2·sqrt(2·p(1 - p)/N)``); anything smaller is called noise. Validation alone is read: test chooses
+    nothing here.
+
+    Returns:
+        (list[str], dict): report notes and ``{"ablation": {row: {...}}, "ablation_noise_points": ...}``.
+    """
+    speeds = ablation_speeds(specs, shape, num_classes, device, rounds=rounds, steps=steps)
+    by_name = {r.model: r for r in results}
+    reference = by_name["attention"].metrics["val_accuracy"]
+    noise = 100 * 2 * math.sqrt(2 * reference * (1 - reference) / val_images)
+    table, notes = {}, []
+    for spec in specs:
+        result = by_name[spec.name]
+        gain = 100 * (result.metrics["val_accuracy"] - reference)
+        result.bookkeeping.update(speeds[spec.name], val_vs_attention=gain)
+        verdict = ("reference" if spec.name == "attention" else "gain" if gain > noise
+                   else "loss" if gain < -noise else "within noise")
+        table[spec.name] = {**speeds[spec.name], "val_accuracy": result.metrics["val_accuracy"],
+                            "val_vs_attention": gain, "verdict": verdict}
+        if spec.name.startswith("attention "):
+            notes.append(f"{spec.name}: validation {gain:+.2f} points against attention ({verdict}), "
+                         f"{speeds[spec.name]['speed_vs_attention']:.2f}× its training speed")
+    notes.insert(0, f"validation chooses: a variant's gain stands out from noise beyond ±{noise:.2f} points (two "
+                    f"standard errors of the difference of two accuracies near {100 * reference:.1f}% on "
+                    f"{val_images} images); speeds timed after training, {rounds} interleaved rounds of {steps} "
+                    "steps on one batch of random images, rows that change only the optimisation timed as the "
+                    "reference")
+    return notes, {"ablation": table, "ablation_noise_points": noise}
 
 
 @dataclass
