@@ -304,8 +304,9 @@ def ablation_speeds(specs: list[ModelSpec], shape: tuple[int, int, int], num_cla
     images of ``shape`` (the same for all), with its own recipe.
 
     Returns:
-        ``{row: {"images_per_s": ..., "speed_vs_<reference>": ...}}``: images/s from the median round, and
-        the median over rounds of the reference's time over the row's (above 1: faster than the reference).
+        ``{row: {"images_per_s": ..., "speed_vs_<reference>": ..., "timed_as": row timed}}``: images/s from
+        the median round, and the median over rounds of the reference's time over the row's (above 1: faster
+        than the reference).
     """
     contenders, timed_as = {}, {}
     for spec in specs:
@@ -329,7 +330,7 @@ def ablation_speeds(specs: list[ModelSpec], shape: tuple[int, int, int], num_cla
         name = timed_as[spec.name]
         seconds = statistics.median(r[name] for r in times)
         out[spec.name] = {"images_per_s": spec.train.batch_size * steps / seconds,
-                          f"speed_vs_{reference}": paired_ratio(times, timed_as[reference], name)}
+                          f"speed_vs_{reference}": paired_ratio(times, timed_as[reference], name), "timed_as": name}
     return out
 
 
@@ -356,7 +357,8 @@ def ablation_summary(records: dict[str, list[RunRecord]], results, *, specs: lis
     for spec in specs:
         result = by_name[spec.name]
         gain = 100 * (result.metrics["val_accuracy"] - reference)
-        result.bookkeeping.update(speeds[spec.name], val_vs_attention=gain)
+        speed = {k: v for k, v in speeds[spec.name].items() if k != "timed_as"}
+        result.bookkeeping.update(speed, val_vs_attention=gain)
         verdict = ("reference" if spec.name == "attention" else "gain" if gain > noise
                    else "loss" if gain < -noise else "within noise")
         table[spec.name] = {**speeds[spec.name], "val_accuracy": result.metrics["val_accuracy"],

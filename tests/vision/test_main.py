@@ -171,3 +171,39 @@ def test_augment_flag_turns_flip_on_for_an_imagefolder_and_is_checked(tmp_path, 
     with pytest.raises(SystemExit):
         main(["compare", "--augment", "crop,rotate", "--out", str(tmp_path / "bad")])
     assert "augmentations are a comma-separated subset of crop,flip" in capsys.readouterr().err
+
+
+def test_ablate_trains_each_variant_with_its_change_and_times_distinct_models(tmp_path, tiny_gray_set, monkeypatch):
+    monkeypatch.setenv("ATTNLAB_THREADS", "1")
+    out = tmp_path / "ablate"
+    main(["ablate", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--epochs", "1", "--fraction", "0.5",
+          "--batch-size", "4", "--val-fraction", "0.25", "--variants", "window-8,lr-1e-3", "--speed-rounds", "2",
+          "--speed-steps", "1", "--out", str(out), "--no-progress"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(metrics) == []
+    assert [r["model"] for r in metrics["results"]] == ["attention", "cnn", "attention window-8", "attention lr-1e-3"]
+    models, train = metrics["config"]["models"], metrics["config"]["spec_train"]
+    assert models["attention"]["window"] == 4 and models["attention window-8"]["window"] == 8
+    assert models["attention lr-1e-3"] == models["attention"] and models["cnn"]["operator"] == "conv"
+    assert train["attention"]["lr"] == 2e-3 and train["attention lr-1e-3"]["lr"] == 1e-3
+    assert all(t["fraction"] == 0.5 and t["epochs"] == 1 for t in train.values())
+    for result in metrics["results"]:
+        assert result["bookkeeping"]["train_images"] == 6  # half of each class's 3 training images, rounded up
+    table = metrics["ablation"]
+    # the learning-rate row trains the reference's model: timed as it, the same speed; the others timed apart
+    assert {row: entry["timed_as"] for row, entry in table.items()} == {
+        "attention": "attention", "cnn": "cnn", "attention window-8": "attention window-8",
+        "attention lr-1e-3": "attention"}
+    assert table["attention lr-1e-3"]["speed_vs_attention"] == 1.0
+    assert table["attention lr-1e-3"]["images_per_s"] == table["attention"]["images_per_s"] > 0
+    by_model = {r["model"]: r for r in metrics["results"]}
+    gain = 100 * (by_model["attention window-8"]["metrics"]["val_accuracy"]
+                  - by_model["attention"]["metrics"]["val_accuracy"])
+    assert by_model["attention window-8"]["bookkeeping"]["val_vs_attention"] == pytest.approx(gain)
+    report = (out / "report.md").read_text()
+    assert "attention window-8: 8×8 attention tiles" in report and "validation chooses:" in report
+    assert "images_per_s" in report.split("## Notes")[0]
+    with pytest.raises(SystemExit, match="--fraction must be in"):
+        main(["ablate", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--fraction", "1.5"])
+    with pytest.raises(SystemExit):
+        main(["ablate", "--variants", "dropout"])

@@ -114,3 +114,53 @@ def test_precision_and_resnet_width_flags(monkeypatch, tmp_path):
     monkeypatch.setattr(harness, "bf16_supported", lambda device: False)
     with pytest.raises(SystemExit, match="no native bfloat16"):
         main(["compare", "--precision", "bf16", "--data-dir", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+
+
+def test_every_ablation_changes_its_own_fields_and_nothing_else():
+    import dataclasses
+
+    from vision.models import default_config
+    from vision.train import ABLATIONS, ablation_specs, train_config_for
+    base, cnn = default_config("attention", 3, 32, 32, 10), default_config("cnn", 3, 32, 32, 10)
+    train = train_config_for("attention", epochs=3, fraction=0.2)
+    specs, notes = ablation_specs(base, cnn, train, list(ABLATIONS))
+    assert [s.name for s in specs] == ["attention", "cnn", *(f"attention {key}" for key in ABLATIONS)]
+    assert specs[0].config == base and specs[1].config == cnn and all(s.train.fraction == 0.2 for s in specs)
+    for spec, (key, (what, model_changes, train_changes)) in zip(specs[2:], ABLATIONS.items()):
+        changed_model = {k for k, v in dataclasses.asdict(spec.config).items() if v != getattr(base, k)}
+        changed_train = {k for k, v in dataclasses.asdict(spec.train).items() if v != getattr(train, k)}
+        assert changed_model == set(model_changes) and changed_train == set(train_changes), key
+        assert f"attention {key}: {what}" in notes
+
+    # a variant the base already has is left out, and the notes say so
+    quadratic = dataclasses.replace(base, relative_bias="quadratic")
+    specs, notes = ablation_specs(quadratic, cnn, train, ["quadratic-bias", "lr-1e-3"])
+    assert [s.name for s in specs] == ["attention", "cnn", "attention lr-1e-3"]
+    assert any(n.startswith("attention quadratic-bias: left out") for n in notes)
+
+
+def test_ablation_verdicts_against_the_sampling_error(monkeypatch):
+    import vision.train as train_module
+    from core.lab.experiment import ModelResult
+    from core.lab.runner import ModelSpec
+    from vision.models import default_config
+    from vision.train import ablation_specs, ablation_summary, train_config_for
+
+    base, cnn = default_config("attention", 3, 8, 8, 2), default_config("cnn", 3, 8, 8, 2)
+    specs, _ = ablation_specs(base, cnn, train_config_for("attention"), ["lr-1e-3", "lr-4e-3", "wd-0.2"])
+    accuracy = {"attention": 0.5, "cnn": 0.6, "attention lr-1e-3": 0.58, "attention lr-4e-3": 0.42,
+                "attention wd-0.2": 0.55}
+    results = [ModelResult(s.name, s.role, {"val_accuracy": accuracy[s.name]}, {}, [], 0, 0.0) for s in specs]
+    monkeypatch.setattr(train_module, "ablation_speeds", lambda specs, *a, **k: {
+        s.name: {"images_per_s": 100.0, "speed_vs_attention": 1.0, "timed_as": "attention"} for s in specs})
+    notes, extra = ablation_summary({}, results, specs=specs, shape=(3, 8, 8), num_classes=2,
+                                    device=torch.device("cpu"), val_images=400)
+    noise = 100 * 2 * (2 * 0.25 / 400) ** 0.5  # 7.07 points
+    assert extra["ablation_noise_points"] == pytest.approx(noise)
+    verdicts = {row: entry["verdict"] for row, entry in extra["ablation"].items()}
+    assert verdicts == {"attention": "reference", "cnn": "gain", "attention lr-1e-3": "gain",
+                        "attention lr-4e-3": "loss", "attention wd-0.2": "within noise"}
+    by_name = {r.model: r for r in results}
+    assert by_name["attention lr-1e-3"].bookkeeping["val_vs_attention"] == pytest.approx(8.0)
+    assert "timed_as" not in by_name["cnn"].bookkeeping  # bookkeeping holds numbers only
+    assert any("attention lr-4e-3: validation -8.00 points against attention (loss)" in n for n in notes)
