@@ -285,11 +285,10 @@ def run_ablate(args) -> int:
     if not 0 < args.fraction <= 1:
         raise UsageError(f"--fraction must be in (0, 1], got {args.fraction}")
     args.models = ["attention", "cnn"]
-    names, data, prepared = prepare(args)
+    _, data, prepared = prepare(args)
     train = dataclasses.replace(train_config(args, "attention"), fraction=args.fraction)
     specs, variant_notes = ablation_specs(prepared["configs"]["attention"], prepared["configs"]["cnn"], train,
                                           args.variants)
-    C, H, W = data.shape
     experiment = Experiment(
         domain="vision", dataset=data.name, title=f"Vision: the attention recipe, one choice at a time, on {data.name}",
         contract=CONTRACT, specs=specs,
