@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 
 from core.capture import capture_attention
-from core.lab.plots import plot_learning_curves, save_figure
+from core.lab.plots import add_legend, line_style, plot_learning_curves, save_figure
 from core.lab.runner import RunRecord
 from vision.train import seed_gaps, sweep_groups
 
@@ -30,19 +30,20 @@ def plot_accuracy_vs_time(records: dict[str, list[RunRecord]], path: Path) -> Fi
     seconds (evaluations excluded)."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    for name, runs in records.items():
-        for k, run in enumerate(runs):
-            elapsed, xs, ys = 0.0, [], []
-            for row in run.history:
-                elapsed += row["seconds"]
-                if "val_accuracy" in row:
-                    xs.append(elapsed / 60)
-                    ys.append(100 * row["val_accuracy"])
-            ax.plot(xs, ys, marker="o", label=name if len(runs) == 1 else f"{name} (seed {k})")
+    lines = [(name if len(runs) == 1 else f"{name} (seed {k})", run)
+             for name, runs in records.items() for k, run in enumerate(runs)]
+    for i, (label, run) in enumerate(lines):
+        elapsed, xs, ys = 0.0, [], []
+        for row in run.history:
+            elapsed += row["seconds"]
+            if "val_accuracy" in row:
+                xs.append(elapsed / 60)
+                ys.append(100 * row["val_accuracy"])
+        ax.plot(xs, ys, label=label, **line_style(i, marker="o"))
     ax.set_xlabel("training time (minutes)")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    add_legend(ax)
     ax.set_title("Accuracy against training time")
     return save_figure(fig, path)
 

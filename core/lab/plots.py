@@ -14,7 +14,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter
 from torch import Tensor
 
-__all__ = ["save_figure", "plot_attention", "plot_positional_encoding", "plot_learning_curves", "plot_series"]
+__all__ = ["save_figure", "line_style", "add_legend", "plot_attention", "plot_positional_encoding",
+           "plot_learning_curves", "plot_series"]
+
+#: Lines beyond this many get the legend outside the axes, where it cannot cover the data.
+LEGEND_INSIDE_MAX = 6
+_LINESTYLES = ("-", "--", ":", "-.")
+_MARKERS = (".", "o", "s", "^", "v", "D")
 
 
 def _array(x: Tensor | np.ndarray) -> np.ndarray:
@@ -27,6 +33,23 @@ def save_figure(fig: Figure, path: str | Path | None) -> Figure:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
+
+
+def line_style(i: int, *, marker: str = ".") -> dict:
+    """Plot keywords for the `i`-th of several lines: the colour cycle (ten colours) first, then each round of it
+    in a new dash pattern and marker, so line 11 is never drawn like line 1."""
+    round_ = i // 10
+    return {"color": f"C{i % 10}", "linestyle": _LINESTYLES[round_ % len(_LINESTYLES)],
+            "marker": marker if round_ == 0 else _MARKERS[round_ % len(_MARKERS)]}
+
+
+def add_legend(ax, **kwargs) -> None:
+    """The axes' legend: inside, where matplotlib finds room, for a few lines; to the right of the axes for
+    more than `LEGEND_INSIDE_MAX`, so a crowd of labels never hides the curves' ends."""
+    _, labels = ax.get_legend_handles_labels()
+    if len(labels) > LEGEND_INSIDE_MAX:
+        kwargs = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0, "fontsize": 8, **kwargs}
+    ax.legend(**kwargs)
 
 
 def plot_attention(
@@ -91,14 +114,14 @@ def plot_learning_curves(
     """One line per model: `metric` per epoch, from `History.epochs`-style lists of dicts."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    for name, epochs in histories.items():
+    for i, (name, epochs) in enumerate(histories.items()):
         xs = [e["epoch"] for e in epochs if metric in e]
-        ax.plot(xs, [e[metric] for e in epochs if metric in e], marker=".", label=name)
+        ax.plot(xs, [e[metric] for e in epochs if metric in e], label=name, **line_style(i))
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 2.5
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
-    ax.legend()
+    add_legend(ax)
     ax.set_title(title or f"{metric} per epoch")
     return save_figure(fig, path)
 
@@ -117,8 +140,8 @@ def plot_series(
     """Several named y-series over a shared x (accuracy vs data size, time vs length, ...)."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    for name, ys in series.items():
-        ax.plot(list(x)[: len(ys)], list(ys), marker="o", label=name)
+    for i, (name, ys) in enumerate(series.items()):
+        ax.plot(list(x)[: len(ys)], list(ys), label=name, **line_style(i, marker="o"))
     ax.set_xscale("log" if logx else "linear")
     if logx:  # label the measured x values themselves, not 10^k with crowded minor labels
         ax.set_xticks(list(x), labels=[f"{v:g}" for v in x])
@@ -127,7 +150,7 @@ def plot_series(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    add_legend(ax)
     if title:
         ax.set_title(title)
     return save_figure(fig, path)

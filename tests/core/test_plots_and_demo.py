@@ -4,7 +4,8 @@ import sys
 import torch
 
 from core.__main__ import worked_example
-from core.lab.plots import plot_attention, plot_learning_curves, plot_positional_encoding, plot_series
+from core.lab.plots import (LEGEND_INSIDE_MAX, plot_attention, plot_learning_curves, plot_positional_encoding,
+                            plot_series)
 
 
 def test_worked_example_numbers():
@@ -22,6 +23,24 @@ def test_plots_write_png_files(tmp_path):
     for name in "apcs":
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_many_lines_stay_distinct_and_the_legend_leaves_the_axes():
+    def curves(n):
+        return {f"model {i}": [{"epoch": e, "acc": 0.1 * e + 0.01 * i} for e in (1, 2, 3)] for i in range(n)}
+
+    fig = plot_learning_curves(curves(14), "acc")
+    ax = fig.axes[0]
+    looks = [(line.get_color(), line.get_linestyle(), line.get_marker()) for line in ax.get_lines()]
+    assert len(looks) == 14 and len(set(looks)) == 14  # the 11th line is not drawn like the 1st
+    fig.canvas.draw()
+    legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes_box.x1  # beside the axes, not over the curves' ends
+
+    few = plot_learning_curves(curves(LEGEND_INSIDE_MAX), "acc")
+    few.canvas.draw()
+    ax = few.axes[0]
+    assert ax.get_legend().get_window_extent().x0 < ax.get_window_extent().x1  # a short legend stays inside
 
 
 def test_python_m_core_runs_and_writes_heatmaps(tmp_path):
