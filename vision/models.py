@@ -426,6 +426,16 @@ def build_model(name: str, config) -> nn.Module:
     raise ValueError(f"unknown model {name!r}; choose from {MODEL_NAMES}")
 
 
+def model_kind(config) -> str:
+    """The name ``build_model`` takes for a config dataclass: ``"attention"`` or ``"cnn"`` for a pixel hierarchy
+    (by its operator), ``"resnet"`` for the ResNet."""
+    if isinstance(config, ResNetConfig):
+        return "resnet"
+    if isinstance(config, PixelModelConfig):
+        return "attention" if config.operator == "attention" else "cnn"
+    raise TypeError(f"not a vision model config: {type(config).__name__}")
+
+
 def default_config(name: str, in_channels: int, image_height: int, image_width: int, num_classes: int,
                    relative_bias: str = "off", dims: tuple[int, ...] | None = None,
                    depths: tuple[int, ...] | None = None, conv_stages: int = 0, global_max_tokens: int | None = None,

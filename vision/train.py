@@ -22,7 +22,7 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -34,11 +34,12 @@ from core.lab.harness import autocast, load_checkpoint, to_plain
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 from core.lab.schedule import warmup_cosine_scheduler
 from vision.data import ImageBatches, ImageSplit, channel_stats, cutout_side, holdout, load_dataset
-from vision.models import PixelModelConfig, build_model, flops_per_image
+from vision.models import PixelModelConfig, build_model, flops_per_image, model_kind
 
 __all__ = ["CONTRACT", "ROLE", "DESCRIPTION", "TrainConfig", "train_config_for", "compare_notes", "sweep_schedule",
            "sweep_specs", "late_gain", "sweep_groups", "seed_gaps", "sweep_summary", "VisionData", "load_vision_data",
-           "train_one", "accuracy", "make_optimizer", "classification_step", "timed_steps", "load_model",
+           "train_one", "accuracy", "make_optimizer", "classification_step", "timed_steps", "training_contender",
+           "load_model",
            "ABLATIONS", "ablation_specs", "ablation_speeds", "ablation_summary"]
 
 #: Test accuracy leads; validation accuracy keeps the weights (and stops early with ``patience``).
@@ -289,9 +290,22 @@ def ablation_specs(base: PixelModelConfig, cnn: PixelModelConfig, train: TrainCo
     return specs, notes
 
 
-def _training_steps(model, optimizer, step, batch, steps: int, device: torch.device):
-    """A call that trains ``steps`` steps on ``batch`` (and returns their seconds)."""
-    return lambda: timed_steps(model, optimizer, step, itertools.repeat(batch, steps), 0, device)
+def training_contender(config, train: TrainConfig, shape: tuple[int, int, int], num_classes: int, steps: int,
+                       device: torch.device) -> tuple[nn.Module, Callable[[], float]]:
+    """The model of ``config`` with its recipe ``train``, and a call that trains it ``steps`` steps on one fixed
+    batch of random images of ``shape`` (the same images for every contender: a seeded generator; channels-last
+    when the recipe says so) and returns their seconds. What ``benchmarks/vision.py`` and the ablation's speed
+    table time."""
+    torch.manual_seed(0)
+    model = build_model(model_kind(config), config).to(device).train()
+    optimizer = make_optimizer(model, train)
+    step = classification_step(device, train.label_smoothing, train.precision)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(train.batch_size, *shape, generator=g).to(device)
+    if train.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    batch = (images, torch.randint(0, num_classes, (train.batch_size,), generator=g).to(device))
+    return model, lambda: timed_steps(model, optimizer, step, itertools.repeat(batch, steps), 0, device)
 
 
 def ablation_speeds(specs: list[ModelSpec], shape: tuple[int, int, int], num_classes: int, device: torch.device,
@@ -314,15 +328,8 @@ def ablation_speeds(specs: list[ModelSpec], shape: tuple[int, int, int], num_cla
         timed_as[spec.name] = next((name for name, (key, _) in contenders.items() if key == work), spec.name)
         if timed_as[spec.name] != spec.name:
             continue
-        torch.manual_seed(0)
-        kind = "attention" if spec.config.operator == "attention" else "cnn"
-        model = build_model(kind, spec.config).to(device).train()
-        optimizer = make_optimizer(model, spec.train)
-        step = classification_step(device, spec.train.label_smoothing, spec.train.precision)
-        g = torch.Generator().manual_seed(0)
-        batch = (torch.randn(spec.train.batch_size, *shape, generator=g).to(device),
-                 torch.randint(0, num_classes, (spec.train.batch_size,), generator=g).to(device))
-        contenders[spec.name] = (work, _training_steps(model, optimizer, step, batch, steps, device))
+        _, call = training_contender(spec.config, spec.train, shape, num_classes, steps, device)
+        contenders[spec.name] = (work, call)
 
     times = interleaved_rounds({name: call for name, (_, call) in contenders.items()}, rounds)
     out = {}

@@ -164,3 +164,39 @@ def test_ablation_verdicts_against_the_sampling_error(monkeypatch):
     assert by_name["attention lr-1e-3"].bookkeeping["val_vs_attention"] == pytest.approx(8.0)
     assert "timed_as" not in by_name["cnn"].bookkeeping  # bookkeeping holds numbers only
     assert any("attention lr-4e-3: validation -8.00 points against attention (loss)" in n for n in notes)
+
+
+def test_model_kind_names_what_build_model_takes():
+    from vision.models import ResNetConfig, build_model, default_config, model_kind
+    for name in ("attention", "cnn", "resnet"):
+        config = default_config(name, 3, 8, 8, 2)
+        assert model_kind(config) == name
+        assert type(build_model(model_kind(config), config)) is type(build_model(name, config))
+    with pytest.raises(TypeError, match="not a vision model config"):
+        model_kind({"width": 16})
+    assert model_kind(ResNetConfig(width=8)) == "resnet"
+
+
+def test_training_contenders_train_on_the_same_images_in_their_recipes_layout(monkeypatch):
+    import vision.train as train_module
+    from vision.models import default_config
+    from vision.train import train_config_for, training_contender
+
+    seen = {}
+
+    def record(model, optimizer, step, batches, warmup, device):
+        seen[type(model).__name__] = (list(batches), optimizer)
+        return 1.0
+
+    monkeypatch.setattr(train_module, "timed_steps", record)
+    for name in ("attention", "resnet"):
+        config = default_config(name, 3, 8, 8, 2)
+        _, call = training_contender(config, train_config_for(name, batch_size=4), (3, 8, 8), 2, 3,
+                                     torch.device("cpu"))
+        assert call() == 1.0
+    (pixel, adamw), (resnet, sgd) = seen["PixelHierarchy"], seen["ResNet"]
+    assert len(pixel) == len(resnet) == 3  # ``steps`` steps per call, one fixed batch
+    assert isinstance(adamw, torch.optim.AdamW) and isinstance(sgd, torch.optim.SGD)  # each its own recipe
+    assert torch.equal(pixel[0][0], resnet[0][0]) and torch.equal(pixel[0][1], resnet[0][1])
+    assert resnet[0][0].is_contiguous(memory_format=torch.channels_last)  # the ResNet trains channels-last
+    assert not pixel[0][0].is_contiguous(memory_format=torch.channels_last)
