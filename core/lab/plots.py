@@ -19,6 +19,8 @@ __all__ = ["save_figure", "line_style", "add_legend", "plot_attention", "plot_po
 
 #: Lines beyond this many get the legend outside the axes, where it cannot cover the data.
 LEGEND_INSIDE_MAX = 6
+#: A learning curve longer than this many evaluations is drawn without a marker at each.
+MARKERS_MAX_POINTS = 60
 _LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = (".", "o", "s", "^", "v", "D")
 
@@ -116,7 +118,10 @@ def plot_learning_curves(
     ax = fig.add_subplot()
     for i, (name, epochs) in enumerate(histories.items()):
         xs = [e["epoch"] for e in epochs if metric in e]
-        ax.plot(xs, [e[metric] for e in epochs if metric in e], label=name, **line_style(i))
+        style = line_style(i)
+        if len(xs) > MARKERS_MAX_POINTS:  # hundreds of dots would merge into a thick smudge
+            style["marker"] = None
+        ax.plot(xs, [e[metric] for e in epochs if metric in e], label=name, **style)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 2.5
     ax.set_ylabel(metric)

@@ -37,6 +37,10 @@ def test_many_lines_stay_distinct_and_the_legend_leaves_the_axes():
     legend, axes_box = ax.get_legend().get_window_extent(), ax.get_window_extent()
     assert legend.x0 >= axes_box.x1  # beside the axes, not over the curves' ends
 
+    long = plot_learning_curves({"gcn": [{"epoch": e, "acc": 0.5} for e in range(1, 301)],
+                                 "mlp": [{"epoch": e, "acc": 0.4} for e in range(1, 11)]}, "acc")
+    assert [line.get_marker() for line in long.axes[0].get_lines()] == ["None", "."]  # no smudge of 300 dots
+
     few = plot_learning_curves(curves(LEGEND_INSIDE_MAX), "acc")
     few.canvas.draw()
     ax = few.axes[0]
