@@ -112,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--lookahead", type=int, default=0,
                        help="truncated: frames of look-ahead r past each chunk; streaming needs 0 (default: 0)")
     model.add_argument("--feature-norm", choices=FEATURE_NORMS, default=None,
-                       help="log-mel normalisation, every model: global (training-set mean and std per mel bin) or "
+                       help="log-mel normalisation, every model: global (training-set mean and std per mel bin), "
                             "utterance (each clip's own mean and std: removes a voice's or microphone's fixed "
-                            f"colouring; cannot stream) ({_split_default('feature_norm')})")
+                            "colouring; cannot stream) or speaker (digits: the mean and std of all the clips of the "
+                            "clip's speaker, labels unused; a held-out voice is normalised with its own recordings, "
+                            f"an adaptation to it; cannot stream) ({_split_default('feature_norm')})")
     model.add_argument("--cepstra", type=int, default=0, metavar="K",
                        help="every model: smooth each log-mel frame to its spectral envelope by keeping its first K "
                             "cepstral (DCT) coefficients, which removes the ripple of the voice's pitch harmonics "
@@ -225,6 +227,9 @@ def run_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"--cepstra takes 0 (off) to {AudioConfig.n_mels} (the mel bins); got {args.cepstra}")
     if args.vtlp >= 0.5:
         raise UsageError(f"--vtlp takes 0 (off) up to 0.5 (warp factors in [1-V, 1+V]); got {args.vtlp}")
+    if args.feature_norm == "speaker" and not digits:
+        raise UsageError("--feature-norm speaker normalises each clip with its speaker's clips: it is for the digits "
+                         "task; drop it or --task connected")
     if args.mixup and not digits:
         raise UsageError("--mixup mixes clips of one digit each: it is for the digits task; drop it or --task connected")
     if args.speed_perturb and (not digits or any(not 0.5 <= v <= 2 or v == 1 for v in args.speed_perturb)):
@@ -233,7 +238,7 @@ def run_compare(args: argparse.Namespace) -> int:
     low, high = args.train_seconds
     tasks = load_tasks(args.task, args.split, data_dir=args.data_dir, loso_validation=args.loso_validation,
                        train_every=args.train_every, data_seed=args.data_seed, speeds=tuple(args.speed_perturb),
-                       progress=not args.no_progress,
+                       speaker_norm=args.feature_norm == "speaker", progress=not args.no_progress,
                        connected={"train": (args.train_utterances, low, high),
                                   "val": (max(8, args.train_utterances // 8), low, high),
                                   "test": (args.test_utterances, *args.test_seconds)})

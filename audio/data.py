@@ -309,6 +309,38 @@ def length_batches(lengths: list[int], max_frames: int, *, shuffle: bool, seed: 
     return batches
 
 
+def speaker_statistics(features: list[Tensor], speaker_of: list[str]) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per speaker, the mean and std ``(F,)`` of every mel bin over all the frames of that speaker's clips.
+
+    Args:
+        features (list[Tensor]): ``(T, F)`` log-mel frames of every clip.
+        speaker_of (list[str]): the speaker of each clip.
+    """
+    if len(features) != len(speaker_of):
+        raise ValueError(f"{len(features)} clips but {len(speaker_of)} speakers")
+    stats = {}
+    for name in sorted(set(speaker_of)):
+        frames = torch.cat([f for f, s in zip(features, speaker_of) if s == name])  # (sum T, F)
+        stats[name] = frames.mean(0), frames.std(0).clamp_min(1e-3)
+    return stats
+
+
+def normalise_by_speaker(features: list[Tensor], speaker_of: list[str],
+                         statistics: dict[str, tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """Speaker-level mean and variance normalisation (Kaldi's ``apply-cmvn`` with ``utt2spk``): every mel bin
+    of every clip normalised with its speaker's ``speaker_statistics``.
+
+    A voice's fixed colouring goes, as with per-utterance normalisation, but a clip keeps what sets its
+    digit apart from the same speaker's other clips (a one-digit clip's own mean is mostly that digit). The
+    statistics use no labels; a held-out speaker's come from its own recordings, which adapts to that voice:
+    a deployment would need some recordings of a new voice before it could normalise them.
+    """
+    missing = sorted(set(speaker_of) - set(statistics))
+    if missing:
+        raise ValueError(f"no statistics for speaker(s) {', '.join(missing)}")
+    return [(f - statistics[s][0]) / statistics[s][1] for f, s in zip(features, speaker_of, strict=True)]
+
+
 def clip_features(recordings: list[Recording], logmel: LogMel, progress: bool = True, speed: float = 1.0
                   ) -> list[Tensor]:
     """Log-mel frames ``(T, F)`` of every recording, cached outside the data folder.

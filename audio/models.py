@@ -37,7 +37,7 @@ from core.positional import RelativePositionBias
 from core.transformer import TransformerEncoder
 
 MODELS = ("attention", "cnn", "gru")
-FEATURE_NORMS = ("global", "utterance")
+FEATURE_NORMS = ("global", "utterance", "speaker")
 ATTENTIONS = ("full", "window", "truncated")
 POOLINGS = ("mean", "attention")
 STEMS = ("strided", "cnn", "cnn-bn")
@@ -77,7 +77,10 @@ class AudioConfig:
         feature_norm (str): ``"global"``: every mel bin normalised with the training set's mean and std;
             ``"utterance"``: with the mean and std of the utterance's own frames (cepstral mean and variance
             normalisation): a voice's or microphone's fixed spectral tilt and loudness are removed, but the
-            whole utterance must be there first, so such a model cannot stream.
+            whole utterance must be there first, so such a model cannot stream; ``"speaker"``: the clips arrive
+            normalised with their speaker's statistics (``audio.data.normalise_by_speaker``, done by the data
+            pipeline, which needs every clip's speaker), and the training set's statistics are applied on top as
+            for ``"global"`` (close to no change); such a model does not stream either.
         cepstra (int): 0 keeps the log-mel frames as they are; K > 0 smooths each frame to its spectral
             envelope first (cepstral liftering: the orthonormal DCT of the F log-mel values, all but the
             first K coefficients set to zero, the inverse DCT), which removes the fine ripple of a voice's
@@ -161,8 +164,8 @@ def structure_mask(config: AudioConfig, T: int) -> Mask | None:
 
 class FrontEnd(nn.Module):
     """Optionally smooth log-mel frames to their envelope (``cepstra=K``), normalise them with
-    statistics of the training set (``feature_norm="global"``) or of each utterance's own real frames
-    (``"utterance"``); while training, VTLP (``vtlp=v``: each clip's frequency axis warped first) and
+    statistics of the training set (``feature_norm="global"``; also ``"speaker"``, whose clips arrive
+    normalised per speaker) or of each utterance's own real frames (``"utterance"``); while training, VTLP (``vtlp=v``: each clip's frequency axis warped first) and
     SpecAugment.
 
     Masked regions are set to 0, the mean after normalisation. The training statistics are buffers, so
@@ -426,6 +429,9 @@ class AttentionModel(nn.Module):
         if config.feature_norm == "utterance":
             raise ValueError("this model normalises features with statistics of the whole utterance "
                              "(feature_norm='utterance'), which a stream has not heard yet; streaming needs 'global'")
+        if config.feature_norm == "speaker":
+            raise ValueError("this model expects features normalised with their speaker's statistics "
+                             "(feature_norm='speaker'), which a stream does not have; streaming needs 'global'")
         if config.lookahead:
             raise ValueError(
                 f"{config.describe()} has {config.lookahead} frames of look-ahead in every layer; streaming "

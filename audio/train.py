@@ -25,7 +25,8 @@ from torch.utils.data import Dataset
 
 from audio.connected import ConnectedConfig, decode_frames, digit_error_rate, make_connected_set
 from audio.data import (IGNORE_INDEX, NUM_DIGITS, AudioError, ClipDataset, FrameDataset, LogMel, Recording,
-                        clip_features, collate, length_batches, list_recordings, loso_folds, split_recordings)
+                        clip_features, collate, length_batches, list_recordings, loso_folds, normalise_by_speaker,
+                        speaker_statistics, split_recordings)
 from audio.models import AudioConfig, build_model
 from audio.streaming import check_streaming
 from core.lab.datasets import content_key
@@ -99,7 +100,7 @@ class TaskData:
 
 def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, data_seed: int,
               connected: dict[str, tuple[int, float, float]] | None = None, speeds: tuple[float, ...] = (),
-              progress: bool = True) -> TaskData:
+              speaker_norm: bool = False, progress: bool = True) -> TaskData:
     """The datasets of ``task`` from recordings already split into ``train`` / ``val`` / ``test``.
 
     Args:
@@ -111,20 +112,32 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
             max_seconds)`` of the generated utterances; needed for ``"connected"``.
         speeds (tuple[float, ...]): digits: speed perturbation: the training clips also played at these
             speeds (``audio.data.change_speed``); each training batch draws one version of every clip.
+        speaker_norm (bool): digits: every clip normalised with its speaker's statistics over all of that
+            speaker's clips in ``split`` (``audio.data.normalise_by_speaker``; models built with
+            ``feature_norm="speaker"`` expect it). (default: ``False``)
         progress (bool): bars while features are computed or utterances generated. (default: ``True``)
     """
     logmel = LogMel()
     files = {name: content_key(sorted(r.path for r in part)) for name, part in split.items()}
     if task == "digits":
         every = [r for part in split.values() for r in part]
-        by_path = dict(zip((r.path for r in every), clip_features(every, logmel, progress)))
+        features = clip_features(every, logmel, progress)
+        variants = [clip_features(split["train"], logmel, progress, speed) for speed in speeds]
+        if speaker_norm:  # the speed-perturbed versions take the statistics of the clips themselves
+            stats = speaker_statistics(features, [r.speaker for r in every])
+            features = normalise_by_speaker(features, [r.speaker for r in every], stats)
+            variants = [normalise_by_speaker(v, [r.speaker for r in split["train"]], stats) for v in variants]
+        by_path = dict(zip((r.path for r in every), features))
         datasets = {name: ClipDataset([by_path[r.path] for r in part], [r.digit for r in part])
                     for name, part in split.items()}
-        datasets["train"].variants = [clip_features(split["train"], logmel, progress, speed) for speed in speeds]
+        datasets["train"].variants = variants
         return TaskData(datasets, "clip", NUM_DIGITS, {"task": task, "split": split_name, "data_seed": data_seed,
-                                                       "files": files, **({"speeds": list(speeds)} if speeds else {})})
+                                                       "files": files, **({"speeds": list(speeds)} if speeds else {}),
+                                                       **({"feature_norm": "speaker"} if speaker_norm else {})})
     if speeds:
         raise ValueError("speed perturbation is for the digits task")
+    if speaker_norm:
+        raise ValueError("speaker normalisation is for the digits task")
     datasets = {}
     for offset, (name, (count, low, high)) in enumerate(connected.items()):
         config = ConnectedConfig(count=count, min_seconds=low, max_seconds=high, seed=data_seed * 10 + offset)
@@ -137,7 +150,8 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
 
 def load_tasks(task: str, split: str, *, data_dir: str | None = None, loso_validation: str = "speaker",
                train_every: int = 1, data_seed: int = 0, connected: dict[str, tuple[int, float, float]] | None = None,
-               speeds: tuple[float, ...] = (), progress: bool = True) -> dict[str, TaskData]:
+               speeds: tuple[float, ...] = (), speaker_norm: bool = False, progress: bool = True
+               ) -> dict[str, TaskData]:
     """The data of every fold of ``split``: one entry named by the split (``"standard"``, ``"speaker:NAME"``),
     or for ``"loso"`` one per held-out speaker (validated as ``loso_validation`` says). Every
     ``train_every``-th training clip in name order is kept; validation and test stay whole."""
@@ -152,7 +166,7 @@ def load_tasks(task: str, split: str, *, data_dir: str | None = None, loso_valid
     for name, parts in splits.items():
         parts["train"] = sorted(parts["train"], key=lambda r: r.path.name)[::train_every]
         tasks[name] = load_task(task, parts, split_name=f"speaker:{name}" if loso else name, data_seed=data_seed,
-                                progress=progress, connected=connected, speeds=speeds)
+                                progress=progress, connected=connected, speeds=speeds, speaker_norm=speaker_norm)
     return tasks
 
 
@@ -183,7 +197,11 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
              f"protocol for every model: AdamW lr {train.lr}, one-cycle over {train.epochs} epochs (counted in steps), "
              f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
              (f"log-mel frames smoothed to their first {base.cepstra} cepstral coefficients; " if base.cepstra else "")
-             + f"feature normalisation: {base.feature_norm}; {base.pooling} pooling; dropout {base.dropout}; "
+             + f"feature normalisation: {base.feature_norm}"
+             + (" (each clip with the mean and std of all its speaker's clips, labels unused; a held-out "
+                "speaker's statistics come from its own recordings: an adaptation to the new voice, which a "
+                "deployment could only make after hearing some of it)" if base.feature_norm == "speaker" else "")
+             + f"; {base.pooling} pooling; dropout {base.dropout}; "
              + (f"VTLP: each training clip's frequency axis warped by a factor in [{1 - base.vtlp:g}, "
                 f"{1 + base.vtlp:g}]; " if base.vtlp else "")
              + "SpecAugment: "

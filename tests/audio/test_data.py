@@ -235,3 +235,49 @@ def test_shuffled_batches_draw_one_version_per_clip_and_rank_shares_agree():
     assert set(shares[0]) | set(shares[1]) == set(epoch)  # processes split one draw, never draw apart
     with pytest.raises(ValueError, match="every variant"):
         ClipDataset(features, list(range(12)), [features[:3]])
+
+
+def test_speaker_normalisation_removes_each_voices_colouring_and_keeps_each_clips_own_mean():
+    from audio.data import normalise_by_speaker, speaker_statistics
+    g = torch.Generator().manual_seed(0)
+    lengths = {"a": [12, 30, 7], "b": [20, 5]}  # unequal: statistics are over frames, not clips
+    clips = [(s, 2.0 * torch.randn(n, 6, generator=g) + torch.randn(6, generator=g)) for s in lengths for n in lengths[s]]
+    speaker_of = [s for s, _ in clips]
+    plain = [c for _, c in clips]
+    stats = speaker_statistics(plain, speaker_of)
+    frames_a = torch.cat([c for s, c in clips if s == "a"])
+    assert torch.allclose(stats["a"][0], frames_a.mean(0)) and torch.allclose(stats["a"][1], frames_a.std(0))
+    normalised = normalise_by_speaker(plain, speaker_of, stats)
+    for name in lengths:  # every speaker's frames together: mean 0, std 1 per bin
+        mine = torch.cat([c for c, s in zip(normalised, speaker_of) if s == name])
+        assert mine.mean(0).abs().max() < 1e-5 and (mine.std(0) - 1).abs().max() < 1e-5
+
+    # a voice (or microphone) that scales each band by a fixed gain adds a constant per bin to its log-mel
+    # frames, and a louder one multiplies their spread: neither survives
+    colour = {"a": 3.0 * torch.randn(6, generator=g), "b": -torch.randn(6, generator=g)}
+    coloured = [1.5 * c + colour[s] for c, s in zip(plain, speaker_of)]
+    again = normalise_by_speaker(coloured, speaker_of, speaker_statistics(coloured, speaker_of))
+    assert max((x - y).abs().max().item() for x, y in zip(normalised, again)) < 1e-4
+
+    # unlike per-utterance normalisation, a clip keeps how it differs from its speaker's other clips
+    assert normalised[0].mean(0).abs().max() > 0.1
+    with pytest.raises(ValueError, match="no statistics for speaker"):
+        normalise_by_speaker(plain, ["c"] * len(plain), stats)
+    with pytest.raises(ValueError, match="5 clips but 1 speakers"):
+        speaker_statistics(plain, ["a"])
+
+
+def test_speaker_normalised_folds_use_each_speakers_own_clips(recordings):
+    from audio.data import speaker_statistics
+    from audio.train import load_tasks
+    plain = load_tasks("digits", "loso", train_every=25, progress=False)
+    normed = load_tasks("digits", "loso", train_every=25, speaker_norm=True, progress=False)
+    assert normed.keys() == plain.keys()
+    fold = next(iter(plain))
+    assert normed[fold].identity["feature_norm"] == "speaker" and "feature_norm" not in plain[fold].identity
+    test_raw, test_normed = plain[fold].datasets["test"], normed[fold].datasets["test"]
+    raw = [test_raw[i][0] for i in range(len(test_raw))]  # every clip of the held-out speaker
+    mean, std = speaker_statistics(raw, [fold] * len(raw))[fold]
+    for i in (0, len(raw) - 1):
+        assert torch.allclose(test_normed[i][0], (raw[i] - mean) / std, atol=1e-5)
+        assert torch.equal(test_normed[i][1], test_raw[i][1])  # labels untouched

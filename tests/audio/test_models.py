@@ -237,9 +237,12 @@ def test_vtlp_acts_only_while_training_with_a_factor_per_clip():
         AudioConfig(vtlp=0.5)
 
 
-def test_a_model_normalised_per_utterance_refuses_to_stream():
+def test_a_model_normalised_per_utterance_or_per_speaker_refuses_to_stream():
     net = build_model(AudioConfig(attention="truncated", feature_norm="utterance", dim=16, heads=2, layers=1)).eval()
     with pytest.raises(ValueError, match="whole utterance"):
         net.infer(torch.randn(16, 40))
+    net = build_model(AudioConfig(attention="truncated", feature_norm="speaker", dim=16, heads=2, layers=1)).eval()
+    with pytest.raises(ValueError, match="their speaker's statistics"):
+        net.infer(torch.randn(16, 40))
     with pytest.raises(ValueError, match="feature_norm"):
-        AudioConfig(feature_norm="speaker")
+        AudioConfig(feature_norm="speakers")
