@@ -166,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="digits: speed perturbation: every training clip also played at these speeds (e.g. "
                               "0.9,1.1: pitch, formants and tempo scaled, as by a shorter or longer vocal tract), one "
                               "version drawn per clip and batch; epochs keep their steps (default: none)")
+    compare.add_argument("--speaker-clips", type=positive_int, default=None, metavar="N",
+                         help="with --feature-norm speaker: each speaker's statistics from only N of its clips, drawn "
+                              "by --data-seed, as an enrolment of N recordings of a new voice would give; every clip "
+                              "is still normalised and scored (default: all of the speaker's clips)")
     compare.add_argument("--train-every", type=positive_int, default=1, metavar="N",
                          help="train on every N-th training clip in name order (less data; validation and test "
                               "stay whole) (default: 1, all)")
@@ -230,6 +234,9 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.feature_norm == "speaker" and not digits:
         raise UsageError("--feature-norm speaker normalises each clip with its speaker's clips: it is for the digits "
                          "task; drop it or --task connected")
+    if args.speaker_clips is not None and args.feature_norm != "speaker":
+        raise UsageError(f"--speaker-clips sets how many clips give each speaker's statistics: it needs "
+                         f"--feature-norm speaker (got {args.feature_norm})")
     if args.mixup and not digits:
         raise UsageError("--mixup mixes clips of one digit each: it is for the digits task; drop it or --task connected")
     if args.speed_perturb and (not digits or any(not 0.5 <= v <= 2 or v == 1 for v in args.speed_perturb)):
@@ -238,7 +245,8 @@ def run_compare(args: argparse.Namespace) -> int:
     low, high = args.train_seconds
     tasks = load_tasks(args.task, args.split, data_dir=args.data_dir, loso_validation=args.loso_validation,
                        train_every=args.train_every, data_seed=args.data_seed, speeds=tuple(args.speed_perturb),
-                       speaker_norm=args.feature_norm == "speaker", progress=not args.no_progress,
+                       speaker_norm=args.feature_norm == "speaker", speaker_clips=args.speaker_clips,
+                       progress=not args.no_progress,
                        connected={"train": (args.train_utterances, low, high),
                                   "val": (max(8, args.train_utterances // 8), low, high),
                                   "test": (args.test_utterances, *args.test_seconds)})

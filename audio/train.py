@@ -14,6 +14,7 @@ Legend: B batch, T frames, F mel bins, K classes.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 
@@ -100,7 +101,7 @@ class TaskData:
 
 def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, data_seed: int,
               connected: dict[str, tuple[int, float, float]] | None = None, speeds: tuple[float, ...] = (),
-              speaker_norm: bool = False, progress: bool = True) -> TaskData:
+              speaker_norm: bool = False, speaker_clips: int | None = None, progress: bool = True) -> TaskData:
     """The datasets of ``task`` from recordings already split into ``train`` / ``val`` / ``test``.
 
     Args:
@@ -115,6 +116,9 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
         speaker_norm (bool): digits: every clip normalised with its speaker's statistics over all of that
             speaker's clips in ``split`` (``audio.data.normalise_by_speaker``; models built with
             ``feature_norm="speaker"`` expect it). (default: ``False``)
+        speaker_clips (int, optional): with ``speaker_norm``, each speaker's statistics from only this many of
+            its clips in ``split``, drawn with ``data_seed`` (an enrolment of that many recordings); every clip
+            is still normalised and scored. (default: all of them)
         progress (bool): bars while features are computed or utterances generated. (default: ``True``)
     """
     logmel = LogMel()
@@ -124,7 +128,8 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
         features = clip_features(every, logmel, progress)
         variants = [clip_features(split["train"], logmel, progress, speed) for speed in speeds]
         if speaker_norm:  # the speed-perturbed versions take the statistics of the clips themselves
-            stats = speaker_statistics(features, [r.speaker for r in every])
+            enrolled = enrolment(every, speaker_clips, data_seed)
+            stats = speaker_statistics([features[i] for i in enrolled], [every[i].speaker for i in enrolled])
             features = normalise_by_speaker(features, [r.speaker for r in every], stats)
             variants = [normalise_by_speaker(v, [r.speaker for r in split["train"]], stats) for v in variants]
         by_path = dict(zip((r.path for r in every), features))
@@ -133,7 +138,8 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
         datasets["train"].variants = variants
         return TaskData(datasets, "clip", NUM_DIGITS, {"task": task, "split": split_name, "data_seed": data_seed,
                                                        "files": files, **({"speeds": list(speeds)} if speeds else {}),
-                                                       **({"feature_norm": "speaker"} if speaker_norm else {})})
+                                                       **({"feature_norm": "speaker", "speaker_clips": speaker_clips}
+                                                          if speaker_norm else {})})
     if speeds:
         raise ValueError("speed perturbation is for the digits task")
     if speaker_norm:
@@ -148,10 +154,24 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
                                                         "files": files, "connected": connected})
 
 
+def enrolment(recordings: list[Recording], per_speaker: int | None, seed: int) -> list[int]:
+    """Indices into ``recordings`` of the clips that give each speaker's statistics: all of them, or
+    ``per_speaker`` of each speaker's, drawn with ``seed`` from its clips in name order (all when it has fewer)."""
+    if per_speaker is None:
+        return list(range(len(recordings)))
+    if per_speaker < 1:
+        raise ValueError(f"speaker statistics need at least one clip per speaker, got {per_speaker}")
+    rng, chosen = random.Random(seed), []
+    for name in sorted({r.speaker for r in recordings}):
+        mine = sorted((i for i, r in enumerate(recordings) if r.speaker == name), key=lambda i: recordings[i].path.name)
+        chosen += sorted(rng.sample(mine, min(per_speaker, len(mine))))
+    return chosen
+
+
 def load_tasks(task: str, split: str, *, data_dir: str | None = None, loso_validation: str = "speaker",
                train_every: int = 1, data_seed: int = 0, connected: dict[str, tuple[int, float, float]] | None = None,
-               speeds: tuple[float, ...] = (), speaker_norm: bool = False, progress: bool = True
-               ) -> dict[str, TaskData]:
+               speeds: tuple[float, ...] = (), speaker_norm: bool = False, speaker_clips: int | None = None,
+               progress: bool = True) -> dict[str, TaskData]:
     """The data of every fold of ``split``: one entry named by the split (``"standard"``, ``"speaker:NAME"``),
     or for ``"loso"`` one per held-out speaker (validated as ``loso_validation`` says). Every
     ``train_every``-th training clip in name order is kept; validation and test stay whole."""
@@ -166,7 +186,8 @@ def load_tasks(task: str, split: str, *, data_dir: str | None = None, loso_valid
     for name, parts in splits.items():
         parts["train"] = sorted(parts["train"], key=lambda r: r.path.name)[::train_every]
         tasks[name] = load_task(task, parts, split_name=f"speaker:{name}" if loso else name, data_seed=data_seed,
-                                progress=progress, connected=connected, speeds=speeds, speaker_norm=speaker_norm)
+                                progress=progress, connected=connected, speeds=speeds, speaker_norm=speaker_norm,
+                                speaker_clips=speaker_clips)
     return tasks
 
 
@@ -186,6 +207,7 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
     sizes = [f"{len(d)} {n} items ({sum(len(d[i][0]) for i in range(len(d))) / 6000:.1f} min)"
              for n, d in data.datasets.items()]
     subset = f" (every {train_every}-th training clip, --train-every)" if train_every > 1 else ""
+    clips = data.identity.get("speaker_clips")
     speeds = data.identity.get("speeds")
     if speeds:
         subset += (f"; speed perturbation: each training clip drawn at speed 1 or {', '.join(f'{v:g}' for v in speeds)}"
@@ -198,9 +220,11 @@ def compare_notes(tasks: dict[str, TaskData], base: AudioConfig, train: TrainCon
              f"early stopping with patience {train.patience} on {contract.select}, {train.max_frames} frames per batch",
              (f"log-mel frames smoothed to their first {base.cepstra} cepstral coefficients; " if base.cepstra else "")
              + f"feature normalisation: {base.feature_norm}"
-             + (" (each clip with the mean and std of all its speaker's clips, labels unused; a held-out "
-                "speaker's statistics come from its own recordings: an adaptation to the new voice, which a "
-                "deployment could only make after hearing some of it)" if base.feature_norm == "speaker" else "")
+             + ((" (each clip with the mean and std of " + (f"{clips} of its speaker's clips, drawn by the data seed"
+                                                             if clips else "all its speaker's clips")
+                 + ", labels unused; a held-out speaker's statistics come from its own recordings: an adaptation "
+                   "to the new voice, which a deployment could only make after hearing some of it)")
+                if base.feature_norm == "speaker" else "")
              + f"; {base.pooling} pooling; dropout {base.dropout}; "
              + (f"VTLP: each training clip's frequency axis warped by a factor in [{1 - base.vtlp:g}, "
                 f"{1 + base.vtlp:g}]; " if base.vtlp else "")

@@ -281,3 +281,25 @@ def test_speaker_normalised_folds_use_each_speakers_own_clips(recordings):
     for i in (0, len(raw) - 1):
         assert torch.allclose(test_normed[i][0], (raw[i] - mean) / std, atol=1e-5)
         assert torch.equal(test_normed[i][1], test_raw[i][1])  # labels untouched
+
+
+def test_speaker_statistics_from_a_few_enrolled_clips(recordings):
+    from audio.train import enrolment, load_tasks
+    chosen = enrolment(recordings, 10, seed=0)
+    by_speaker = {}
+    for i in chosen:
+        by_speaker.setdefault(recordings[i].speaker, []).append(i)
+    assert sorted(by_speaker) == sorted({r.speaker for r in recordings})
+    assert all(len(v) == 10 for v in by_speaker.values())
+    assert enrolment(recordings, 10, seed=0) == chosen != enrolment(recordings, 10, seed=1)
+    assert enrolment(recordings, None, seed=0) == list(range(len(recordings)))
+    with pytest.raises(ValueError, match="at least one clip"):
+        enrolment(recordings, 0, seed=0)
+
+    all_clips = load_tasks("digits", "loso", train_every=25, speaker_norm=True, progress=False)
+    few = load_tasks("digits", "loso", train_every=25, speaker_norm=True, speaker_clips=5, progress=False)
+    fold = next(iter(few))
+    assert few[fold].identity["speaker_clips"] == 5 and all_clips[fold].identity["speaker_clips"] is None
+    test_all, test_few = all_clips[fold].datasets["test"], few[fold].datasets["test"]
+    assert len(test_all) == len(test_few)  # every clip still scored
+    assert not torch.allclose(test_all[0][0], test_few[0][0])  # ... under statistics of five of them

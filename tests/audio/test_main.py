@@ -152,6 +152,8 @@ def test_loso_refuses_the_connected_task(tmp_path):
 def test_speaker_normalisation_is_refused_for_the_connected_task(tmp_path):
     with pytest.raises(SystemExit, match="error: --feature-norm speaker .* digits task"):
         main(["compare", "--task", "connected", "--feature-norm", "speaker", "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit, match="error: --speaker-clips .* needs --feature-norm speaker \\(got utterance\\)"):
+        main(["compare", "--split", "loso", "--speaker-clips", "10", "--out", str(tmp_path / "bad")])
 
 
 def test_leave_one_speaker_out_gets_the_recipe_its_validation_chose_and_a_given_flag_wins():
