@@ -165,8 +165,8 @@ def structure_mask(config: AudioConfig, T: int) -> Mask | None:
 class FrontEnd(nn.Module):
     """Optionally smooth log-mel frames to their envelope (``cepstra=K``), normalise them with
     statistics of the training set (``feature_norm="global"``; also ``"speaker"``, whose clips arrive
-    normalised per speaker) or of each utterance's own real frames (``"utterance"``); while training, VTLP (``vtlp=v``: each clip's frequency axis warped first) and
-    SpecAugment.
+    normalised per speaker) or of each utterance's own real frames (``"utterance"``); while training,
+    VTLP (``vtlp=v``: each clip's frequency axis warped first) and SpecAugment.
 
     Masked regions are set to 0, the mean after normalisation. The training statistics are buffers, so
     they travel with the weights.
