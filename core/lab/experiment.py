@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from core.lab.harness import atomic_open, select_device, set_num_threads_from_env, to_plain
+from core.lab.results import table_row
 
 ROLES = ("attention", "baseline")
 
@@ -217,8 +218,8 @@ def write_report(out_dir: str | os.PathLike, *, title: str, results: list[ModelR
     lines = [f"# {title}", ""]
     if intro:
         lines += [intro.strip(), ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines += [table_row(header), "|" + "---|" * len(header)]
+    lines += [table_row(cells) for cells in rows]
     lines += ["", "Cells are mean ± sample standard deviation over seeds; (%) marks accuracies and F1 scores "
                   "shown in percent.", ""]
     if notes:

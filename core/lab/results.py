@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 __all__ = ["Column", "ModelTable", "Figure", "FigureTable", "TABLES", "RecordError", "render_table",
-           "render_text", "render_files", "main"]
+           "render_text", "render_files", "table_row", "main"]
 
 REPO = Path(__file__).resolve().parents[2]
 #: Files whose marked regions are rendered (relative to the repository root; globs allowed).
@@ -1024,9 +1024,14 @@ def _link(record: str, document: str | None) -> str:
     return f"[{record}]({Path(relative).as_posix()})"
 
 
+def table_row(cells: list[str]) -> str:
+    """One Markdown table row; a ``|`` inside a cell (a leave-one-speaker-out row is ``"model | speaker"``) is
+    escaped, so it cannot split the cell and shift the row against its header."""
+    return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+
 def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
-            *("| " + " | ".join(row) + " |" for row in rows)]
+    return [table_row(header), "| " + " | ".join("---" for _ in header) + " |", *(table_row(row) for row in rows)]
 
 
 def render_table(table: Table, root: Path = REPO, document: str | None = None, _cache: dict | None = None) -> str:

@@ -1,5 +1,6 @@
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,3 +118,17 @@ def test_precision_and_recall_are_shown_in_percent_like_f1(tmp_path):
     header = next(line for line in write_report(tmp_path, title="t", results=[result], metric_names=names)
                   .read_text().splitlines() if line.startswith("|"))
     assert "test_precision (%)" in header and "test_recall (%)" in header and "test_loss (%)" not in header
+
+
+def test_a_pipe_in_a_model_name_does_not_split_its_row(tmp_path):
+    result = summarize_runs("window(w=8) | george", "attention", [{"test_accuracy": 0.9}], params=10,
+                            train_seconds=[1.0])
+    lines = [line for line in write_report(tmp_path, title="t", results=[result], metric_names=["test_accuracy"])
+             .read_text().splitlines() if line.startswith("|")]
+    header, _, row = lines
+
+    def cells(line):  # split on the pipes Markdown splits on: those not escaped
+        return [c for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+
+    assert len(cells(row)) == len(cells(header))
+    assert cells(row)[0].strip() == "window(w=8) \\| george"
