@@ -240,6 +240,7 @@ LOSO_ABLATIONS = (
 
 #: per-speaker normalisation, both models in each invocation: (label, record)
 LOSO_SPEAKER = (("statistics from all of each speaker's clips", "audio-digits-loso-speaker"),
+                ("the same, seed 1 (`--seed 1`, its own invocation)", "audio-digits-loso-speaker-seed1"),
                 ("statistics from 10 clips per speaker", "audio-digits-loso-speaker10"),
                 ("statistics from all clips, five training speakers (`--loso-validation recordings`)",
                  "audio-digits-loso-speaker-recordings"))
@@ -372,10 +373,10 @@ TABLES: tuple[Table, ...] = (
                               f"docs/results/{record}.metrics.json", "loso.cnn.gap_to_reference.mean", scale=100,
                               unit=" points"))
     ), note="`--split loso`'s defaults (the CNN stem with batch normalisation and two layers for attention, SpecAugment "
-            "1,1 for both) with every clip normalised by its speaker's statistics, seed 0, both models in one "
-            "invocation each: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
-            "speaker [--speaker-clips 10 | --loso-validation recordings] --threads 1`, run side by side (the "
-            "third beside the first two, then beside a second seed's run). The statistics use no labels; a held-out "
+            "1,1 for both) with every clip normalised by its speaker's statistics, both models in one invocation "
+            "each: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
+            "speaker [--seed 1 | --speaker-clips 10 | --loso-validation recordings] --threads 1`, seed 0 unless "
+            "given, run two or three side by side on the two cores. The statistics use no labels; a held-out "
             "speaker's come from its own recordings (all 500, or 10 drawn by the data seed), so each fold has "
             "heard the new voice, unlabelled, before it is scored. With `--loso-validation recordings` each fold "
             "trains on the five other speakers and validates on 10% of their clips."),
