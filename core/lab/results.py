@@ -243,7 +243,8 @@ LOSO_SPEAKER = (("statistics from all of each speaker's clips", "audio-digits-lo
                 ("the same, seed 1 (`--seed 1`, its own invocation)", "audio-digits-loso-speaker-seed1"),
                 ("statistics from 10 clips per speaker", "audio-digits-loso-speaker10"),
                 ("statistics from all clips, five training speakers (`--loso-validation recordings`)",
-                 "audio-digits-loso-speaker-recordings"))
+                 "audio-digits-loso-speaker-recordings"),
+                ("the five-speaker row again, 2 threads, alone on the machine", "audio-digits-loso-speaker-recordings-2t"))
 #: what a LOSO record's validation is, by its ``--loso-validation``
 LOSO_VALIDATION = {"speaker": "one more held-out speaker per fold",
                    "recordings": "held-out recordings of the training speakers: no measure of new voices"}
@@ -372,11 +373,13 @@ TABLES: tuple[Table, ...] = (
                        Figure("cnn ahead of window(w=8) on the mean test accuracy (target: at most 3 points)",
                               f"docs/results/{record}.metrics.json", "loso.cnn.gap_to_reference.mean", scale=100,
                               unit=" points"))
-    ), note="`--split loso`'s defaults (the CNN stem with batch normalisation and two layers for attention, SpecAugment "
+    ) + (Figure("the five-speaker row again, 2 threads, alone on the machine: wall time of the command, both models, "
+                "six folds each (target ≤ 45 min)", "docs/results/audio-digits-loso-speaker-recordings-2t.metrics.json",
+                "wall_seconds", scale=1 / 60, digits=1, unit=" min"),), note="`--split loso`'s defaults (the CNN stem with batch normalisation and two layers for attention, SpecAugment "
             "1,1 for both) with every clip normalised by its speaker's statistics, both models in one invocation "
             "each: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
             "speaker [--seed 1 | --speaker-clips 10 | --loso-validation recordings] --threads 1`, seed 0 unless "
-            "given, run two or three side by side on the two cores. The statistics use no labels; a held-out "
+            "given, run two or three side by side on the two cores, except the last group (`--threads 2`, alone). The statistics use no labels; a held-out "
             "speaker's come from its own recordings (all 500, or 10 drawn by the data seed), so each fold has "
             "heard the new voice, unlabelled, before it is scored. With `--loso-validation recordings` each fold "
             "trains on the five other speakers and validates on 10% of their clips."),
