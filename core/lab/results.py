@@ -375,12 +375,13 @@ TABLES: tuple[Table, ...] = (
                               unit=" points"))
     ) + (Figure("the five-speaker row again, 2 threads, alone on the machine: wall time of the command, both models, "
                 "six folds each (target ≤ 45 min)", "docs/results/audio-digits-loso-speaker-recordings-2t.metrics.json",
-                "wall_seconds", scale=1 / 60, digits=1, unit=" min"),), note="`--split loso`'s defaults (the CNN stem with batch normalisation and two layers for attention, SpecAugment "
-            "1,1 for both) with every clip normalised by its speaker's statistics, both models in one invocation "
-            "each: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
+                "wall_seconds", scale=1 / 60, digits=1, unit=" min"),),
+        note="`--split loso`'s defaults (the CNN stem with batch normalisation and two layers for attention, "
+            "SpecAugment 1,1 for both) with every clip normalised by its speaker's statistics, both models in one "
+            "invocation each: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
             "speaker [--seed 1 | --speaker-clips 10 | --loso-validation recordings] --threads 1`, seed 0 unless "
-            "given, run two or three side by side on the two cores, except the last group (`--threads 2`, alone). The statistics use no labels; a held-out "
-            "speaker's come from its own recordings (all 500, or 10 drawn by the data seed), so each fold has "
+            "given, run two or three side by side on the two cores, except the last group (`--threads 2`, alone). "
+            "The statistics use no labels; a held-out speaker's come from its own recordings (all 500, or 10 drawn by the data seed), so each fold has "
             "heard the new voice, unlabelled, before it is scored. With `--loso-validation recordings` each fold "
             "trains on the five other speakers and validates on 10% of their clips."),
     FigureTable("audio-loso", loso_comparison("docs/results/audio-digits-loso.metrics.json"),
