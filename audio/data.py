@@ -341,6 +341,20 @@ def normalise_by_speaker(features: list[Tensor], speaker_of: list[str],
     return [(f - statistics[s][0]) / statistics[s][1] for f, s in zip(features, speaker_of, strict=True)]
 
 
+def enrolment(recordings: list[Recording], per_speaker: int | None, seed: int) -> list[int]:
+    """Indices into ``recordings`` of the clips that give each speaker's statistics: all of them, or
+    ``per_speaker`` of each speaker's, drawn with ``seed`` from its clips in name order (all when it has fewer)."""
+    if per_speaker is None:
+        return list(range(len(recordings)))
+    if per_speaker < 1:
+        raise ValueError(f"speaker statistics need at least one clip per speaker, got {per_speaker}")
+    rng, chosen = random.Random(seed), []
+    for name in sorted({r.speaker for r in recordings}):
+        mine = sorted((i for i, r in enumerate(recordings) if r.speaker == name), key=lambda i: recordings[i].path.name)
+        chosen += sorted(rng.sample(mine, min(per_speaker, len(mine))))
+    return chosen
+
+
 def clip_features(recordings: list[Recording], logmel: LogMel, progress: bool = True, speed: float = 1.0
                   ) -> list[Tensor]:
     """Log-mel frames ``(T, F)`` of every recording, cached outside the data folder.

@@ -14,7 +14,6 @@ Legend: B batch, T frames, F mel bins, K classes.
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass
 
@@ -26,8 +25,8 @@ from torch.utils.data import Dataset
 
 from audio.connected import ConnectedConfig, decode_frames, digit_error_rate, make_connected_set
 from audio.data import (IGNORE_INDEX, NUM_DIGITS, AudioError, ClipDataset, FrameDataset, LogMel, Recording,
-                        clip_features, collate, length_batches, list_recordings, loso_folds, normalise_by_speaker,
-                        speaker_statistics, split_recordings)
+                        clip_features, collate, enrolment, length_batches, list_recordings, loso_folds,
+                        normalise_by_speaker, speaker_statistics, split_recordings)
 from audio.models import AudioConfig, build_model
 from audio.streaming import check_streaming
 from core.lab.datasets import content_key
@@ -152,20 +151,6 @@ def load_task(task: str, split: dict[str, list[Recording]], *, split_name: str, 
         datasets[name] = FrameDataset(generated["features"], generated["labels"])
     return TaskData(datasets, "frame", NUM_DIGITS + 1, {"task": task, "split": split_name, "data_seed": data_seed,
                                                         "files": files, "connected": connected})
-
-
-def enrolment(recordings: list[Recording], per_speaker: int | None, seed: int) -> list[int]:
-    """Indices into ``recordings`` of the clips that give each speaker's statistics: all of them, or
-    ``per_speaker`` of each speaker's, drawn with ``seed`` from its clips in name order (all when it has fewer)."""
-    if per_speaker is None:
-        return list(range(len(recordings)))
-    if per_speaker < 1:
-        raise ValueError(f"speaker statistics need at least one clip per speaker, got {per_speaker}")
-    rng, chosen = random.Random(seed), []
-    for name in sorted({r.speaker for r in recordings}):
-        mine = sorted((i for i, r in enumerate(recordings) if r.speaker == name), key=lambda i: recordings[i].path.name)
-        chosen += sorted(rng.sample(mine, min(per_speaker, len(mine))))
-    return chosen
 
 
 def load_tasks(task: str, split: str, *, data_dir: str | None = None, loso_validation: str = "speaker",

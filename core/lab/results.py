@@ -238,13 +238,14 @@ LOSO_ABLATIONS = (
      "1 thread, beside the row above)", "audio-digits-loso-speaker10"),
 )
 
-#: per-speaker normalisation, both models in each invocation: (label, record)
-LOSO_SPEAKER = (("statistics from all of each speaker's clips", "audio-digits-loso-speaker"),
-                ("the same, seed 1 (`--seed 1`, its own invocation)", "audio-digits-loso-speaker-seed1"),
-                ("statistics from 10 clips per speaker", "audio-digits-loso-speaker10"),
+#: per-speaker normalisation, both models in each invocation: (label, record, its ``--loso-validation``)
+LOSO_SPEAKER = (("statistics from all of each speaker's clips", "audio-digits-loso-speaker", "speaker"),
+                ("the same, seed 1 (`--seed 1`, its own invocation)", "audio-digits-loso-speaker-seed1", "speaker"),
+                ("statistics from 10 clips per speaker", "audio-digits-loso-speaker10", "speaker"),
                 ("statistics from all clips, five training speakers (`--loso-validation recordings`)",
-                 "audio-digits-loso-speaker-recordings"),
-                ("the five-speaker row again, 2 threads, alone on the machine", "audio-digits-loso-speaker-recordings-2t"))
+                 "audio-digits-loso-speaker-recordings", "recordings"),
+                ("the five-speaker row again, 2 threads, alone on the machine",
+                 "audio-digits-loso-speaker-recordings-2t", "recordings"))
 #: what a LOSO record's validation is, by its ``--loso-validation``
 LOSO_VALIDATION = {"speaker": "one more held-out speaker per fold",
                    "recordings": "held-out recordings of the training speakers: no measure of new voices"}
@@ -366,9 +367,8 @@ TABLES: tuple[Table, ...] = (
             "defaults of the time: global normalisation, the strided stem, SpecAugment 2,2, four layers; each record "
             "holds its exact command); validation (a sixth speaker per fold) is what chooses, test is shown beside it."),
     FigureTable("audio-loso-speaker", tuple(
-        replace(figure, label=f"{label}: {figure.label}".replace(
-            LOSO_VALIDATION["speaker"], LOSO_VALIDATION["recordings" if "recordings" in record else "speaker"]))
-        for label, record in LOSO_SPEAKER
+        replace(figure, label=f"{label}: {figure.label}".replace(LOSO_VALIDATION["speaker"], LOSO_VALIDATION[validation]))
+        for label, record, validation in LOSO_SPEAKER
         for figure in (*loso_comparison(f"docs/results/{record}.metrics.json"),
                        Figure("cnn ahead of window(w=8) on the mean test accuracy (target: at most 3 points)",
                               f"docs/results/{record}.metrics.json", "loso.cnn.gap_to_reference.mean", scale=100,

@@ -284,7 +284,8 @@ def test_speaker_normalised_folds_use_each_speakers_own_clips(recordings):
 
 
 def test_speaker_statistics_from_a_few_enrolled_clips(recordings):
-    from audio.train import enrolment, load_tasks
+    from audio.data import enrolment
+    from audio.train import load_tasks
     chosen = enrolment(recordings, 10, seed=0)
     by_speaker = {}
     for i in chosen:
