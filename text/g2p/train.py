@@ -179,6 +179,8 @@ class AveragedModel:
     state: dict[str, torch.Tensor]
     candidates: list[dict]  # one per k: {"k", "epochs", "val_wer", "val_per"}
     test: dict[str, float]  # {"wer", "per"} of the chosen average, scored once
+    beam: int = 1  # the decoding validation chose for test: 1 (greedy) or the beam width offered
+    decodings: list[dict] = field(default_factory=list)  # the chosen average on validation: {"beam", "val_wer", "val_per"}
 
 
 def average_last_epochs(model: nn.Module, states: list[dict[str, torch.Tensor]], epochs: list[int], data: G2PData,
@@ -186,7 +188,9 @@ def average_last_epochs(model: nn.Module, states: list[dict[str, torch.Tensor]],
     """Average the weights of the last k epochs for every k (``states`` in epoch order), let the validation
     WER (greedy) choose k (ties: the fewer epochs), and score test once with the chosen average.
 
-    k = 1 is the last epoch's own weights, so averaging is kept only where validation prefers it.
+    k = 1 is the last epoch's own weights, so averaging is kept only where validation prefers it. With
+    ``beam > 1`` validation also chooses the decoding: the chosen average decodes validation with that beam
+    too, and test is decoded with the beam only where its validation WER is lower than greedy's (ties: greedy).
     """
     candidates, best = [], None
     for k in range(1, len(states) + 1):
@@ -198,10 +202,17 @@ def average_last_epochs(model: nn.Module, states: list[dict[str, torch.Tensor]],
                     100 * rates["wer"], 100 * rates["per"])
         if best is None or rates["wer"] < best[0]:
             best = (rates["wer"], k, state)
-    _, k, state = best
+    wer, k, state = best
     model.load_state_dict(state)
-    test, _ = evaluate_lexicon(model, data.test, data.vocab, device, beam=beam, batch_size=batch_size)
-    return AveragedModel(k, epochs[-k:], state, candidates, test)
+    decodings = [{"beam": 1, "val_wer": wer, "val_per": candidates[k - 1]["val_per"]}]
+    if beam > 1:
+        rates, _ = evaluate_lexicon(model, data.val, data.vocab, device, beam=beam, batch_size=batch_size)
+        decodings.append({"beam": beam, "val_wer": rates["wer"], "val_per": rates["per"]})
+        logger.info("the chosen average with %d beams: val WER %.2f%%, PER %.2f%% (greedy %.2f%%)", beam,
+                    100 * rates["wer"], 100 * rates["per"], 100 * wer)
+    chosen_beam = min(decodings, key=lambda d: (d["val_wer"], d["beam"]))["beam"]
+    test, _ = evaluate_lexicon(model, data.test, data.vocab, device, beam=chosen_beam, batch_size=batch_size)
+    return AveragedModel(k, epochs[-k:], state, candidates, test, chosen_beam, decodings)
 
 
 @dataclass

@@ -122,6 +122,50 @@ def test_average_lets_validation_choose_how_many_epochs_and_writes_a_record(tiny
         main(["compare", *TINY, "--keep-epochs", "-1", "--out", str(tmp_path / "neg")])
 
 
+@pytest.mark.parametrize("beam_val_wer, expected_beam", [(0.20, 4), (0.30, 1), (0.25, 1)])
+def test_average_lets_validation_choose_the_decoding(monkeypatch, beam_val_wer, expected_beam):
+    """Greedy validation WER 0.25 for the chosen average; the beam's is lower, higher or equal (ties: greedy).
+    Test is decoded once, with what validation chose."""
+    from text.g2p import train
+
+    calls = []
+
+    def fake_evaluate(model, lexicon, vocab, device, *, beam=1, batch_size=512):
+        split = "val" if lexicon is data.val else "test"
+        calls.append((split, beam))
+        wer = 0.25 if beam == 1 else beam_val_wer
+        return {"wer": wer if split == "val" else 0.5 + beam, "per": wer / 4}, {}
+
+    monkeypatch.setattr(train, "evaluate_lexicon", fake_evaluate)
+    data = type("Data", (), {"val": object(), "test": object(), "vocab": None})()
+    model = torch.nn.Linear(2, 2)
+    states = [{k: v + i for k, v in model.state_dict().items()} for i in range(2)]
+    chosen = train.average_last_epochs(model, states, [1, 2], data, torch.device("cpu"), beam=4)
+    assert calls == [("val", 1), ("val", 1), ("val", 4), ("test", expected_beam)]  # test once, last
+    assert chosen.beam == expected_beam and chosen.test["wer"] == 0.5 + expected_beam
+    assert chosen.decodings == [{"beam": 1, "val_wer": 0.25, "val_per": 0.0625},
+                                {"beam": 4, "val_wer": beam_val_wer, "val_per": beam_val_wer / 4}]
+    calls.clear()
+    assert train.average_last_epochs(model, states, [1, 2], data, torch.device("cpu")).beam == 1
+    assert calls == [("val", 1), ("val", 1), ("test", 1)]  # greedy only: no beam offered, none decoded
+
+
+def test_average_with_a_beam_records_both_decodings(tiny_run, tmp_path):
+    kept = tiny_run / "transformer" / "seed0" / "epochs"
+    out = tmp_path / "avg-beam"
+    assert main(["average", str(kept / "epoch003.pt"), str(kept / "epoch002.pt"), "--beam", "2", "--out", str(out),
+                 "--threads", "1"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(record) == []
+    decodings = record["decodings"]
+    assert [d["beam"] for d in decodings] == [1, 2]
+    picked = min(decodings, key=lambda d: (d["val_wer"], d["beam"]))
+    assert record["chosen"]["beam"] == picked["beam"] and record["chosen"]["val_wer"] == picked["val_wer"]
+    assert record["test_decoding"] == ("greedy" if picked["beam"] == 1 else "beam search, 2 beams")
+    report = (out / "report.md").read_text()
+    assert "| beam search, 2 beams" in report and "between greedy decoding and the beam" in report
+
+
 def test_ensemble_lets_validation_choose_the_members_and_pronounce_decodes_with_them(tiny_run, tmp_path, capsys):
     names = ["transformer", "lstm-attention", "lstm"]
     paths = [str(tiny_run / name / "seed0" / "best.pt") for name in names]
