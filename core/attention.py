@@ -36,6 +36,11 @@ PositionBias = Callable[[Tensor, Tensor], Tensor]
 
 #: The local path pays off once it computes at most this fraction of the dense scores.
 LOCAL_MAX_FRACTION = 0.25
+#: The most (batch × heads) rows one CUDA kernel call is given: CUDA's launch grid caps its y and z dimensions
+#: at 65,535, and on an H200 (torch 2.11) the bfloat16 kernels refused 65,536 rows of 16-pixel tiles
+#: (cuDNN: "mha_graph.execute ... is_good()"; the others: "invalid argument"), which the 2-D window path
+#: makes from a batch of 1,024 32×32 images. Longer batches are cut into calls of at most this many rows.
+CUDA_MAX_ROWS = 65_535
 #: A factored position bias pads q, k and v to a multiple of this many channels (see `_fused_with_factors`):
 #: the CPU kernel ran 36 channels faster than 35 or 40 (32 + 3 factor channels, interleaved probe, one thread).
 FACTOR_CHANNEL_MULTIPLE = 4
@@ -297,5 +302,26 @@ def fused_attention(
         # The CPU flash kernel takes only 2-D or 4-D masks and silently falls back to the unfused math
         # path (about 3x slower) for a (H, T, S) bias; an expanded view is free and keeps it fused.
         attn_mask = attn_mask.expand(*q.shape[:-1], k.shape[-2])
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
+    out = _sdpa(q, k, v, attn_mask, dropout, scale)
     return out if row_ok is None else out * row_ok
+
+
+def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: float, scale: float,
+          max_rows: int | None = None) -> Tensor:
+    """`F.scaled_dot_product_attention` in calls of at most `max_rows` (batch × heads) rows (default: on
+    CUDA `CUDA_MAX_ROWS`, elsewhere no limit): rows are independent, so cutting along the first dim changes
+    nothing but the number of launches."""
+    max_rows = max_rows or (CUDA_MAX_ROWS if q.is_cuda else None)
+    rows = math.prod(q.shape[:-2])
+    if max_rows is None or rows <= max_rows or q.dim() < 3:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, scale=scale)
+    n = q.shape[0]
+    per = max(1, max_rows // (rows // n))  # first-dim entries per call
+    # a mask with the full first dim is cut with q; a broadcast one (first dim 1, or fewer dims) is shared
+    cut_mask = attn_mask is not None and attn_mask.dim() == q.dim() and attn_mask.shape[0] == n
+    return torch.cat([
+        F.scaled_dot_product_attention(q[i:i + per], k[i:i + per], v[i:i + per],
+                                       attn_mask=attn_mask[i:i + per] if cut_mask else attn_mask,
+                                       dropout_p=dropout, scale=scale)
+        for i in range(0, n, per)
+    ])
