@@ -305,6 +305,8 @@ RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2,
 
 #: training images/s of the three vision models in float32 and bfloat16, one interleaved benchmark run
 VISION_PRECISION = "benchmarks/results/vision-precision.json"
+#: the same benchmark on a lent GPU (`.ci/device-check`): batches of 128 (as on the CPU) and of 2,048
+VISION_CUDA = {128: "benchmarks/results/vision-cuda-h200-b128.json", 2048: "benchmarks/results/vision-cuda-h200-b2048.json"}
 
 #: the data-size sweep under the runner: 1%, 5% and 20% of the training images, three seeds, one invocation
 VISION_ABLATION = "docs/results/vision-ablate.metrics.json"
@@ -637,6 +639,19 @@ TABLES: tuple[Table, ...] = (
             "Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 --steps 8 --out "
             f"{VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of "
             "per-round ratios; the attention target is ≥ 0.8× the CNN)."),
+    FigureTable("vision-speed-cuda", tuple(
+        Figure(f"batch {batch}, {name}: {model} training images/s", record,
+               f"results[model={model},precision={precision}].images_per_second", digits=0)
+        for batch, record in VISION_CUDA.items() for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
+        for model in ("attention", "cnn", "resnet")
+    ) + tuple(
+        Figure(f"batch {batch}, {name}: attention against the CNN, same run", record,
+               f"results[model=attention,precision={precision}].speed_vs_cnn", unit="×")
+        for batch, record in VISION_CUDA.items() for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
+    ), note="One NVIDIA H200 lent for a session (torch 2.11.0+cu130 there, 16 CPU cores), `python benchmarks/vision.py "
+            "--device cuda --precisions fp32,bf16 --batch-size B` as `.ci/device-check` runs it: the default widths, "
+            "random CIFAR-shaped images, 5 interleaved rounds of 4 training steps per model, ratios the median of "
+            "per-round ratios. The issue's 0.8× target is for the 2-core CPU (the table above)."),
     ModelTable("vision-ablation", VISION_ABLATION,
                (Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("against attention (points)", "val_vs_attention"),

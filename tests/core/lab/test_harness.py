@@ -43,6 +43,13 @@ def test_seed_everything_repeats_every_generator():
     assert all(a != b for a, b in zip(draw(), first))
 
 
+def test_seed_everything_keeps_cudnn_deterministic(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    seed_everything(0)
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+
+
 def test_threads_from_env(monkeypatch):
     before = torch.get_num_threads()
     try:
