@@ -169,8 +169,9 @@ def _shown(value: Any) -> str:
 def check_common_args(args: argparse.Namespace, out: str | Path | None = None) -> None:
     """Refuse bad shared flags before any data is read or model trained, naming the flag.
 
-    Checks ``--seeds`` / ``--threads`` >= 1, ``--epochs`` >= 1, ``--time-budget`` >= 0 (when present), and that
-    ``--out`` (or ``out``, the resolved folder) is not a file and is writable.
+    Checks ``--seeds`` / ``--threads`` >= 1, ``--epochs`` >= 1, ``--time-budget`` >= 0 (when present), that
+    ``--device`` names a device this machine has (``--device cuda`` without a GPU), and that ``--out`` (or
+    ``out``, the resolved folder) is not a file and is writable.
 
     Raises:
         UsageError: naming the flag.
@@ -182,6 +183,11 @@ def check_common_args(args: argparse.Namespace, out: str | Path | None = None) -
     budget = getattr(args, "time_budget", None)
     if budget is not None and not budget >= 0:
         raise UsageError(f"--time-budget must be >= 0 minutes, got {budget}")
+    if getattr(args, "device", None) is not None:
+        try:
+            select_device(args.device)
+        except (RuntimeError, ValueError) as error:
+            raise UsageError(str(error)) from None
     try:
         check_out_dir(Path(out if out is not None else args.out))
     except RunnerError as error:

@@ -60,3 +60,19 @@ def test_a_profile_fills_the_flags_left_at_their_defaults_and_reports_the_ones_g
                     "its own settings",
                     "--models a,c given with --quick, which would set a: the floors and budget of --quick are "
                     "for its own settings"]
+
+
+def test_a_device_this_machine_lacks_is_refused_before_anything_loads(monkeypatch, tmp_path):
+    import torch
+
+    from core.lab.cli import UsageError, check_common_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = argparse.Namespace(seeds=1, threads=None, epochs=1, device="cuda", out=str(tmp_path / "out"))
+    with pytest.raises(UsageError, match="--device cuda was asked for, but torch sees no CUDA GPU"):
+        check_common_args(args)
+    args.device = "tpu"
+    with pytest.raises(UsageError, match="unknown device 'tpu'"):
+        check_common_args(args)
+    args.device = "cpu"
+    check_common_args(args)
