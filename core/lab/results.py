@@ -297,6 +297,10 @@ G2P_WIDE = "docs/results/text-g2p-transformer-d192-20ep.metrics.json"
 G2P_WIDE_SPEED = "benchmarks/results/decoding_g2p_d192.json"
 #: the speed of the default-size Transformer's trained weights on real words
 G2P_DEFAULT_SPEED = "benchmarks/results/decoding_g2p_trained.json"
+#: the wider Transformer trained again keeping its last epochs, test decoded with 5 beams (`compare --beam 5`),
+#: and `average --beam 5` over those epochs: validation chooses how many to average, then greedy or the beam
+G2P_WIDE_BEAM = "docs/results/text-g2p-transformer-d192-20ep-beam5.metrics.json"
+G2P_WIDE_AVERAGE = "docs/results/text-g2p-average-d192.metrics.json"
 
 #: what a recipe table shows of each run: (what, path under its result, scale, digits, unit)
 RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
@@ -561,6 +565,34 @@ TABLES: tuple[Table, ...] = (
             "--threads 2 --rounds 5 --out " + G2P_WIDE_SPEED + "` (the trained weights, every validation word "
             "decoded to its EOS in batches of 512 as evaluation does, interleaved rounds, the outputs of both sides "
             "asserted equal), with nothing else running."),
+    FigureTable("text-g2p-wide-beam", (
+        Figure("`compare --beam 5`: validation WER, greedy (chooses the epoch)", G2P_WIDE_BEAM,
+               "results[model=transformer].metrics.val_wer", **PERCENT),
+        Figure("`compare --beam 5`: test WER, 5 beams", G2P_WIDE_BEAM, "results[model=transformer].metrics.test_wer",
+               **PERCENT),
+        Figure("`compare --beam 5`: test PER, 5 beams", G2P_WIDE_BEAM, "results[model=transformer].metrics.test_per",
+               **PERCENT),
+        Figure("`compare --beam 5`: wall time of the command (2 threads)", G2P_WIDE_BEAM, "wall_seconds",
+               scale=1 / 60, digits=1, unit=" min"),
+        Figure("`average --beam 5`: validation WER (greedy) of the average of the last {key} epoch(s)",
+               G2P_WIDE_AVERAGE, "val_wer_by_k.*", **PERCENT),
+        Figure("`average --beam 5`: number of epochs averaged, chosen on validation", G2P_WIDE_AVERAGE, "chosen.k",
+               digits=0),
+        Figure("`average --beam 5`: the chosen average's validation WER, greedy", G2P_WIDE_AVERAGE,
+               "decodings[beam=1].val_wer", **PERCENT),
+        Figure("`average --beam 5`: the chosen average's validation WER, 5 beams", G2P_WIDE_AVERAGE,
+               "decodings[beam=5].val_wer", **PERCENT),
+        Figure("`average --beam 5`: beams test is decoded with, chosen on validation (1: greedy)", G2P_WIDE_AVERAGE,
+               "chosen.beam", digits=0),
+        Figure("`average --beam 5`: test WER (target ≤ 25 %)", G2P_WIDE_AVERAGE, "chosen.test_wer", **PERCENT),
+        Figure("`average --beam 5`: test PER (target ≤ 6 %)", G2P_WIDE_AVERAGE, "chosen.test_per", **PERCENT),
+    ), note="Seed 0: `python -m text g2p compare --models transformer --dim 192 --heads 6 --ffn-dim 768 --epochs 20 "
+            "--keep-epochs 6 --beam 5 --threads 2` (the wide model's command again, keeping the weights after each "
+            "of its last six epochs and decoding test with five beams; validation is greedy and chooses the epoch), "
+            "then `python -m text g2p average <epochs 15-20> --beam 5 --threads 2`: validation (greedy) chooses how "
+            "many epochs to average, then validation chooses between greedy decoding and five beams for that "
+            "average, and test is scored once with both choices. Each command scores test once and chooses nothing "
+            "with it."),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT),), note="CoNLL-2000 POS tags, token accuracy."),
     FigureTable("text-throughput", (
