@@ -36,10 +36,10 @@ PositionBias = Callable[[Tensor, Tensor], Tensor]
 
 #: The local path pays off once it computes at most this fraction of the dense scores.
 LOCAL_MAX_FRACTION = 0.25
-#: The most (batch × heads) rows one CUDA kernel call is given: CUDA's launch grid caps its y and z dimensions
-#: at 65,535, and on an H200 (torch 2.11) the bfloat16 kernels refused 65,536 rows of 16-pixel tiles
-#: (cuDNN: "mha_graph.execute ... is_good()"; the others: "invalid argument"), which the 2-D window path
-#: makes from a batch of 1,024 32×32 images. Longer batches are cut into calls of at most this many rows.
+#: The most (batch × heads) rows one CUDA kernel call is given. On an H200 (torch 2.11) the bfloat16 kernels
+#: refused 65,536 rows of 16-pixel windows (cuDNN: "mha_graph.execute ... is_good()"; the others: "invalid
+#: argument"), which vision's 4 × 4 windows make of a batch of 1,024 32 × 32 images; CUDA caps a launch grid's
+#: y and z dimensions at 65,535. Longer batches are cut into calls of at most this many rows.
 CUDA_MAX_ROWS = 65_535
 #: A factored position bias pads q, k and v to a multiple of this many channels (see `_fused_with_factors`):
 #: the CPU kernel ran 36 channels faster than 35 or 40 (32 + 3 factor channels, interleaved probe, one thread).
