@@ -245,7 +245,9 @@ LOSO_SPEAKER = (("statistics from all of each speaker's clips", "audio-digits-lo
                 ("statistics from all clips, five training speakers (`--loso-validation recordings`)",
                  "audio-digits-loso-speaker-recordings", "recordings"),
                 ("the five-speaker row again, 2 threads, alone on the machine",
-                 "audio-digits-loso-speaker-recordings-2t", "recordings"))
+                 "audio-digits-loso-speaker-recordings-2t", "recordings"),
+                ("the five-speaker row, seed 1 (`--seed 1`, its own invocation), 2 threads, alone on the machine",
+                 "audio-digits-loso-speaker-recordings-seed1", "recordings"))
 #: what a LOSO record's validation is, by its ``--loso-validation``
 LOSO_VALIDATION = {"speaker": "one more held-out speaker per fold",
                    "recordings": "held-out recordings of the training speakers: no measure of new voices"}
@@ -379,14 +381,17 @@ TABLES: tuple[Table, ...] = (
                        Figure("cnn ahead of window(w=8) on the mean test accuracy (target: at most 3 points)",
                               f"docs/results/{record}.metrics.json", "loso.cnn.gap_to_reference.mean", scale=100,
                               unit=" points"))
-    ) + (Figure("the five-speaker row again, 2 threads, alone on the machine: wall time of the command, both models, "
-                "six folds each (target ≤ 45 min)", "docs/results/audio-digits-loso-speaker-recordings-2t.metrics.json",
-                "wall_seconds", scale=1 / 60, digits=1, unit=" min"),),
+    ) + tuple(Figure(f"{label}: wall time of the command, both models, six folds each (target ≤ 45 min)",
+                     f"docs/results/{record}.metrics.json", "wall_seconds", scale=1 / 60, digits=1, unit=" min")
+              for label, record in (("the five-speaker row again, 2 threads, alone on the machine",
+                                     "audio-digits-loso-speaker-recordings-2t"),
+                                    ("the five-speaker row, seed 1, 2 threads, alone on the machine",
+                                     "audio-digits-loso-speaker-recordings-seed1"))),
         note="`--split loso`'s defaults (the CNN stem with batch normalisation and two layers for attention, "
             "SpecAugment 1,1 for both) with every clip normalised by its speaker's statistics, both models in one "
             "invocation each: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
             "speaker [--seed 1 | --speaker-clips 10 | --loso-validation recordings] --threads 1`, seed 0 unless "
-            "given, run two or three side by side on the two cores, except the last group (`--threads 2`, alone). "
+            "given, run two or three side by side on the two cores, except the last two groups (`--threads 2`, alone). "
             "The statistics use no labels; a held-out speaker's come from its own recordings (all 500, or 10 drawn by the data seed), so each fold has "
             "heard the new voice, unlabelled, before it is scored. With `--loso-validation recordings` each fold "
             "trains on the five other speakers and validates on 10% of their clips."),
@@ -870,6 +875,14 @@ TABLES: tuple[Table, ...] = (
                "docs/results/audio-digits-loso-speaker-recordings.metrics.json", "loso.window(w=8).min_test_accuracy",
                scale=100, unit="%"),
         Figure("audio: same run, CNN", "docs/results/audio-digits-loso-speaker-recordings.metrics.json",
+               "loso.cnn.mean_test_accuracy", scale=100, unit="%", std_path="loso.cnn.std_test_accuracy"),
+        Figure("audio: the five-voice command again with `--seed 1` (its own invocation, 2 threads), window(w=8)",
+               "docs/results/audio-digits-loso-speaker-recordings-seed1.metrics.json",
+               "loso.window(w=8).mean_test_accuracy", scale=100, unit="%", std_path="loso.window(w=8).std_test_accuracy"),
+        Figure("audio: same run, window(w=8), worst held-out voice",
+               "docs/results/audio-digits-loso-speaker-recordings-seed1.metrics.json",
+               "loso.window(w=8).min_test_accuracy", scale=100, unit="%"),
+        Figure("audio: same run, CNN", "docs/results/audio-digits-loso-speaker-recordings-seed1.metrics.json",
                "loso.cnn.mean_test_accuracy", scale=100, unit="%", std_path="loso.cnn.std_test_accuracy"),
         Figure("audio: digit error rate on 30-60 s, window(w=16)", "docs/results/audio-connected.metrics.json",
                "results[model=window(w=16)].metrics.der", digits=3),
