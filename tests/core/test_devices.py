@@ -1,11 +1,11 @@
 """Every attention path on every device this machine has: the CPU always, CUDA where there is one.
 
-Each test runs a path as a user would on that device (float32, the fused and blocked kernels) and checks it
-against the explicit path in float64 on the CPU, forward and backward, with every parameter random (biases
-and position biases included) and queries unequal to keys in number where the path allows it. On a
-CPU-only machine these check the float32 paths against the float64 oracle; on a GPU machine they also
-catch a tensor made on the wrong device, a kernel whose mask or bias handling differs there, or a cache
-that drifts (`python -m pytest tests/core/test_devices.py` is the device check; see docs/core-api.md).
+Each test runs a path as a user would on that device (float32, or bfloat16 where autocast would; the fused
+and blocked kernels) and checks it against the explicit path in float64 on the CPU, forward and backward,
+with every parameter random (biases and position biases included) and queries unequal to keys in number
+where the path allows it. On a CPU-only machine (CI) these check the fast paths against the float64 oracle;
+on a GPU machine (`.ci/device-check`) they also catch a tensor made on the wrong device, a kernel whose mask
+or bias handling differs there, or a cache that drifts (docs/core-api.md).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+import core.attention
+import core.local
 from core.attention import _sdpa, scaled_dot_product_attention
 from core.masks import AndMask, DenseMask, causal_mask, padding_mask, sliding_window_mask, window2d_mask
 from core.positional import QuadraticPositionBias2d, RelativePositionBias, RelativePositionBias2d
@@ -26,6 +28,18 @@ def _random(*shape, seed):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
+def _spy(monkeypatch, module, name: str) -> list[int]:
+    """Count the calls of `module.name` (a path the dispatcher should take)."""
+    calls, real = [], getattr(module, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
 def _randomise(module: torch.nn.Module, seed: int, scale: float = 0.5) -> torch.nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -34,15 +48,17 @@ def _randomise(module: torch.nn.Module, seed: int, scale: float = 0.5) -> torch.
     return module
 
 
-def _check(device, q, k, v, mask_on, bias=None, **kwargs):
+def _check(device, q, k, v, mask_on, make_bias=None, **kwargs):
     """`scaled_dot_product_attention` on `device` in float32 (its own path) against the explicit path in
-    float64 on the CPU (`return_weights=True`): outputs and the gradients of q, k, v and the bias's parameters."""
+    float64 on the CPU (`return_weights=True`): outputs and the gradients of q, k, v and the bias's parameters.
+    `mask_on(device)` builds the mask there; `make_bias()` a fresh position bias (random parameters, the same
+    on both sides)."""
     dev = torch.device(device)
     upstream = _random(*q.shape[:-1], v.shape[-1], seed=99)
 
     def run(dtype, where, explicit):
         leaves = [t.detach().to(where, dtype).clone().requires_grad_() for t in (q, k, v)]
-        b = None if bias is None else _randomise(type(bias)(**bias.init_args), 5).to(where, dtype)
+        b = None if make_bias is None else _randomise(make_bias(), 5).to(where, dtype)
         out = scaled_dot_product_attention(*leaves, mask_on(where), position_bias=b, return_weights=explicit,
                                            **kwargs)
         out = out[0] if explicit else out
@@ -58,12 +74,6 @@ def _check(device, q, k, v, mask_on, bias=None, **kwargs):
         torch.testing.assert_close(g.cpu().double(), w, **TOL)
 
 
-def _with_args(cls, **init_args):
-    bias = cls(**init_args)
-    bias.init_args = init_args
-    return bias
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_cross_attention_with_padding_and_a_dense_mask(device):
     B, H, T, S, Dh = 2, 3, 11, 17, 8  # T != S: a transposed score matrix cannot pass
@@ -77,42 +87,49 @@ def test_cross_attention_with_padding_and_a_dense_mask(device):
 def test_causal_self_attention_with_a_relative_bias_and_offsets(device):
     B, H, T, Dh = 2, 4, 24, 8
     q, k, v = (_random(B, H, T, Dh, seed=s) for s in (11, 12, 13))
-    bias = _with_args(RelativePositionBias, num_heads=H, max_distance=5)
+    def bias():
+        return RelativePositionBias(H, max_distance=5)
+
     # unequal offsets (a streaming chunk) shift the bias; equal ones would hide an offset bug
-    _check(device, q, k, v, lambda where: None, bias=bias, q_offset=7, k_offset=3)
-    _check(device, q, k, v, lambda where: causal_mask(T), bias=bias)
+    _check(device, q, k, v, lambda where: None, bias, q_offset=7, k_offset=3)
+    _check(device, q, k, v, lambda where: causal_mask(T), bias)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_sliding_window_takes_the_blocked_path_with_padding_and_bias(device):
+def test_sliding_window_takes_the_blocked_path_with_padding_and_bias(device, monkeypatch):
     B, H, T, Dh = 2, 2, 96, 8
     q, k, v = (_random(B, H, T, Dh, seed=s) for s in (21, 22, 23))
     lengths = torch.tensor([96, 70])
-    bias = _with_args(RelativePositionBias, num_heads=H, max_distance=6)
+    blocked = _spy(monkeypatch, core.local, "local_attention")
     _check(device, q, k, v, lambda where: AndMask(sliding_window_mask(T, 5, 2), padding_mask(lengths.to(where), T)),
-           bias=bias)
+           lambda: RelativePositionBias(H, max_distance=6))
+    assert blocked == [1]  # the fast side only
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_global_attention_with_the_factorised_quadratic_bias(device):
+def test_global_attention_with_the_factorised_quadratic_bias(device, monkeypatch):
     """The quadratic 2-D bias runs on the fused kernel as extra query/key features, never as a (T, S) table."""
     B, H, side, Dh = 2, 2, 6, 8
     T = side * side
     q, k, v = (_random(B, H, T, Dh, seed=s) for s in (41, 42, 43))
     lengths = torch.tensor([T, 20])
+    factored = _spy(monkeypatch, core.attention, "_fused_with_factors")
     _check(device, q, k, v, lambda where: padding_mask(lengths.to(where), T),
-           bias=_with_args(QuadraticPositionBias2d, num_heads=H, width=side))
+           lambda: QuadraticPositionBias2d(H, width=side))
+    assert factored == [1]
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("bias_cls", [RelativePositionBias2d, QuadraticPositionBias2d])
-def test_2d_window_takes_the_blocked_path_with_a_2d_bias(device, bias_cls):
+def test_2d_window_takes_the_blocked_path_with_a_2d_bias(device, bias_cls, monkeypatch):
     B, H, side, Dh = 1, 2, 32, 8  # 32 x 32: small enough a window for the blocked path
     T = side * side
     q, k, v = (_random(B, H, T, Dh, seed=s) for s in (31, 32, 33))
     init = dict(num_heads=H, max_distance=3, width=side) if bias_cls is RelativePositionBias2d else dict(
         num_heads=H, width=side)
-    _check(device, q, k, v, lambda where: window2d_mask(side, side, 5), bias=_with_args(bias_cls, **init))
+    blocked = _spy(monkeypatch, core.local, "local_attention_2d")
+    _check(device, q, k, v, lambda where: window2d_mask(side, side, 5), lambda: bias_cls(**init))
+    assert blocked == [1]
 
 
 @pytest.mark.parametrize("device", DEVICES)
