@@ -247,7 +247,9 @@ LOSO_SPEAKER = (("statistics from all of each speaker's clips", "audio-digits-lo
                 ("the five-speaker row again, 2 threads, alone on the machine",
                  "audio-digits-loso-speaker-recordings-2t", "recordings"),
                 ("the five-speaker row, seed 1 (`--seed 1`, its own invocation), 2 threads, alone on the machine",
-                 "audio-digits-loso-speaker-recordings-seed1", "recordings"))
+                 "audio-digits-loso-speaker-recordings-seed1", "recordings"),
+                ("the five-speaker row, seed 2 (`--seed 2`, its own invocation), 2 threads, alone on the machine",
+                 "audio-digits-loso-speaker-recordings-seed2", "recordings"))
 #: what a LOSO record's validation is, by its ``--loso-validation``
 LOSO_VALIDATION = {"speaker": "one more held-out speaker per fold",
                    "recordings": "held-out recordings of the training speakers: no measure of new voices"}
@@ -386,12 +388,14 @@ TABLES: tuple[Table, ...] = (
               for label, record in (("the five-speaker row again, 2 threads, alone on the machine",
                                      "audio-digits-loso-speaker-recordings-2t"),
                                     ("the five-speaker row, seed 1, 2 threads, alone on the machine",
-                                     "audio-digits-loso-speaker-recordings-seed1"))),
+                                     "audio-digits-loso-speaker-recordings-seed1"),
+                                    ("the five-speaker row, seed 2, 2 threads, alone on the machine",
+                                     "audio-digits-loso-speaker-recordings-seed2"))),
         note="`--split loso`'s defaults (the CNN stem with batch normalisation and two layers for attention, "
             "SpecAugment 1,1 for both) with every clip normalised by its speaker's statistics, both models in one "
             "invocation each: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
-            "speaker [--seed 1 | --speaker-clips 10 | --loso-validation recordings] --threads 1`, seed 0 unless "
-            "given, run two or three side by side on the two cores, except the last two groups (`--threads 2`, alone). "
+            "speaker [--seed 1 | --seed 2] [--speaker-clips 10] [--loso-validation recordings] --threads 1`, seed 0 unless "
+            "given, run two or three side by side on the two cores, except the last three groups (`--threads 2`, alone). "
             "The statistics use no labels; a held-out speaker's come from its own recordings (all 500, or 10 drawn by the data seed), so each fold has "
             "heard the new voice, unlabelled, before it is scored. With `--loso-validation recordings` each fold "
             "trains on the five other speakers and validates on 10% of their clips."),
@@ -876,14 +880,16 @@ TABLES: tuple[Table, ...] = (
                scale=100, unit="%"),
         Figure("audio: same run, CNN", "docs/results/audio-digits-loso-speaker-recordings.metrics.json",
                "loso.cnn.mean_test_accuracy", scale=100, unit="%", std_path="loso.cnn.std_test_accuracy"),
-        Figure("audio: the five-voice command again with `--seed 1` (its own invocation, 2 threads), window(w=8)",
-               "docs/results/audio-digits-loso-speaker-recordings-seed1.metrics.json",
-               "loso.window(w=8).mean_test_accuracy", scale=100, unit="%", std_path="loso.window(w=8).std_test_accuracy"),
-        Figure("audio: same run, window(w=8), worst held-out voice",
-               "docs/results/audio-digits-loso-speaker-recordings-seed1.metrics.json",
-               "loso.window(w=8).min_test_accuracy", scale=100, unit="%"),
-        Figure("audio: same run, CNN", "docs/results/audio-digits-loso-speaker-recordings-seed1.metrics.json",
-               "loso.cnn.mean_test_accuracy", scale=100, unit="%", std_path="loso.cnn.std_test_accuracy"),
+        *(figure for seed in (1, 2) for figure in (
+            Figure(f"audio: the five-voice command again with `--seed {seed}` (its own invocation, 2 threads), "
+                   "window(w=8)", f"docs/results/audio-digits-loso-speaker-recordings-seed{seed}.metrics.json",
+                   "loso.window(w=8).mean_test_accuracy", scale=100, unit="%",
+                   std_path="loso.window(w=8).std_test_accuracy"),
+            Figure("audio: same run, window(w=8), worst held-out voice",
+                   f"docs/results/audio-digits-loso-speaker-recordings-seed{seed}.metrics.json",
+                   "loso.window(w=8).min_test_accuracy", scale=100, unit="%"),
+            Figure("audio: same run, CNN", f"docs/results/audio-digits-loso-speaker-recordings-seed{seed}.metrics.json",
+                   "loso.cnn.mean_test_accuracy", scale=100, unit="%", std_path="loso.cnn.std_test_accuracy"))),
         Figure("audio: digit error rate on 30-60 s, window(w=16)", "docs/results/audio-connected.metrics.json",
                "results[model=window(w=16)].metrics.der", digits=3),
         Figure("audio: window(w=16) over full attention at 60 s, speed (same inputs)", "benchmarks/results/audio_attention.json",
