@@ -66,7 +66,8 @@ class TrainConfig:
         fraction (float): train on this stratified share of the training images (the data-size sweep).
         eval_every (int): evaluate on validation every this many epochs (the sweep's small fractions).
         augment (tuple of str): training augmentations (``vision.data.AUGMENTATIONS``); with ``"flip"``
-            the test set is also scored with flip test-time augmentation (``test_accuracy_flip``).
+            validation and test are also scored with flip test-time augmentation and validation chooses
+            whether it is used (``choose_flip``).
         precision (str): the training forward passes, ``"fp32"`` or ``"bf16"`` autocast
             (``core.lab.harness.autocast``); validation and test are always scored in float32.
     """
@@ -139,8 +140,9 @@ def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: 
                                              if specs[0].train.precision == "bf16" else "float32")
             + "; validation and test scored in float32",
             f"training augmentation: {', '.join(augment) or 'none'}"
-            + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation)"
-               if "flip" in augment else "; no flip test-time augmentation")
+            + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation; validation "
+               "chooses whether it is used (val_chose_flip, ties: plain) and test_accuracy_chosen is the test figure of "
+               "that choice)" if "flip" in augment else "; no flip test-time augmentation")
             + (f"; cutout sets one {cutout_side(width)}×{cutout_side(width)} square of every training image to the "
                "mean colour" if "cutout" in augment else "")]
 
@@ -508,6 +510,24 @@ def accuracy(model: nn.Module, batches: Iterable, device: torch.device, flip: bo
     return {"accuracy": correct / count, "loss": loss / count}
 
 
+def choose_flip(model: nn.Module, val_batches: Iterable, test_batches: Iterable, device: torch.device,
+                val_plain: float, test_plain: float) -> dict[str, float]:
+    """Validation chooses whether flip test-time augmentation is used; test is scored once with each decoding.
+
+    ``val_plain`` / ``test_plain`` are the kept weights' accuracies without it. Flip is chosen only when it
+    scores strictly higher on validation (ties: plain, the cheaper); test accuracy never enters the choice.
+
+    Returns:
+        dict: ``val_accuracy_flip``, ``test_accuracy_flip``, ``val_chose_flip`` (1.0 or 0.0) and
+        ``test_accuracy_chosen`` (the test accuracy of the decoding validation chose).
+    """
+    val_flip = accuracy(model, val_batches, device, flip=True)["accuracy"]
+    chosen = val_flip > val_plain
+    test_flip = accuracy(model, test_batches, device, flip=True)["accuracy"]
+    return {"val_accuracy_flip": val_flip, "test_accuracy_flip": test_flip, "val_chose_flip": float(chosen),
+            "test_accuracy_chosen": test_flip if chosen else test_plain}
+
+
 def timed_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step, batches: Iterable, warmup: int,
                 device: torch.device) -> float:
     """Run one training step per batch; return the seconds taken by the steps after the first ``warmup``
@@ -538,7 +558,8 @@ def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, data: VisionData, 
 
     Returns:
         RunRecord: ``val_accuracy`` / ``val_loss`` of the kept weights, then ``test_accuracy``,
-        ``test_loss`` and ``test_accuracy_flip`` scored once on them; bookkeeping ``best_epoch``,
+        ``test_loss`` scored once on them; where training flipped, ``val_accuracy_flip``,
+        ``test_accuracy_flip``, ``val_chose_flip`` and ``test_accuracy_chosen`` (``choose_flip``); bookkeeping ``best_epoch``,
         ``epochs``, ``steps``, ``seconds``, ``params``, ``flops`` (forward, per image) and ``train_images``.
     """
     config: TrainConfig = ctx.train
@@ -570,7 +591,8 @@ def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, data: VisionData, 
     final = accuracy(module, test_batches, device)
     metrics = {**history.best_metrics, "test_accuracy": final["accuracy"], "test_loss": final["loss"]}
     if "flip" in config.augment:  # mirrored test images only where mirrored training images were
-        metrics["test_accuracy_flip"] = accuracy(module, test_batches, device, flip=True)["accuracy"]
+        metrics.update(choose_flip(module, val_batches, test_batches, device, metrics["val_accuracy"],
+                                   metrics["test_accuracy"]))
     bookkeeping = ctx.bookkeeping(history, module, flops=flops_per_image(module, data.shape),
                                   train_images=len(train))
     return RunRecord(metrics=metrics, bookkeeping=bookkeeping, history=history.epochs, model=module.cpu().eval(),

@@ -166,7 +166,9 @@ def test_augment_flag_turns_flip_on_for_an_imagefolder_and_is_checked(tmp_path, 
     main(["compare", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--models", "cnn", "--epochs", "1",
           "--batch-size", "4", "--val-fraction", "0.25", "--augment", "crop,flip", "--out", str(out), "--no-progress"])
     metrics = json.loads((out / "metrics.json").read_text())
-    assert "test_accuracy_flip" in metrics["results"][0]["metrics"]
+    scored = metrics["results"][0]["metrics"]
+    assert {"test_accuracy_flip", "val_accuracy_flip", "val_chose_flip", "test_accuracy_chosen"} <= set(scored)
+    assert scored["test_accuracy_chosen"] == scored["test_accuracy_flip" if scored["val_chose_flip"] else "test_accuracy"]
     assert metrics["config"]["spec_train"]["cnn"]["augment"] == ["crop", "flip"]
     with pytest.raises(SystemExit):
         main(["compare", "--augment", "crop,rotate", "--out", str(tmp_path / "bad")])

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from vision.data import ImageBatches, ImageSplit
-from vision.train import accuracy
+from vision.train import accuracy, choose_flip
 
 
 class LeftHalf(nn.Module):
@@ -29,6 +29,32 @@ def test_flip_scores_the_mean_logits_of_the_image_and_its_mirror():
     # right (0.5).
     assert accuracy(LeftHalf(), batches, torch.device("cpu"))["accuracy"] == 1.0
     assert accuracy(LeftHalf(), batches, torch.device("cpu"), flip=True)["accuracy"] == 0.5
+
+
+def halves(left: float, right: float, label: int = 0):
+    """One batch of one 1×1×2 image whose left pixel is `left` and right pixel `right` (already normalised)."""
+    return [(torch.tensor([[[[left, right]]]]), torch.tensor([label]))]
+
+
+@pytest.mark.parametrize("val_prefers_flip", [False, True])
+def test_validation_alone_chooses_flip_test_time_augmentation(val_prefers_flip):
+    # LeftHalf: plain says class 0 when left > 0; with its mirror, when left + right > 0. Label 0 throughout.
+    plain_right = halves(1.0, -3.0)  # plain right, flip wrong
+    flip_right = halves(-1.0, 3.0)  # plain wrong, flip right
+    val, test = (flip_right, plain_right) if val_prefers_flip else (plain_right, flip_right)
+    device = torch.device("cpu")
+    val_plain, test_plain = (accuracy(LeftHalf(), b, device)["accuracy"] for b in (val, test))
+    got = choose_flip(LeftHalf(), val, test, device, val_plain, test_plain)
+    # Test always prefers the other decoding, so a choice made on test would score 1.0 here.
+    assert got == {"val_accuracy_flip": float(val_prefers_flip), "test_accuracy_flip": float(not val_prefers_flip),
+                   "val_chose_flip": float(val_prefers_flip), "test_accuracy_chosen": 0.0}
+
+
+def test_a_validation_tie_keeps_the_plain_decoding():
+    both_right = halves(3.0, -1.0)
+    test = halves(1.0, -3.0)  # plain right, flip wrong: the tie must not pick flip
+    got = choose_flip(LeftHalf(), both_right, test, torch.device("cpu"), 1.0, 1.0)
+    assert got["val_accuracy_flip"] == 1.0 and got["val_chose_flip"] == 0.0 and got["test_accuracy_chosen"] == 1.0
 
 
 def test_each_attention_recipe_is_named_in_the_report_line():
