@@ -37,7 +37,7 @@ from vision.data import AUGMENTATIONS, DEFAULT_AUGMENT, ImageDataError, read_ima
 from vision.digits import PACKAGE, fetch_package, make_digit_folder
 from vision.models import (MODEL_NAMES, RELATIVE_BIASES, PixelHierarchy, PixelModelConfig, ResNetConfig, default_config,
                            model_kind)
-from vision.plots import compare_figures, plot_attention_map, sweep_figures
+from vision.plots import ablation_figures, compare_figures, plot_ablation, plot_attention_map, sweep_figures
 from vision.train import (ABLATIONS, CONTRACT, ROLE, TrainConfig, VisionData, ablation_specs, ablation_summary,
                           compare_notes, load_model, load_vision_data, sweep_specs, sweep_summary, train_config_for,
                           train_one)
@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     attention_map.add_argument("--pixel", type=int, nargs=2, metavar=("ROW", "COL"),
                                help="query pixel (default: centre)")
     attention_map.add_argument("--out", default="runs/vision/attention-map", help="output folder for attention_map.png")
+    plot = commands.add_parser(
+        "plot-ablation", help="draw an ablation's chart again from its metrics.json",
+        description="Read the metrics.json that `python -m vision ablate` wrote (or a stored record's "
+                    "<name>.metrics.json) and draw OUT/ablation.png: each change's validation accuracy against the "
+                    "reference, coloured by verdict, beside its training speed. No training, no data.")
+    plot.add_argument("metrics", help="metrics.json of an ablate run")
+    plot.add_argument("--out", required=True, help="output folder for ablation.png")
     conv_check = commands.add_parser(
         "conv-check", help="rebuild a random convolution as multi-head self-attention and compare outputs",
         description="Build the K²-head self-attention layer that reproduces a random K×K Conv2d (Cordonnier et al., "
@@ -288,16 +295,23 @@ def run_ablate(args) -> int:
     train = dataclasses.replace(train_config(args, "attention"), fraction=args.fraction)
     specs, variant_notes = ablation_specs(prepared["configs"]["attention"], prepared["configs"]["cnn"], train,
                                           args.variants)
+    reading: dict = {}  # the summary's table, for the figure drawn after it
+
+    def summary(records, results):
+        notes, extra = ablation_summary(records, results, specs=specs, shape=data.shape, num_classes=data.num_classes,
+                                        device=select_device(args.device), val_images=len(data.val),
+                                        rounds=args.speed_rounds, steps=args.speed_steps)
+        reading.update(extra)
+        return notes, extra
+
     experiment = Experiment(
         domain="vision", dataset=data.name, title=f"Vision: the attention recipe, one choice at a time, on {data.name}",
         contract=CONTRACT, specs=specs,
         train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, data=data, kind=model_kind(spec.config)),
         data_identity=prepared["identity"], table=[],
         bookkeeping_table=["val_vs_attention", "images_per_s", "speed_vs_attention", "best_epoch", "epochs"],
-        figures=compare_figures,
-        summary=functools.partial(ablation_summary, specs=specs, shape=data.shape, num_classes=data.num_classes,
-                                  device=select_device(args.device), val_images=len(data.val),
-                                  rounds=args.speed_rounds, steps=args.speed_steps),
+        figures=lambda records, out: [*ablation_figures(reading, out), *compare_figures(records, out)],
+        summary=summary,
         intro=f"The attention model's recipe (the `attention` row, the reference) against itself with one choice "
               f"changed at a time, and the same hierarchy with the convolution (`cnn`). Every row trains on the same "
               f"{100 * args.fraction:g}% of the training images for {args.epochs} epochs (a short budget: it ranks "
@@ -350,8 +364,19 @@ def run_digits(args) -> dict:
     return source
 
 
+def run_plot_ablation(args) -> Path:
+    try:
+        payload = json.loads(Path(args.metrics).read_text())
+        path = Path(args.out) / "ablation.png"
+        plot_ablation(payload, path)
+    except (OSError, ValueError, KeyError) as error:  # a missing file, bad JSON, not an ablate record
+        raise UsageError(f"{args.metrics}: {error!r}" if isinstance(error, KeyError) else f"{args.metrics}: {error}")
+    print(f"wrote {path}")
+    return path
+
+
 COMMANDS = {"compare": run_compare, "sweep": run_sweep, "ablate": run_ablate, "attention-map": run_attention_map,
-            "conv-check": run_conv_check, "digits": run_digits}
+            "plot-ablation": run_plot_ablation, "conv-check": run_conv_check, "digits": run_digits}
 
 if __name__ == "__main__":
     main()

@@ -12,17 +12,23 @@ Legend: C channels, H/W image height/width, h/w a layer's grid.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from core.capture import capture_attention
 from core.lab.plots import add_legend, line_style, plot_learning_curves, save_figure
 from core.lab.runner import RunRecord
 from vision.train import seed_gaps, sweep_groups
 
-__all__ = ["plot_accuracy_vs_time", "compare_figures", "sweep_figures", "plot_sweep_gap", "plot_attention_map"]
+__all__ = ["plot_accuracy_vs_time", "compare_figures", "sweep_figures", "plot_sweep_gap", "plot_attention_map",
+           "plot_ablation"]
+
+#: Bar colours of the ablation chart, by verdict.
+VERDICT_COLOURS = {"gain": "tab:green", "loss": "tab:red", "within noise": "tab:gray"}
 
 
 def plot_accuracy_vs_time(records: dict[str, list[RunRecord]], path: Path) -> Figure:
@@ -56,6 +62,62 @@ def compare_figures(records: dict[str, list[RunRecord]], out: Path) -> list[tupl
                          title="Validation accuracy per epoch (first seed)", path=out / "learning_curves.png")
     return [("Validation accuracy against training time", "accuracy_vs_time.png"),
             ("Validation accuracy per epoch, first seed of each model", "learning_curves.png")]
+
+
+def plot_ablation(payload: Mapping, path: Path | None = None) -> Figure:
+    """The ablation at a glance, from ``python -m vision ablate``'s metrics.json (``payload``): one row per
+    change, its validation accuracy against the reference in points (a bar coloured by the verdict, the band
+    of ±``ablation_noise_points`` shaded: inside it a difference is sampling noise) beside its training speed
+    against the reference's.
+
+    Raises:
+        ValueError: the payload has no ``ablation`` table (not an ``ablate`` record).
+    """
+    table = payload.get("ablation")
+    if not table:
+        raise ValueError("no 'ablation' table in this metrics.json: it was not written by `python -m vision ablate`")
+    noise = payload["ablation_noise_points"]
+    rows = [(name, row) for name, row in table.items() if row["verdict"] != "reference"]
+    names = [name.removeprefix("attention ") for name, _ in rows]
+    fig = Figure(figsize=(9, 0.38 * len(rows) + 1.4), layout="constrained")
+    gain_ax, speed_ax = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
+    y = list(range(len(rows)))
+    gains = [row["val_vs_attention"] for _, row in rows]
+    gain_ax.axvspan(-noise, noise, color="0.9", zorder=0, label=f"±{noise:.2f} points: noise")
+    gain_ax.barh(y, gains, color=[VERDICT_COLOURS[row["verdict"]] for _, row in rows], zorder=2)
+    gain_ax.axvline(0, color="black", linewidth=0.8, zorder=3)
+    for i, gain in zip(y, gains):
+        gain_ax.annotate(f"{gain:+.2f}", (gain, i), xytext=(3 if gain >= 0 else -3, 0), textcoords="offset points",
+                         ha="left" if gain >= 0 else "right", va="center", fontsize=8, zorder=4)
+    low, high = min(min(gains), -noise), max(max(gains), noise)
+    margin = 0.25 * (high - low)
+    gain_ax.set_xlim(low - margin, high + margin)
+    gain_ax.set_yticks(y, names)
+    gain_ax.invert_yaxis()  # the first change on top, as in the report's table
+    gain_ax.set_xlabel("validation accuracy against the reference (points)")
+    gain_ax.grid(axis="x", alpha=0.3)
+    handles = [gain_ax.patches[0]] + [Patch(color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    gain_ax.legend(handles=handles, fontsize=8, loc="lower left")
+    speeds = [row["speed_vs_attention"] for _, row in rows]
+    speed_ax.barh(y, speeds, color="tab:blue", zorder=2)
+    speed_ax.axvline(1, color="black", linewidth=0.8, zorder=3)
+    for i, speed in zip(y, speeds):
+        speed_ax.annotate(f"{speed:.2f}×", (speed, i), xytext=(3, 0), textcoords="offset points", va="center",
+                          fontsize=8)
+    speed_ax.set_xlim(0, 1.25 * max(max(speeds), 1))
+    speed_ax.set_xlabel("training images/s against the reference (×)")
+    speed_ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"One change at a time against the attention recipe ({table['attention']['val_accuracy']:.2%} on "
+                 "validation)".replace("%", " %"), fontsize=11)
+    return save_figure(fig, path)
+
+
+def ablation_figures(payload: Mapping, out: Path) -> list[tuple[str, str]]:
+    """``plot_ablation`` as a report figure: ``(caption, file)``."""
+    plot_ablation(payload, Path(out) / "ablation.png")
+    return [("Each change against the reference: validation accuracy (coloured by verdict; the shaded band is "
+             "sampling noise) and training speed (changes to the optimisation alone train the reference's model: "
+             "1.00× by construction)", "ablation.png")]
 
 
 def sweep_figures(records: dict[str, list[RunRecord]], out: Path, *, specs: dict,

@@ -471,8 +471,8 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
     results = [_summarize(spec, records[spec.name]) for spec in experiment.specs]
     for r in results:
         logger.info("%s: %s over %d seed(s)", r.model, _show(r.metrics, experiment.contract, r.std), len(r.runs))
-    figures = experiment.figures(records, out) if experiment.figures is not None else []
     summary_notes, summary_extra = experiment.summary(records, results) if experiment.summary is not None else ([], {})
+    figures = experiment.figures(records, out) if experiment.figures is not None else []
     contract = experiment.contract
     selection_note = ("the weights kept in every run are chosen on the validation split, "
                       + (contract.rule or f"by the best {contract.select} ({contract.mode})")

@@ -205,6 +205,15 @@ def test_ablate_trains_each_variant_with_its_change_and_times_distinct_models(tm
     report = (out / "report.md").read_text()
     assert "attention window-8: 8×8 attention tiles" in report and "validation chooses:" in report
     assert "images_per_s" in report.split("## Notes")[0]
+    assert "](ablation.png)" in report and (out / "ablation.png").stat().st_size > 0
+    # the chart again from the record alone, and a record of another command refused by name
+    (out / "ablation.png").unlink()
+    main(["plot-ablation", str(out / "metrics.json"), "--out", str(out)])
+    assert (out / "ablation.png").stat().st_size > 0
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"results": []}))
+    with pytest.raises(SystemExit, match="was not written by `python -m vision ablate`"):
+        main(["plot-ablation", str(other), "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="--fraction must be in"):
         main(["ablate", "--dataset", "imagefolder", "--data-dir", str(tiny_gray_set), "--fraction", "1.5"])
     with pytest.raises(SystemExit):
