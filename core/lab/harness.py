@@ -582,7 +582,7 @@ def fit(
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "stopper": stopper.state_dict(), "epoch": epoch_done, "position": position, "partial": partial,
                 "history": history.to_dict(), "best_state": best_state, "rng": _rng_state(train_data),
-                "config": config,
+                "config": config, "threads": torch.get_num_threads(),
             })
 
     history, best_state, start, resumed, best_unsaved = History(), None, 1, None, False
@@ -604,6 +604,12 @@ def fit(
         logger.info("resuming %s after epoch %d%s from %s", desc or "training", resumed["epoch"],
                     f" and {resumed['position']} batch(es) of epoch {start}" if resumed.get("position") else "",
                     ckpt_dir / "last.pt")
+        saved_threads = resumed.get("threads")  # absent from checkpoints written before it was saved
+        if saved_threads is not None and saved_threads != torch.get_num_threads():
+            logger.warning("%s was saved by a run with %d thread(s) and resumes with %d: the thread count changes "
+                           "the order of floating-point sums, so from here on the figures will differ slightly from "
+                           "an uninterrupted run's (resume with --threads %d to repeat it exactly)",
+                           ckpt_dir / "last.pt", saved_threads, torch.get_num_threads(), saved_threads)
 
     bar = tqdm(range(start, epochs + 1), initial=start - 1, total=epochs, desc=desc or None, unit="epoch",
                disable=bar_disabled)

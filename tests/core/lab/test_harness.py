@@ -1,3 +1,4 @@
+import logging
 import os
 import pickle
 import random
@@ -169,6 +170,28 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
     again_model, again_history = run_fit(2, tmp_path / "full", calls)
     assert calls == [] and again_history.best_epoch == full_history.best_epoch
     assert all(torch.equal(again_model.state_dict()[k], v) for k, v in full_model.state_dict().items())
+
+
+def test_resuming_with_another_thread_count_says_the_figures_will_differ(tmp_path, caplog):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(KeyboardInterrupt):
+            run_fit(0, tmp_path, [], kill_at=5)
+        assert load_checkpoint(tmp_path / "last.pt")["threads"] == 1
+        torch.set_num_threads(2)
+        with caplog.at_level(logging.WARNING, logger="core.lab.harness"):
+            run_fit(0, tmp_path, [])
+        assert "saved by a run with 1 thread(s) and resumes with 2" in caplog.text
+        caplog.clear()
+        torch.set_num_threads(1)
+        with pytest.raises(KeyboardInterrupt):
+            run_fit(0, tmp_path / "same", [], kill_at=5)
+        with caplog.at_level(logging.WARNING, logger="core.lab.harness"):
+            run_fit(0, tmp_path / "same", [])
+        assert "thread(s) and resumes with" not in caplog.text  # the same count: nothing to say
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_resume_refuses_another_config(tmp_path):
