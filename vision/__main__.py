@@ -252,7 +252,8 @@ def run_compare(args) -> int:
         domain="vision", dataset=data.name, title=f"Vision: pixel self-attention vs convolution on {data.name}"
         + (" — quick" if args.quick else ""), contract=CONTRACT, specs=specs,
         train_one=lambda spec, seed, ctx: train_one(spec, seed, ctx, data=data, kind=spec.name),
-        data_identity=prepared["identity"], notes=notes, table=["test_accuracy_flip", "val_accuracy_flip", "test_accuracy_chosen", "test_loss"],
+        data_identity=prepared["identity"], notes=notes,
+        table=["test_accuracy_flip", "val_accuracy_flip", "test_accuracy_chosen", "test_loss"],
         bookkeeping_table=["best_epoch", "epochs", "seconds", "flops"], figures=compare_figures,
         intro="Every pixel is a token holding its channel values. The attention model lets each pixel weigh other "
               "pixels by content (local windows at full resolution, every pixel where the grid is small); the CNN "

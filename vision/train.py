@@ -140,9 +140,9 @@ def compare_notes(specs: list[ModelSpec], data: VisionData, how: str, *, quick: 
                                              if specs[0].train.precision == "bf16" else "float32")
             + "; validation and test scored in float32",
             f"training augmentation: {', '.join(augment) or 'none'}"
-            + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation; validation "
-               "chooses whether it is used (val_chose_flip, ties: plain) and test_accuracy_chosen is the test figure of "
-               "that choice)" if "flip" in augment else "; no flip test-time augmentation")
+            + (" (test_accuracy_flip scores the same weights with horizontal-flip test-time augmentation; "
+               "validation chooses whether it is used (val_chose_flip, ties: plain) and test_accuracy_chosen is the "
+               "test figure of that choice)" if "flip" in augment else "; no flip test-time augmentation")
             + (f"; cutout sets one {cutout_side(width)}×{cutout_side(width)} square of every training image to the "
                "mean colour" if "cutout" in augment else "")]
 
@@ -512,7 +512,8 @@ def accuracy(model: nn.Module, batches: Iterable, device: torch.device, flip: bo
 
 def choose_flip(model: nn.Module, val_batches: Iterable, test_batches: Iterable, device: torch.device,
                 val_plain: float, test_plain: float) -> dict[str, float]:
-    """Validation chooses whether flip test-time augmentation is used; test is scored once with each decoding.
+    """Validation chooses whether flip test-time augmentation is used; test is scored once with it and once
+    without (both kept in the record), and the choice picks which of the two is reported.
 
     ``val_plain`` / ``test_plain`` are the kept weights' accuracies without it. Flip is chosen only when it
     scores strictly higher on validation (ties: plain, the cheaper); test accuracy never enters the choice.
@@ -559,8 +560,8 @@ def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, data: VisionData, 
     Returns:
         RunRecord: ``val_accuracy`` / ``val_loss`` of the kept weights, then ``test_accuracy``,
         ``test_loss`` scored once on them; where training flipped, ``val_accuracy_flip``,
-        ``test_accuracy_flip``, ``val_chose_flip`` and ``test_accuracy_chosen`` (``choose_flip``); bookkeeping ``best_epoch``,
-        ``epochs``, ``steps``, ``seconds``, ``params``, ``flops`` (forward, per image) and ``train_images``.
+        ``test_accuracy_flip``, ``val_chose_flip`` and ``test_accuracy_chosen`` (``choose_flip``); bookkeeping
+        ``best_epoch``, ``epochs``, ``steps``, ``seconds``, ``params``, ``flops`` (forward, per image) and ``train_images``.
     """
     config: TrainConfig = ctx.train
     device = ctx.device
