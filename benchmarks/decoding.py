@@ -51,7 +51,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.decoding import ensemble_step, greedy_search  # noqa: E402
-from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize, write_result  # noqa: E402
+from core.lab.bench import cpu_model, interleaved_rounds, load_average, paired_ratio, summarize, write_result  # noqa: E402
 from core.lab.experiment import count_parameters  # noqa: E402
 from core.lab.harness import seed_everything  # noqa: E402
 from core.transformer import EncoderDecoder  # noqa: E402
@@ -198,7 +198,7 @@ def main_checkpoint(args) -> dict:
         "benchmark": "greedy decoding throughput of a trained g2p Transformer on its validation words, with and "
                      "without the key/value cache (core.decoding)",
         "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "platform": platform.platform(), "processor": platform.processor(), "command": sys.argv,
+        "platform": platform.platform(), "processor": cpu_model(), "command": sys.argv,
         "timing": "interleaved rounds, alternating order; words/s from the median round; speed-up: median of "
                   "per-round ratios time(recompute) / time(cache) (core.lab.bench); both include encoding",
         "load_average_start": load_start, "load_average_end": load_average(),
@@ -322,7 +322,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "greedy decoding throughput with and without the key/value cache (core.decoding)",
         "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "platform": platform.platform(), "processor": platform.processor(), "command": sys.argv,
+        "platform": platform.platform(), "processor": cpu_model(), "command": sys.argv,
         "timing": "interleaved rounds, alternating order; words/s from the median round; speed-up: median of "
                   "per-round ratios time(recompute) / time(cache) (core.lab.bench); both include encoding",
         "load_average_start": load_start, "load_average_end": load_average(),

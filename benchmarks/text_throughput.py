@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.lab.bench import interleaved_rounds, load_average, paired_ratio, summarize, write_result  # noqa: E402
+from core.lab.bench import cpu_model, interleaved_rounds, load_average, paired_ratio, summarize, write_result  # noqa: E402
 from core.lab.datasets import require_dataset, resolve_data_root  # noqa: E402
 from core.lab.experiment import count_parameters  # noqa: E402
 from core.lab.harness import seed_everything, set_num_threads_from_env  # noqa: E402
@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "text tagging throughput, CoNLL-2000 test set",
         "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "platform": platform.platform(), "processor": platform.processor(),
+        "platform": platform.platform(), "processor": cpu_model(),
         "command": sys.argv, "timing": "interleaved rounds, alternating order; throughput from the median round; "
         "ratios: median of per-round ratios (core.lab.bench)", "load_average_start": load_start,
         "load_average_end": load_average(), "default_config": asdict(TaggerConfig()), "results": rows,

@@ -77,12 +77,34 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
+    """The processor's name (Linux: ``model name`` in ``/proc/cpuinfo``, e.g. "AMD EPYC 9R14 96-Core
+    Processor"), else what ``platform.processor()`` says, else None. Two machines with one kernel string may
+    hold different processors, whose kernels round differently and run at different speeds: a record names it."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path(cpuinfo).read_text().splitlines():
+            if not line.strip():
+                break  # the first processor's block is enough
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:  # not Linux, or no such file
+        pass
+    name = fields.get("model name")
+    if not name:
+        return platform.processor() or None
+    if "cpu family" in fields and "model" in fields:  # a virtual machine's name can be as plain as "Xeon Processor"
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
 def machine() -> dict:
-    """What a benchmark record says about where it ran: torch version, threads, platform, CPU count, load."""
+    """What a benchmark record says about where it ran: torch version, threads, platform, processor, CPU
+    count, load."""
     import torch
 
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.platform(),
-            "cpu_count": os.cpu_count(), "load_average": load_average()}
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "load_average": load_average()}
 
 
 def write_result(path: str | os.PathLike, result: dict) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.lab.bench import cpu_model
 from core.lab.harness import atomic_open, select_device, set_num_threads_from_env, to_plain
 from core.lab.results import table_row
 
@@ -103,7 +104,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def versions() -> dict[str, Any]:
-    """Versions of Python, the libraries the results depend on, the platform and the accelerator."""
+    """Versions of Python, the libraries the results depend on, the platform, the processor and the accelerator."""
     def installed(name: str) -> str | None:
         try:
             return metadata.version(name)
@@ -118,6 +119,7 @@ def versions() -> dict[str, Any]:
         "torch_geometric": installed("torch-geometric"),
         "numpy": installed("numpy"),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

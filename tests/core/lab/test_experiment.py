@@ -1,5 +1,6 @@
 import argparse
 import json
+import platform
 import re
 import sys
 from dataclasses import dataclass
@@ -50,9 +51,21 @@ def test_count_parameters_counts_trainable_only():
 def test_versions_names_the_stack():
     info = versions()
     assert info["torch"] == torch.__version__
-    for key in ("python", "torchvision", "torchaudio", "torch_geometric", "numpy", "platform", "cpu_count",
+    for key in ("python", "torchvision", "torchaudio", "torch_geometric", "numpy", "platform", "cpu", "cpu_count",
                 "cuda_device"):
         assert key in info
+
+
+def test_cpu_model_names_the_processor_and_its_family(tmp_path):
+    from core.lab.bench import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 167\n"
+                    "model name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\nmodel name\t: Other\n")
+    assert cpu_model(info) == "Intel(R) Xeon(R) Processor (family 6, model 167)"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14 96-Core Processor\n")
+    assert cpu_model(info) == "AMD EPYC 9R14 96-Core Processor"
+    assert cpu_model(tmp_path / "missing") == (platform.processor() or None)
 
 
 def test_metrics_json(tmp_path):
