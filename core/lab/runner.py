@@ -64,6 +64,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from core.lab.bench import cpu_model
 from core.lab.distributed import DistInfo, cleanup, init_distributed, wrap_ddp
 from core.lab.experiment import (ROLES, ModelResult, count_parameters, slug, summarize_runs, write_metrics,
                                  write_report)
@@ -497,7 +498,9 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
          "comparison: runs stop after the epoch that crosses it, so results depend on the machine's speed)"
          if options.time_budget_s else "schedules are counted in epochs and steps (no time budget): the same "
                                       "command and seed give the same results on the same machine"),
-        f"wall time of this command: {wall / 60:.1f} min on {info.device}, {torch.get_num_threads()} thread(s), "
+        f"wall time of this command: {wall / 60:.1f} min on {info.device}"
+        + (f" ({cpu_model()})" if info.device.type == "cpu" and cpu_model() else "")
+        + f", {torch.get_num_threads()} thread(s), "
         f"{info.world_size} process(es); 1-minute load average {load_at_start} at the start, {_load_average()} at the "
         f"end, on {os.cpu_count()} CPU(s)" + (f"; {loaded} run(s) finished by an earlier invocation were loaded"
                                               if loaded else ""),

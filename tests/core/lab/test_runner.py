@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.lab.bench import cpu_model
 from core.lab.cli import UsageError, check_common_args, cli_main
 from core.lab.runner import (Experiment, MetricsContract, ModelSpec, RunnerError, RunnerOptions, RunRecord,
                              check_metrics_payload, identity_differences, run_experiment)
@@ -61,6 +62,7 @@ def test_runner_writes_folders_metrics_and_report_and_keeps_bookkeeping_apart(tm
     report = (tmp_path / "report.md").read_text()
     assert "by the best val_accuracy (max)" in report and "no time budget" in report
     assert "| attn net | attention |" in report and "epochs (mean)" in report
+    assert f"min on cpu ({cpu_model()})" in report and payload["versions"]["cpu"] == cpu_model()  # names its processor
     assert result.records["attn net"][0].model is not None
 
 
