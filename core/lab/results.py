@@ -313,6 +313,8 @@ RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2,
 
 #: training images/s of the three vision models in float32 and bfloat16, one interleaved benchmark run
 VISION_PRECISION = "benchmarks/results/vision-precision.json"
+#: the vision training-throughput benchmark on the two processors sessions have had
+VISION_THROUGHPUT = (("AMD EPYC", "benchmarks/results/vision.json"), ("Intel Xeon", "benchmarks/results/vision-xeon.json"))
 #: ResNet-9's cutout recipe, two seeds, validation choosing flip test-time augmentation (an Intel Xeon)
 VISION_RESNET_TTA = "docs/results/vision-resnet-w32-bf16-30ep-cutout-tta-seeds2.metrics.json"
 #: the same benchmark on a lent GPU (`.ci/device-check`): batches of 128 (as on the CPU) and of 2,048
@@ -812,11 +814,19 @@ TABLES: tuple[Table, ...] = (
             "initialisation and batch order; the validation images are the same 799. Test scored once per run, "
             "chose nothing."),
     FigureTable("vision-throughput", tuple(
-        Figure(f"{model}: training images/s (batch 128, forward + backward + step)", "benchmarks/results/vision.json",
-               f"results[model={model}].images_per_second", digits=0) for model in ("attention", "cnn", "resnet")) + (
-        Figure("attention / cnn images/s", "benchmarks/results/vision.json", "results[model=attention].speed_vs_cnn", unit="×"),
+        Figure(f"{cpu}: {model}: training images/s (batch 128, forward + backward + step)", record,
+               f"results[model={model}].images_per_second", digits=0)
+        for cpu, record in VISION_THROUGHPUT for model in ("attention", "cnn", "resnet")) + tuple(
+        Figure(f"{cpu}: attention / cnn images/s (target ≥ 0.8×)", record, "results[model=attention].speed_vs_cnn",
+               unit="×") for cpu, record in VISION_THROUGHPUT) + tuple(
+        Figure(f"Intel Xeon: attention / cnn images/s in {name}", "benchmarks/results/vision-precision-xeon.json",
+               f"results[model=attention,precision={precision}].speed_vs_cnn", unit="×")
+        for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
     ), note="`python benchmarks/vision.py` (2 threads, interleaved rounds: images/s the median over rounds, the ratio "
-            "the median of per-round ratios; the file records its own conditions)."),
+            "the median of per-round ratios; the file records its own conditions), on an AMD EPYC (earlier sessions) "
+            "and an Intel Xeon (family 6, model 167; `--out benchmarks/results/vision-xeon.json`, and `--precisions "
+            "fp32,bf16 --rounds 7 --steps 8 --out benchmarks/results/vision-precision-xeon.json`), each alone on its "
+            "machine."),
     # --- core: attention itself
     FigureTable("core-attention", (
         *(Figure(f"MultiHeadAttention / nn.MultiheadAttention time, B={b}, T={t}, D={d}, H={h} (same weights, same inputs)",
