@@ -301,6 +301,8 @@ G2P_WIDE = "docs/results/text-g2p-transformer-d192-20ep.metrics.json"
 G2P_WIDE_SPEED = "benchmarks/results/decoding_g2p_d192.json"
 #: the speed of the default-size Transformer's trained weights on real words
 G2P_DEFAULT_SPEED = "benchmarks/results/decoding_g2p_trained.json"
+#: the same benchmark with the model trained again on an Intel Xeon (the first ran on an AMD EPYC)
+G2P_XEON_SPEED = "benchmarks/results/decoding_g2p_trained_xeon.json"
 #: the wider Transformer trained again keeping its last epochs, test decoded with 5 beams (`compare --beam 5`),
 #: and `average --beam 5` over those epochs: validation chooses how many to average, then greedy or the beam
 G2P_WIDE_BEAM = "docs/results/text-g2p-transformer-d192-20ep-beam5.metrics.json"
@@ -824,9 +826,8 @@ TABLES: tuple[Table, ...] = (
         for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
     ), note="`python benchmarks/vision.py` (2 threads, interleaved rounds: images/s the median over rounds, the ratio "
             "the median of per-round ratios; the file records its own conditions), on an AMD EPYC (earlier sessions) "
-            "and an Intel Xeon (family 6, model 167; `--out benchmarks/results/vision-xeon.json`, and `--precisions "
-            "fp32,bf16 --rounds 7 --steps 8 --out benchmarks/results/vision-precision-xeon.json`), each alone on its "
-            "machine."),
+            "and an Intel Xeon (family 6, model 167; the same command, and the same with `--precisions fp32,bf16 "
+            "--rounds 7 --steps 8`; each file records its command and processor), each alone on its machine."),
     # --- core: attention itself
     FigureTable("core-attention", (
         *(Figure(f"MultiHeadAttention / nn.MultiheadAttention time, B={b}, T={t}, D={d}, H={h} (same weights, same inputs)",
@@ -859,6 +860,11 @@ TABLES: tuple[Table, ...] = (
         "runs/text/g2p-t/transformer/seed0/best.pt --threads 2 --rounds 9 --out " + G2P_DEFAULT_SPEED + "` on every "
         "validation word, each to its EOS, in batches of 512 as evaluation decodes them; interleaved rounds, "
         "the outputs of both sides asserted equal; nothing else running.")),
+    FigureTable("decoding-g2p-trained-xeon", trained_decoding_figures(G2P_XEON_SPEED), note=(
+        "The same two commands on an Intel Xeon (family 6, model 167; a later session's machine): the model trained "
+        "again there (`--out runs/text/g2p-t`, 12 epochs at 2 threads; its own validation WER, in the last row), "
+        "then `python benchmarks/decoding.py --checkpoint runs/text/g2p-t/transformer/seed0/best.pt --threads 2 "
+        "--rounds 9`, nothing else running; the file records its processor.")),
     FigureTable("pixel-attention", (
         *(Figure(f"2-D {k}×{k} window, {side}×{side} image: blocked path over the dense masked fused kernel, "
                  "forward + backward (same inputs)", "benchmarks/results/pixel_attention.json",
