@@ -1,6 +1,6 @@
 """Figures of the vision comparison: validation accuracy against training time, test accuracy against the
-training-set size with the CNN's lead over attention, and where each attention layer of a trained model looks
-from one query pixel.
+training-set size with the CNN's lead over attention, the ablation's changes against the reference, and where
+each attention layer of a trained model looks from one query pixel.
 
 Figures are ``matplotlib.figure.Figure``s (no pyplot state) saved to ``path``. ``compare_figures`` and
 ``sweep_figures`` draw what ``python -m vision compare`` / ``sweep`` put in their reports, from the
@@ -25,7 +25,7 @@ from core.lab.runner import RunRecord
 from vision.train import seed_gaps, sweep_groups
 
 __all__ = ["plot_accuracy_vs_time", "compare_figures", "sweep_figures", "plot_sweep_gap", "plot_attention_map",
-           "plot_ablation"]
+           "plot_ablation", "ablation_figures"]
 
 #: Bar colours of the ablation chart, by verdict.
 VERDICT_COLOURS = {"gain": "tab:green", "loss": "tab:red", "within noise": "tab:gray"}

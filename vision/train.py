@@ -561,7 +561,8 @@ def train_one(spec: ModelSpec, seed: int, ctx: RunContext, *, data: VisionData, 
         RunRecord: ``val_accuracy`` / ``val_loss`` of the kept weights, then ``test_accuracy``,
         ``test_loss`` scored once on them; where training flipped, ``val_accuracy_flip``,
         ``test_accuracy_flip``, ``val_chose_flip`` and ``test_accuracy_chosen`` (``choose_flip``); bookkeeping
-        ``best_epoch``, ``epochs``, ``steps``, ``seconds``, ``params``, ``flops`` (forward, per image) and ``train_images``.
+        ``best_epoch``, ``epochs``, ``steps``, ``seconds``, ``params``, ``flops`` (forward, per image) and
+        ``train_images``.
     """
     config: TrainConfig = ctx.train
     device = ctx.device

@@ -79,8 +79,8 @@ def load_average() -> list[float] | None:
 
 def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
     """The processor's name (Linux: ``model name`` in ``/proc/cpuinfo``, e.g. "AMD EPYC 9R14 96-Core
-    Processor"), else what ``platform.processor()`` says, else None. Two machines with one kernel string may
-    hold different processors, whose kernels round differently and run at different speeds: a record names it."""
+    Processor"), else what ``platform.processor()`` says, else None. Sessions have run on different
+    processors, whose kernels round differently and run at different speeds, so a record names its own."""
     fields: dict[str, str] = {}
     try:
         for line in Path(cpuinfo).read_text().splitlines():

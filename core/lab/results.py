@@ -706,8 +706,8 @@ TABLES: tuple[Table, ...] = (
     ) + (Figure("seed {seed}: training wall time (target ≤ 60 min)", VISION_RESNET_TTA,
                 "results[model=resnet].runs_bookkeeping.*.seconds", scale=1 / 60, digits=1, unit=" min"),), note="CIFAR-10, the cutout recipe above, seeds 0 and 1 from one record: `python -m vision compare --models resnet "
             "--precision bf16 --resnet-width 32 --epochs 30 --augment crop,flip,cutout --threads 2`, then the same with "
-            "`--seeds 2` over its folder (seed 0 loaded, seed 1 trained), each alone on this session's machine, an "
-            "Intel Xeon (family 6, model 167; AMX and AVX-512 BF16), not the AMD EPYC of the rows above. Validation "
+            "`--seeds 2` over its folder (seed 0 loaded, seed 1 trained), each alone on a later session's machine, "
+            "an Intel Xeon (family 6, model 167; AMX and AVX-512 BF16), not the AMD EPYC of the rows above. Validation "
             "keeps the epoch, then, for the kept weights, chooses flip test-time augmentation only where it scores "
             "higher on validation; test is scored once with and once without it and chooses nothing."),
     FigureTable("vision-speed-cuda", tuple(
