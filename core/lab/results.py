@@ -696,15 +696,13 @@ TABLES: tuple[Table, ...] = (
             ("test accuracy", "test_accuracy", 100, 2, "%"),
             ("test accuracy with flip TTA", "test_accuracy_flip", 100, 2, "%"),
             ("test accuracy as validation chose (target ≥ 90 %)", "test_accuracy_chosen", 100, 2, "%"))
-    ) + tuple(
-        Figure(f"both seeds: {what}", VISION_RESNET_TTA, f"results[model=resnet].{path}", scale=scale, digits=digits,
-               unit=unit, std_path=f"results[model=resnet].{std}" if std else None,
-               count_path="results[model=resnet].runs")
-        for what, path, std, scale, digits, unit in (
-            ("test accuracy as validation chose", "metrics.test_accuracy_chosen", "std.test_accuracy_chosen", 100, 2,
-             "%"),)
-    ) + (Figure("seed {seed}: training wall time (target ≤ 60 min)", VISION_RESNET_TTA,
-                "results[model=resnet].runs_bookkeeping.*.seconds", scale=1 / 60, digits=1, unit=" min"),), note="CIFAR-10, the cutout recipe above, seeds 0 and 1 from one record: `python -m vision compare --models resnet "
+    ) + (
+        Figure("both seeds: test accuracy as validation chose", VISION_RESNET_TTA,
+               "results[model=resnet].metrics.test_accuracy_chosen", scale=100, unit="%",
+               std_path="results[model=resnet].std.test_accuracy_chosen", count_path="results[model=resnet].runs"),
+        Figure("seed {seed}: training wall time (target ≤ 60 min)", VISION_RESNET_TTA,
+               "results[model=resnet].runs_bookkeeping.*.seconds", scale=1 / 60, digits=1, unit=" min"),
+    ), note="CIFAR-10, the cutout recipe above, seeds 0 and 1 from one record: `python -m vision compare --models resnet "
             "--precision bf16 --resnet-width 32 --epochs 30 --augment crop,flip,cutout --threads 2`, then the same with "
             "`--seeds 2` over its folder (seed 0 loaded, seed 1 trained), each alone on a later session's machine, "
             "an Intel Xeon (family 6, model 167; AMX and AVX-512 BF16), not the AMD EPYC of the rows above. Validation "

@@ -499,7 +499,7 @@ def _run(experiment: Experiment, options: RunnerOptions, info: DistInfo, out: Pa
          if options.time_budget_s else "schedules are counted in epochs and steps (no time budget): the same "
                                       "command and seed give the same results on the same machine"),
         f"wall time of this command: {wall / 60:.1f} min on {info.device}"
-        + (f" ({cpu_model()})" if info.device.type == "cpu" and cpu_model() else "")
+        + (f" ({processor})" if info.device.type == "cpu" and (processor := cpu_model()) else "")
         + f", {torch.get_num_threads()} thread(s), "
         f"{info.world_size} process(es); 1-minute load average {load_at_start} at the start, {_load_average()} at the "
         f"end, on {os.cpu_count()} CPU(s)" + (f"; {loaded} run(s) finished by an earlier invocation were loaded"
