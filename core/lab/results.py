@@ -319,6 +319,11 @@ VISION_PRECISION = "benchmarks/results/vision-precision.json"
 VISION_THROUGHPUT = (("AMD EPYC", "benchmarks/results/vision.json"), ("Intel Xeon", "benchmarks/results/vision-xeon.json"))
 #: ResNet-9's cutout recipe, two seeds, validation choosing flip test-time augmentation (an Intel Xeon)
 VISION_RESNET_TTA = "docs/results/vision-resnet-w32-bf16-30ep-cutout-tta-seeds2.metrics.json"
+#: the two pixel hierarchies trained for as many epochs as an hour holds on the Intel Xeon: (label, record, model)
+VISION_LONG = (
+    ("cnn (same network, 3×3 conv), bfloat16, 60 epochs", "docs/results/vision-cnn-bf16-60ep-cutout.metrics.json",
+     "cnn"),
+)
 #: the same benchmark on a lent GPU (`.ci/device-check`): batches of 128 (as on the CPU) and of 2,048
 VISION_CUDA = {128: "benchmarks/results/vision-cuda-h200-b128.json", 2048: "benchmarks/results/vision-cuda-h200-b2048.json"}
 
@@ -708,6 +713,29 @@ TABLES: tuple[Table, ...] = (
             "an Intel Xeon (family 6, model 167; AMX and AVX-512 BF16), not the AMD EPYC of the rows above. Validation "
             "keeps the epoch, then, for the kept weights, chooses flip test-time augmentation only where it scores "
             "higher on validation; test is scored once with and once without it and chooses nothing."),
+    FigureTable("vision-long", tuple(
+        Figure(f"{label}, seed {{seed}}: {what}", record, f"results[model={model}].runs.*.{metric}", scale=scale,
+               digits=digits, unit=unit)
+        for label, record, model in VISION_LONG
+        for what, metric, scale, digits, unit in (
+            ("validation accuracy (keeps the epoch)", "val_accuracy", 100, 2, "%"),
+            ("validation accuracy with flip TTA", "val_accuracy_flip", 100, 2, "%"),
+            ("validation chose flip TTA (1: yes, 0: no)", "val_chose_flip", 1, 0, ""),
+            ("test accuracy", "test_accuracy", 100, 2, "%"),
+            ("test accuracy with flip TTA", "test_accuracy_flip", 100, 2, "%"),
+            ("test accuracy as validation chose", "test_accuracy_chosen", 100, 2, "%"))
+    ) + tuple(
+        Figure(f"{label}, seed {{seed}}: {what}", record, f"results[model={model}].runs_bookkeeping.*.{key}",
+               scale=scale, digits=digits, unit=unit)
+        for label, record, model in VISION_LONG
+        for what, key, scale, digits, unit in (("kept epoch", "best_epoch", 1, 0, ""),
+                                               ("training wall time (target ≤ 60 min)", "seconds", 1 / 60, 1, " min"))
+    ), note="CIFAR-10, the comparison's split and recipes (AdamW, batch 128, warm-up then cosine to 0 over the epochs "
+            "given) with cutout added, each model for as many epochs as an hour of training holds on an Intel Xeon "
+            "(family 6, model 167), 2 threads, alone on the machine: `python -m vision compare --models cnn "
+            "--precision bf16 --epochs 60 --augment crop,flip,cutout --threads 2`. Validation keeps the epoch, then "
+            "chooses flip test-time augmentation for the kept weights only where it scores higher on validation; "
+            "test is scored once with and once without it and chooses nothing."),
     FigureTable("vision-speed-cuda", tuple(
         Figure(f"batch {batch}, {name}: {model} training images/s", record,
                f"results[model={model},precision={precision}].images_per_second", digits=0)
@@ -949,6 +977,12 @@ TABLES: tuple[Table, ...] = (
           for what, metric in (("test accuracy", "test_accuracy"),
                                ("with the test-time augmentation validation chose (flip, both seeds)",
                                 "test_accuracy_chosen"))),
+        *(Figure(f"vision: {label} (`--augment crop,flip,cutout`, the epochs an hour holds on an Intel Xeon), "
+                 "test accuracy as "
+                 "validation chose the flip test-time augmentation", record,
+                 f"results[model={model}].metrics.test_accuracy_chosen", scale=100, unit="%",
+                 std_path=f"results[model={model}].std.test_accuracy_chosen", count_path=f"results[model={model}].runs")
+          for label, record, model in VISION_LONG),
         Figure("vision: handwritten digits (8k/2k, 28×28, `python -m vision digits`), pixel attention, 45 epochs",
                VISION_DIGITS_SEEDS, "results[model=attention].metrics.test_accuracy", scale=100, unit="%",
                std_path="results[model=attention].std.test_accuracy", count_path="results[model=attention].runs"),
