@@ -323,6 +323,8 @@ VISION_RESNET_TTA = "docs/results/vision-resnet-w32-bf16-30ep-cutout-tta-seeds2.
 VISION_LONG = (
     ("cnn (same network, 3×3 conv), bfloat16, 60 epochs", "docs/results/vision-cnn-bf16-60ep-cutout.metrics.json",
      "cnn"),
+    ("attention with a conv stem (`--conv-stages 1`), float32, 42 epochs",
+     "docs/results/vision-attention-convstem-42ep-cutout.metrics.json", "attention"),
 )
 #: the same benchmark on a lent GPU (`.ci/device-check`): batches of 128 (as on the CPU) and of 2,048
 VISION_CUDA = {128: "benchmarks/results/vision-cuda-h200-b128.json", 2048: "benchmarks/results/vision-cuda-h200-b2048.json"}
@@ -733,7 +735,8 @@ TABLES: tuple[Table, ...] = (
     ), note="CIFAR-10, the comparison's split and recipes (AdamW, batch 128, warm-up then cosine to 0 over the epochs "
             "given) with cutout added, each model for as many epochs as an hour of training holds on an Intel Xeon "
             "(family 6, model 167), 2 threads, alone on the machine: `python -m vision compare --models cnn "
-            "--precision bf16 --epochs 60 --augment crop,flip,cutout --threads 2`. Validation keeps the epoch, then "
+            "--precision bf16 --epochs 60 --augment crop,flip,cutout --threads 2` and `python -m vision compare "
+            "--models attention --conv-stages 1 --epochs 42 --augment crop,flip,cutout --threads 2`. Validation keeps the epoch, then "
             "chooses flip test-time augmentation for the kept weights only where it scores higher on validation; "
             "test is scored once with and once without it and chooses nothing."),
     FigureTable("vision-speed-cuda", tuple(
@@ -978,8 +981,7 @@ TABLES: tuple[Table, ...] = (
                                ("with the test-time augmentation validation chose (flip, both seeds)",
                                 "test_accuracy_chosen"))),
         *(Figure(f"vision: {label} (`--augment crop,flip,cutout`, the epochs an hour holds on an Intel Xeon), "
-                 "test accuracy as "
-                 "validation chose the flip test-time augmentation", record,
+                 "test accuracy as validation chose the flip test-time augmentation", record,
                  f"results[model={model}].metrics.test_accuracy_chosen", scale=100, unit="%",
                  std_path=f"results[model={model}].std.test_accuracy_chosen", count_path=f"results[model={model}].runs")
           for label, record, model in VISION_LONG),
