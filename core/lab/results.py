@@ -727,11 +727,11 @@ TABLES: tuple[Table, ...] = (
         for what, key, scale, digits, unit in (("kept epoch", "best_epoch", 1, 0, ""),
                                                ("training wall time (target ≤ 60 min)", "seconds", 1 / 60, 1, " min"))
     ), note="CIFAR-10, the comparison's split and recipes (AdamW, batch 128, warm-up then cosine to 0 over the epochs "
-            "given) with cutout added, each model for the epochs an hour of training holds, with a margin, on an Intel Xeon "
-            "(family 6, model 167), 2 threads, alone on the machine: `python -m vision compare --models cnn "
+            "given) with cutout added, each model for the epochs an hour of training holds, with a margin, on an "
+            "Intel Xeon (family 6, model 167), 2 threads, alone on the machine: `python -m vision compare --models cnn "
             "--precision bf16 --epochs 60 --augment crop,flip,cutout --threads 2`, then the same with `--seeds 2` over "
-            "its folder (seed 0 loaded, seed 1 trained), and `python -m vision compare "
-            "--models attention --conv-stages 1 --epochs 42 --augment crop,flip,cutout --threads 2`. Validation keeps the epoch, then "
+            "its folder (seed 0 loaded, seed 1 trained), and `python -m vision compare --models attention "
+            "--conv-stages 1 --epochs 42 --augment crop,flip,cutout --threads 2`. Validation keeps the epoch, then "
             "chooses flip test-time augmentation for the kept weights only where it scores higher on validation; "
             "test is scored once with and once without it and chooses nothing."),
     FigureTable("vision-speed-cuda", tuple(
