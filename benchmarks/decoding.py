@@ -30,7 +30,9 @@ length and decoded in batches of `--batch-size` (512, what `compare` and `pronou
 its EOS, exactly as `text.g2p.train.pronounce_words` does. This is the speed of the model that is scored,
 on the words it is scored on; the outputs of both contenders are asserted equal and scored against the
 references (their WER equals the run's validation WER); the speed-up is given end to end and for the
-decoders alone, as above. The synthetic options do not apply there.
+decoders alone, as above, and so is the work of one pass over the words, counted (`core.lab.bench.count_flops`):
+its ratio is the speed-up a machine would show if only that arithmetic took time, the same on every machine.
+The synthetic options do not apply there.
 
     python benchmarks/decoding.py --checkpoint runs/text/g2p/transformer/seed0/best.pt --threads 2 \
         --out benchmarks/results/decoding_g2p_trained.json
@@ -46,12 +48,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.decoding import ensemble_step, greedy_search  # noqa: E402
-from core.lab.bench import cpu_model, interleaved_rounds, load_average, paired_ratio, summarize, write_result  # noqa: E402
+from core.lab.bench import (count_flops, cpu_model, interleaved_rounds, load_average, paired_ratio,  # noqa: E402
+                             summarize, write_result)
 from core.lab.experiment import count_parameters  # noqa: E402
 from core.lab.harness import seed_everything  # noqa: E402
 from core.transformer import EncoderDecoder  # noqa: E402
@@ -178,6 +180,14 @@ def main_checkpoint(args) -> dict:
             for letters, lengths in batches:
                 model.encode(letters, lengths)
 
+    # The work of one pass over the words, counted: the same on any machine, and the speed-up the timing would
+    # show if only arithmetic took time (the rest, small operations and the Python loop, is paid per step).
+    gflop = {"cache": count_flops(lambda: decode_words(model, batches, cache=True)) / 1e9,
+             "recompute": count_flops(lambda: decode_words(model, batches, cache=False)) / 1e9,
+             "encode_only": count_flops(encode_only) / 1e9}
+    work_ratio = gflop["recompute"] / gflop["cache"]
+    decode_work_ratio = (gflop["recompute"] - gflop["encode_only"]) / (gflop["cache"] - gflop["encode_only"])
+
     load_start = load_average()
     rounds = interleaved_rounds({
         "cache": lambda: decode_words(model, batches, cache=True),
@@ -193,6 +203,8 @@ def main_checkpoint(args) -> dict:
               file=sys.stderr)
     print(f"speed-up of the cache (median of per-round ratios): {speedup:.2f}x end to end, {decode_speedup:.2f}x "
           f"decoding alone; validation WER of these outputs {100 * rates.wer:.2f}%", file=sys.stderr)
+    print(f"work (GFLOP per pass over the words) {gflop}: recompute / cache {work_ratio:.2f}x end to end, "
+          f"{decode_work_ratio:.2f}x decoding alone", file=sys.stderr)
     config = identity["config"]
     result = {
         "benchmark": "greedy decoding throughput of a trained g2p Transformer on its validation words, with and "
@@ -217,6 +229,15 @@ def main_checkpoint(args) -> dict:
         "cache_speedup": speedup,
         "decode_only_speedup": decode_speedup,
         "per_round_speedups": [r["recompute"] / r["cache"] for r in rounds],
+        "per_round_speedup_range": [min(r["recompute"] / r["cache"] for r in rounds),
+                                    max(r["recompute"] / r["cache"] for r in rounds)],
+        "gflop_per_pass": gflop,
+        "gflop_note": "core.lab.bench.count_flops (matrix products and attention, the CPU's fused kernel included), "
+                      "one pass over every validation word",
+        "work_ratio": work_ratio,
+        "decode_work_ratio": decode_work_ratio,
+        "work_note": "gflop recompute / cache, end to end and with encoding off both sides: what the speed-ups "
+                     "would be if only counted arithmetic took time",
     }
     print(f"wrote {write_result(args.out, result)}", file=sys.stderr)
     return result
@@ -271,20 +292,15 @@ def main(argv=None) -> dict:
     assert with_cache.shape == (args.words, args.steps)
 
     # Work per batch, counted (matmuls and attention) rather than timed: it does not depend on the machine's load.
-    gflop = {}
-    for name, cache in (("cache", True), ("recompute", False)):
-        with FlopCounterMode(display=False) as counter:
-            decode(model, src, lengths, args.steps, cache=cache)
-        gflop[name] = counter.get_total_flops() / 1e9
-    with FlopCounterMode(display=False) as counter:
-        with torch.inference_mode():
-            model.encode(src, lengths)
-    gflop["encode_only"] = counter.get_total_flops() / 1e9
-
-    load_start = load_average()
     def encode_only() -> None:
         with torch.inference_mode():
             model.encode(src, lengths)
+
+    gflop = {name: count_flops(lambda: decode(model, src, lengths, args.steps, cache=name == "cache")) / 1e9
+             for name in ("cache", "recompute")}
+    gflop["encode_only"] = count_flops(encode_only) / 1e9
+
+    load_start = load_average()
 
     rounds = interleaved_rounds({
         "cache": lambda: decode(model, src, lengths, args.steps, cache=True),
@@ -344,7 +360,8 @@ def main(argv=None) -> dict:
         "decode_only_speedup": statistics.median(decode_speedups),
         "decode_only_note": "median over rounds of (recompute - encode_only) / (cache - encode_only), same round",
         "gflop_per_batch": gflop,
-        "gflop_note": "torch.utils.flop_counter (matmuls, attention); words/s at R GFLOP/s is at most "
+        "gflop_note": "core.lab.bench.count_flops (matrix products and attention, the CPU's fused kernel "
+                      "included); words/s at R GFLOP/s is at most "
                       "R * words / gflop",
         "per_step": per_step,
         "per_step_note": f"median over {args.profile_rounds} rounds of the time of each step-function call, "

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-__all__ = ["interleaved_rounds", "paired_ratio", "summarize", "load_average", "machine", "write_result"]
+__all__ = ["interleaved_rounds", "paired_ratio", "summarize", "count_flops", "load_average", "machine", "write_result"]
 
 
 def interleaved_rounds(fns: Mapping[str, Callable[[], object]], rounds: int, *, warmup: int = 1) -> list[dict[str, float]]:
@@ -67,6 +67,31 @@ def summarize(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
         q1, _, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
         out[name] = {"median_ms": statistics.median(values), "q1_ms": q1, "q3_ms": q3, "runs": len(values)}
     return out
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of one call of ``fn``, counted by ``torch.utils.flop_counter`` (matrix products
+    and attention; elementwise work is not counted), so a figure that does not depend on the machine or its load.
+
+    ``FlopCounterMode`` has no formula for the CPU's fused attention kernel
+    (``aten::_scaled_dot_product_flash_attention_for_cpu``) and would count it as zero; here it gets the one
+    torch gives the other fused kernels: dense ``Q Kᵀ`` and ``P V`` (a mask saves nothing in the count).
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    def backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+    aten = torch.ops.aten
+    mapping = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+               aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def load_average() -> list[float] | None:

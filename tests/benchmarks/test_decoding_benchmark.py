@@ -15,6 +15,8 @@ def test_decoding_benchmark_times_cache_recompute_and_an_ensemble(tmp_path, load
     assert all(v > 0 for v in report["words_per_s"].values())
     assert report["ensemble_members"] == 2 and report["ensemble_speed_vs_cache"] > 0
     assert report["same_outputs"] and len(report["per_step"]) == 3
+    work = report["gflop_per_batch"]
+    assert work["recompute"] > work["cache"] > work["encode_only"] > 0
 
 
 TINY_G2P = ["--limit-words", "300", "--epochs", "2", "--batch-size", "16", "--dim", "32", "--heads", "2", "--layers",
@@ -43,6 +45,14 @@ def test_decoding_benchmark_on_a_trained_checkpoint_decodes_the_validation_words
     assert set(report["words_per_s"]) == {"cache", "recompute"} and all(v > 0 for v in report["words_per_s"].values())
     assert report["same_outputs"] and report["model"]["dim"] == 32 and report["batch_size"] == 4
     assert report["decode_only_speedup"] > 0
+    low, high = report["per_round_speedup_range"]
+    assert low <= report["cache_speedup"] <= high
+    # the work, counted: recomputing never does less than the cache, and the ratios are what the counts give
+    work = report["gflop_per_pass"]
+    assert work["recompute"] >= work["cache"] > work["encode_only"] > 0
+    assert report["work_ratio"] == pytest.approx(work["recompute"] / work["cache"])
+    assert report["decode_work_ratio"] == pytest.approx(
+        (work["recompute"] - work["encode_only"]) / (work["cache"] - work["encode_only"]))
     # the words the run chose its weights on, decoded the way it decoded them: the same validation error rates
     kept = next(r for r in payload["results"] if r["model"] == "transformer")["metrics"]
     assert report["val_wer_of_outputs"] == pytest.approx(kept["val_wer"])

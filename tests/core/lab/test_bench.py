@@ -28,3 +28,22 @@ def test_bad_arguments_are_refused():
         bench.interleaved_rounds({"a": lambda: None}, 0)
     with pytest.raises(ValueError, match="contenders"):
         bench.interleaved_rounds({}, 3)
+
+
+def test_count_flops_counts_the_cpu_fused_attention_kernel_as_the_explicit_path():
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # T != S and B != H, so a transposed or swapped shape in the formula changes the count (the CPU kernel
+    # wants Dv == Dh; with them unequal torch takes its unfused path, which torch counts itself)
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    explicit = bench.count_flops(lambda: torch.softmax(q @ k.transpose(-2, -1), -1) @ v)
+    assert explicit == 2 * (2 * 2 * 3 * 5 * 7 * 8)
+    assert bench.count_flops(lambda: F.scaled_dot_product_attention(q, k, v)) == explicit
+    with FlopCounterMode(display=False) as plain:  # what torch alone counts for the CPU kernel
+        F.scaled_dot_product_attention(q, k, v)
+    assert plain.get_total_flops() == 0
+    q.requires_grad_()
+    both = bench.count_flops(lambda: F.scaled_dot_product_attention(q, k, v).sum().backward())
+    assert both > 2 * explicit  # the backward pass is counted too
