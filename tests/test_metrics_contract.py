@@ -21,7 +21,6 @@ RECORDS = sorted(RESULTS.glob("*.metrics.json"))
 LEGACY_UNTIL_REGENERATED = {
     "audio-connected.metrics.json",
     "text-conll2000-chunk-ablations.metrics.json",
-    "text-conll2000-pos.metrics.json",
     "vision-sweep.metrics.json",
     "vision-sweep-1pct-attention.metrics.json",
     "vision-sweep-1pct-cnn.metrics.json",

@@ -41,7 +41,8 @@ def attention_figures(model: Tagger, data: TaggingDataset, out: Path) -> list[tu
             plot_attention(table - table.amin(), x_labels=[f"{o:+d}" for o in range(-span, span + 1)],
                            y_labels=[f"head {h}" for h in range(table.shape[0])], annotate=False,
                            title=f"layer {layer + 1}: learned bias by offset (key - query), shifted to min 0",
-                           path=out / file)
+                           axis_labels=("offset of the key from the query (words)", "head"),
+                           value_label="bias added to the score (shifted to min 0)", path=out / file)
             figures.append((f"Layer {layer + 1} relative position bias per head: where each head looks, "
                             "left (-) or right (+) of the word", file))
     for layer, amap in enumerate(maps):

@@ -62,13 +62,17 @@ def plot_attention(
     title: str | None = None,
     annotate: bool | None = None,
     path: str | Path | None = None,
+    axis_labels: tuple[str, str] = ("key (attended to)", "query"),
+    value_label: str = "attention weight",
 ) -> Figure:
     """Heatmap of a `(T, S)` attention matrix: rows are queries, columns the keys they attend to.
 
     Args:
-        weights: `(T, S)` weights (one head, one example).
+        weights: `(T, S)` weights (one head, one example), >= 0.
         x_labels, y_labels: key and query labels (tokens); omitted for long sequences.
         annotate: print each weight in its cell (default: when the matrix is at most 12×12).
+        axis_labels: `(x, y)` axis titles, for a table laid out otherwise (e.g. heads × offsets).
+        value_label: the colour bar's title, for values that are not attention weights (e.g. a bias).
     """
     w = _array(weights)
     if w.ndim != 2:
@@ -77,9 +81,9 @@ def plot_attention(
     fig = Figure(figsize=(min(2 + 0.45 * S, 14), min(1.5 + 0.45 * T, 14)))
     ax = fig.add_subplot()
     im = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=max(float(w.max()), 1e-9), aspect="auto")
-    fig.colorbar(im, ax=ax, label="attention weight")
-    ax.set_xlabel("key (attended to)")
-    ax.set_ylabel("query")
+    fig.colorbar(im, ax=ax, label=value_label)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
     if x_labels is not None:
         ax.set_xticks(range(S), labels=list(x_labels), rotation=90)
     if y_labels is not None:

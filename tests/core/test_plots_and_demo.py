@@ -54,3 +54,12 @@ def test_python_m_core_runs_and_writes_heatmaps(tmp_path):
     assert "3/√2 = 2.1213" in out.stdout and "2/√2 = 1.4142" in out.stdout
     assert (tmp_path / "attention_positions.png").exists() and (tmp_path / "positional_encoding.png").exists()
     assert (tmp_path / "report.md").exists()
+
+
+def test_an_attention_heatmap_names_its_axes_and_values_and_takes_other_names_for_other_tables():
+    fig = plot_attention(torch.rand(3, 4))
+    heat, bar = fig.axes
+    assert (heat.get_xlabel(), heat.get_ylabel(), bar.get_ylabel()) == ("key (attended to)", "query", "attention weight")
+    fig = plot_attention(torch.rand(2, 5), axis_labels=("offset", "head"), value_label="bias")
+    heat, bar = fig.axes
+    assert (heat.get_xlabel(), heat.get_ylabel(), bar.get_ylabel()) == ("offset", "head", "bias")
