@@ -909,12 +909,12 @@ TABLES: tuple[Table, ...] = (
     # --- core: the decoder's key/value cache
     FigureTable("decoding", decoding_figures("benchmarks/results/decoding.json"), note=(
             "`python benchmarks/decoding.py --threads 1 --rounds 9`: greedy decoding of 256 words for 10 tokens (per-step times: 24 tokens), with and without the cache, interleaved rounds in alternating order, both "
-            "including encoding, outputs asserted equal; nothing else running (the JSON records the load average "
-            "and the processor).")),
+            "including encoding, outputs asserted equal; nothing else running (the JSON records the processor and "
+            "the load average, which counts the benchmark's own warm-up and the benchmarks run one at a time "
+            "just before it).")),
     FigureTable("decoding-g2p", decoding_figures("benchmarks/results/decoding_g2p_size.json"), note=(
         "`python benchmarks/decoding.py --dim 128 --layers 3 --threads 2 --rounds 9`: the size `python -m text g2p` "
-        "trains (D=128, 3 + 3 layers, FFN 512), otherwise as above; timed on an idle machine (load average in the "
-        "JSON).")),
+        "trains (D=128, 3 + 3 layers, FFN 512), otherwise as above, both torch threads, nothing else running.")),
     FigureTable("decoding-g2p-trained", trained_decoding_figures(G2P_DEFAULT_SPEED), note=(
         "The Transformer of `python -m text g2p compare --models transformer --threads 2 --out runs/text/g2p-t` "
         "(the default size and recipe, seed 0, 12 epochs: the same validation and test WER as the "
