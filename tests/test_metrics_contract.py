@@ -19,7 +19,6 @@ RECORDS = sorted(RESULTS.glob("*.metrics.json"))
 
 #: Written by the per-domain loops before core.lab.runner; remove each name when its record is regenerated.
 LEGACY_UNTIL_REGENERATED = {
-    "text-conll2000-chunk-ablations.metrics.json",
     "vision-sweep.metrics.json",
     "vision-sweep-1pct-attention.metrics.json",
     "vision-sweep-1pct-cnn.metrics.json",

@@ -547,6 +547,25 @@ TABLES: tuple[Table, ...] = (
                     "runner, `python -m text compare --dataset conll2000 --task chunk --seeds 3 --threads 1` (12 "
                     "epochs counted in steps, the epoch kept by validation F1; train min: wall time per run on a "
                     "shared, loaded CPU)."),
+    ModelTable("text-chunk-ablations", "docs/results/text-conll2000-chunk-ablations.metrics.json",
+               (Column("val F1 (chooses)", "val_f1", **PCT), Column("test F1", "test_f1", **PCT),
+                Column("test accuracy (%)", "test_accuracy", **PCT)),
+               models=("attention", "attention -relative +sinusoidal", "attention -relative +learned",
+                       "attention -positions", "attention -crf", "attention -chars", "attention -local init",
+                       "attention 2 layers"),
+               labels={"attention": "the attention tagger (relative bias, CRF, characters, local init, 3 layers)",
+                       "attention -relative +sinusoidal": "sinusoidal positions instead of the relative bias",
+                       "attention -relative +learned": "learned absolute positions instead of the relative bias",
+                       "attention -positions": "no positions at all",
+                       "attention -crf": "a per-word softmax instead of the CRF",
+                       "attention -chars": "no character CNN",
+                       "attention -local init": "the relative bias started at zero, not ALiBi-like slopes",
+                       "attention 2 layers": "2 layers instead of 3"},
+               note="CoNLL-2000 chunking, seed 0, every row 4 epochs (counted in steps) under the same protocol, one "
+                    "invocation through the runner: `python -m text compare --dataset conll2000 --task chunk --models "
+                    "attention --epochs 4 --ablations --ablation-epochs 4 --threads 2` (AMD EPYC). Validation F1 "
+                    "(a tenth of the training sentences, held out by the seed) is what compares the rows; test is shown beside it and chose "
+                    "nothing."),
     ModelTable("text-g2p", "docs/results/text-g2p.metrics.json",
                (Column("test WER (%)", "test_wer", **PCT), Column("test PER (%)", "test_per", **PCT),
                 Column("val WER (%)", "val_wer", **PCT), Column("params", "params", digits=0),
