@@ -564,8 +564,8 @@ TABLES: tuple[Table, ...] = (
                note="CoNLL-2000 chunking, seed 0, every row 4 epochs (counted in steps) under the same protocol, one "
                     "invocation through the runner: `python -m text compare --dataset conll2000 --task chunk --models "
                     "attention --epochs 4 --ablations --ablation-epochs 4 --threads 2` (AMD EPYC). Validation F1 "
-                    "(a tenth of the training sentences, held out by the seed) is what compares the rows; test is shown beside it and chose "
-                    "nothing."),
+                    "(a tenth of the training sentences, held out by the seed) is what compares the rows; test is "
+                    "shown beside it and chose nothing."),
     ModelTable("text-g2p", "docs/results/text-g2p.metrics.json",
                (Column("test WER (%)", "test_wer", **PCT), Column("test PER (%)", "test_per", **PCT),
                 Column("val WER (%)", "val_wer", **PCT), Column("params", "params", digits=0),
@@ -948,8 +948,8 @@ TABLES: tuple[Table, ...] = (
         "--rounds 9`, nothing else running; the file records its processor.")),
     FigureTable("decoding-g2p-trained-work", decoding_work_figures(G2P_WORK_SPEED), note=(
         "The first real-words table's command again on an AMD EPYC (family 25, model 17) on a later day, with the "
-        "work counted and 15 rounds: the model trained again with the same command (the same validation and test WER as the "
-        "default record, last row), then `python benchmarks/decoding.py --checkpoint "
+        "work counted and 15 rounds: the model trained again with the same command (the same validation and test "
+        "WER as the default record, last row), then `python benchmarks/decoding.py --checkpoint "
         "runs/text/g2p-t/transformer/seed0/best.pt --threads 2 --rounds 15 --out " + G2P_WORK_SPEED + "`, nothing "
         "else running; the file records the processor and the load average.")),
     FigureTable("pixel-attention", (
