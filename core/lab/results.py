@@ -272,7 +272,12 @@ LOSO_SPEAKER = (("statistics from all of each speaker's clips", "audio-digits-lo
                 ("the five-speaker row, seed 1 (`--seed 1`, its own invocation), 2 threads, alone on the machine",
                  "audio-digits-loso-speaker-recordings-seed1", "recordings"),
                 ("the five-speaker row, seed 2 (`--seed 2`, its own invocation), 2 threads, alone on the machine",
-                 "audio-digits-loso-speaker-recordings-seed2", "recordings"))
+                 "audio-digits-loso-speaker-recordings-seed2", "recordings"),
+                ("the five-speaker row, seeds 3 and 4 in one invocation (`--seeds 2 --seed 3`), 2 threads, alone on "
+                 "the machine; each fold the mean of the two seeds", "audio-digits-loso-speaker-recordings-seeds34",
+                 "recordings"))
+#: the five-voice command with seeds 3 and 4 in one invocation
+LOSO_SEEDS34 = "docs/results/audio-digits-loso-speaker-recordings-seeds34.metrics.json"
 #: what a LOSO record's validation is, by its ``--loso-validation``
 LOSO_VALIDATION = {"speaker": "one more held-out speaker per fold",
                    "recordings": "held-out recordings of the training speakers: no measure of new voices"}
@@ -435,12 +440,19 @@ TABLES: tuple[Table, ...] = (
                                     ("the five-speaker row, seed 1, 2 threads, alone on the machine",
                                      "audio-digits-loso-speaker-recordings-seed1"),
                                     ("the five-speaker row, seed 2, 2 threads, alone on the machine",
-                                     "audio-digits-loso-speaker-recordings-seed2"))),
+                                     "audio-digits-loso-speaker-recordings-seed2"),
+                                    ("the five-speaker row, seeds 3 and 4 together (the target is for one seed)",
+                                     "audio-digits-loso-speaker-recordings-seeds34"))
+    ) + tuple(Figure(f"the five-speaker row, seed {seed} of the invocation of seeds 3 and 4: {model}, mean test "
+                     "accuracy over the held-out speakers", LOSO_SEEDS34,
+                     f"loso.{model}.per_seed_mean_test_accuracy.seed{seed}", scale=100, unit="%")
+              for seed in (3, 4) for model in ("window(w=8)", "cnn")),
         note="`--split loso`'s defaults (the CNN stem with batch normalisation and two layers for attention, "
             "SpecAugment 1,1 for both) with every clip normalised by its speaker's statistics, both models in one "
             "invocation each: `python -m audio compare --split loso --attention window --baselines cnn --feature-norm "
-            "speaker [--seed 1 | --seed 2] [--speaker-clips 10] [--loso-validation recordings] --threads 1`, seed 0 unless "
-            "given, run two or three side by side on the two cores, except the last three groups (`--threads 2`, alone). "
+            "speaker [--seed 1 | --seed 2 | --seeds 2 --seed 3] [--speaker-clips 10] [--loso-validation recordings] "
+            "--threads 1`, seed 0 unless given, run two or three side by side on the two cores, except the last four "
+            "groups (`--threads 2`, alone; the last on an AMD EPYC in a later session). "
             "The statistics use no labels; a held-out speaker's come from its own recordings (all 500, or 10 drawn by the data seed), so each fold has "
             "heard the new voice, unlabelled, before it is scored. With `--loso-validation recordings` each fold "
             "trains on the five other speakers and validates on 10% of their clips."),
