@@ -198,6 +198,7 @@ def main_checkpoint(args) -> dict:
     words_per_s = {name: len(words) / (timing[name]["median_ms"] / 1000) for name in ("cache", "recompute")}
     speedup = paired_ratio(rounds, "recompute", "cache")
     decode_speedup = statistics.median(decode_only_speedups(rounds))
+    per_round = [r["recompute"] / r["cache"] for r in rounds]
     for name, value in words_per_s.items():
         print(f"{name:9s}: {value:8.0f} words/s ({timing[name]['median_ms']:.0f} ms for {len(words)} words)",
               file=sys.stderr)
@@ -228,9 +229,8 @@ def main_checkpoint(args) -> dict:
         "words_per_s": words_per_s,
         "cache_speedup": speedup,
         "decode_only_speedup": decode_speedup,
-        "per_round_speedups": [r["recompute"] / r["cache"] for r in rounds],
-        "per_round_speedup_range": [min(r["recompute"] / r["cache"] for r in rounds),
-                                    max(r["recompute"] / r["cache"] for r in rounds)],
+        "per_round_speedups": per_round,
+        "per_round_speedup_range": [min(per_round), max(per_round)],
         "gflop_per_pass": gflop,
         "gflop_note": "core.lab.bench.count_flops (matrix products and attention, the CPU's fused kernel included), "
                       "one pass over every validation word",
