@@ -4,9 +4,11 @@
 
 `scaled_dot_product_attention` computes exactly that. Asked for the weights, it takes the explicit path
 (scores, softmax, weighted sum: every intermediate visible). Otherwise it hands the work to
-`torch.nn.functional.scaled_dot_product_attention`, or, when the mask is a sliding window or a chunking
-over a long sequence or a 2-D window over a large image, to the blocked O(T·w) paths in `core.local`. The paths agree to rounding error, and a
-query with nothing to attend to gets zeros from every path, in the output and in the gradients.
+`torch.nn.functional.scaled_dot_product_attention` (on the CPU over few keys, where that fused kernel is
+slower, the same explicit steps: `CPU_EXPLICIT_MAX_KEYS`), or, when the mask is a sliding window or a chunking
+over a long sequence or a 2-D window over a large image, to the blocked O(T·w) paths in `core.local`. The paths
+agree to rounding error, and a query with nothing to attend to gets zeros from every path, in the output and in
+the gradients.
 
 Legend: B batch, H heads, T query length, S key length, Dh head dim, Dv value dim.
 """
@@ -41,6 +43,13 @@ LOCAL_MAX_FRACTION = 0.25
 #: argument"), which vision's 4 × 4 windows make of a batch of 1,024 32 × 32 images; CUDA caps a launch grid's
 #: y and z dimensions at 65,535. Longer batches are cut into calls of at most this many rows.
 CUDA_MAX_ROWS = 65_535
+#: On the CPU, attention over at most this many keys is computed in the textbook's three steps (scores,
+#: softmax, weighted sum) instead of by the fused kernel, which loses there when few keys come in many rows,
+#: as g2p's words and vision's 4 × 4 windows do. `benchmarks/short_attention.py` times both sides on the same
+#: inputs and sets the threshold (record: benchmarks/results/short_attention*.json); in bfloat16 or float16
+#: (autocast included) the kernel loses up to longer sequences. 0 sends everything to the kernel.
+CPU_EXPLICIT_MAX_KEYS = 32
+CPU_EXPLICIT_MAX_KEYS_REDUCED = 64
 #: A factored position bias pads q, k and v to a multiple of this many channels (see `_fused_with_factors`):
 #: the CPU kernel ran 36 channels faster than 35 or 40 (32 + 3 factor channels, interleaved probe, one thread).
 FACTOR_CHANNEL_MULTIPLE = 4
@@ -308,9 +317,14 @@ def fused_attention(
 
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: float, scale: float,
           max_rows: int | None = None) -> Tensor:
-    """`F.scaled_dot_product_attention` in calls of at most `max_rows` (batch × heads) rows (default: on
-    CUDA `CUDA_MAX_ROWS`, elsewhere no limit): rows are independent, so cutting along the first dim changes
-    nothing but the number of launches."""
+    """`F.scaled_dot_product_attention`'s result, computed where it is fastest: on the CPU over at most
+    `CPU_EXPLICIT_MAX_KEYS` keys (`CPU_EXPLICIT_MAX_KEYS_REDUCED` in bfloat16 or float16) by the explicit
+    steps (`_explicit_attention`); otherwise by the kernel, in calls of at most `max_rows` (batch × heads)
+    rows (default: on CUDA `CUDA_MAX_ROWS`, elsewhere no limit): rows are independent, so cutting along the
+    first dim changes nothing but the number of launches. The device-dependent choices of the attention core
+    are made here and nowhere else."""
+    if q.device.type == "cpu" and k.shape[-2] <= _cpu_explicit_max_keys(q.dtype):
+        return _explicit_attention(q, k, v, attn_mask, dropout, scale)
     max_rows = max_rows or (CUDA_MAX_ROWS if q.is_cuda else None)
     rows = math.prod(q.shape[:-2])
     if max_rows is None or rows <= max_rows or q.dim() < 3:
@@ -325,3 +339,30 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: fl
                                        dropout_p=dropout, scale=scale)
         for i in range(0, n, per)
     ])
+
+
+def _cpu_explicit_max_keys(dtype: torch.dtype) -> int:
+    """The most keys the CPU computes explicitly for inputs of `dtype`, judged by the dtype the arithmetic runs
+    in (autocast's where it is on)."""
+    if torch.is_autocast_enabled("cpu"):
+        dtype = torch.get_autocast_dtype("cpu")
+    return CPU_EXPLICIT_MAX_KEYS_REDUCED if dtype in (torch.bfloat16, torch.float16) else CPU_EXPLICIT_MAX_KEYS
+
+
+def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: float,
+                        scale: float) -> Tensor:
+    """What `F.scaled_dot_product_attention(q, k, v, attn_mask, dropout, scale=scale)` computes, in three
+    steps: `softmax(q kᵀ · scale + mask) v`, a bool `attn_mask` keeping the True entries, a float one added,
+    dropout on the weights. Every row must have something to attend to (`fused_attention` sees to it). Under
+    bfloat16 autocast the products run in bfloat16 like every other there (the kernel accumulates them in
+    float32, so its rounding error is smaller)."""
+    scores = (q @ k.transpose(-2, -1)) * scale  # (..., T, S)
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+        else:
+            scores = scores + attn_mask.to(scores.dtype)
+    weights = torch.softmax(scores, dim=-1)
+    if dropout > 0:
+        weights = F.dropout(weights, p=dropout)
+    return weights @ v

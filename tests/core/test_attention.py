@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.attention import scaled_dot_product_attention
+import core.attention
+from core.attention import _explicit_attention, _sdpa, scaled_dot_product_attention
 from core.masks import causal_mask, padding_mask, sliding_window_mask
 from core.positional import RelativePositionBias
 
@@ -147,7 +148,7 @@ def test_unequal_position_offsets_against_the_bias_from_its_definition(return_we
 
 
 @pytest.mark.parametrize("return_weights", [True, False])
-def test_backward_equals_torch_sdpa_in_float64_with_bias_and_mask(return_weights):
+def test_backward_equals_torch_sdpa_in_float64_with_bias_and_mask(return_weights, cpu_path):
     """Gradients of q, k, v and of the relative bias table equal those through torch's attention."""
     q, k, v = _qkv(H=2, T=6, S=9)
     rel = RelativePositionBias(2, max_distance=3).double()
@@ -177,3 +178,106 @@ def test_default_scale_is_one_over_sqrt_head_dim():
     assert (scaled_dot_product_attention(q, k, v, return_weights=True)[0] - ref).abs().max() < 1e-12
     halved = F.scaled_dot_product_attention(q, k, v, scale=0.5 / 4)
     assert (scaled_dot_product_attention(q, k, v, scale=0.5 / 4) - halved).abs().max() < 1e-12
+
+
+# --------------------------------------------------------------------------- few keys on the CPU
+
+
+@pytest.fixture(params=["explicit", "kernel"])
+def cpu_path(request, monkeypatch):
+    """Run a test once with few keys computed by the explicit steps (the CPU's default) and once with
+    everything sent to torch's fused kernel."""
+    if request.param == "kernel":
+        monkeypatch.setattr(core.attention, "CPU_EXPLICIT_MAX_KEYS", 0)
+        monkeypatch.setattr(core.attention, "CPU_EXPLICIT_MAX_KEYS_REDUCED", 0)
+    return request.param
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+@pytest.mark.parametrize("leading", [(2, 3), (4,)])
+def test_explicit_steps_equal_the_fused_kernel_forward_and_backward_in_float64(mask_kind, leading):
+    """`_explicit_attention` against `F.scaled_dot_product_attention` on the same inputs: T != S (a transpose
+    bug fails), a non-default scale, a random bool mask (every row keeps a key) or a random float mask."""
+    g = torch.Generator().manual_seed(21)
+    q = torch.randn(*leading, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(*leading, 9, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(*leading, 9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = None
+    if mask_kind == "bool":
+        mask = torch.rand(*leading, 5, 9, generator=g) > 0.5
+        mask[..., 2] = True
+    elif mask_kind == "float":
+        mask = torch.randn(5, 9, generator=g, dtype=torch.float64)
+    weight = torch.randn(*leading, 5, 4, generator=g, dtype=torch.float64)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.37)
+    out = _explicit_attention(q, k, v, mask, 0.0, 0.37)
+    assert (out - ref).abs().max() < 1e-12
+    ref_grads = torch.autograd.grad((ref * weight).sum(), (q, k, v))
+    grads = torch.autograd.grad((out * weight).sum(), (q, k, v))
+    for got, want in zip(grads, ref_grads):
+        assert (got - want).abs().max() < 1e-12 and want.abs().sum() > 0
+
+
+def test_explicit_steps_in_bfloat16_autocast_stay_near_float32():
+    """Under bfloat16 autocast the explicit steps run in bfloat16 and stay within twice the kernel's own
+    bfloat16 error of the float32 result."""
+    g = torch.Generator().manual_seed(22)
+    q, k, v = (torch.randn(64, 2, 12, 32, generator=g) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q, k, v)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = _explicit_attention(q, k, v, None, 0.0, 32**-0.5)
+        theirs = F.scaled_dot_product_attention(q, k, v)
+    assert ours.dtype == torch.bfloat16
+    assert (ours.float() - exact).abs().max() <= 2 * (theirs.float() - exact).abs().max()
+
+
+@pytest.mark.parametrize("dtype, autocast, keys, kernel_called", [
+    (torch.float32, False, 32, False), (torch.float32, False, 33, True), (torch.float64, False, 4, False),
+    (torch.float32, True, 64, False), (torch.float32, True, 65, True), (torch.bfloat16, False, 64, False),
+])
+def test_the_cpu_sends_few_keys_to_the_explicit_steps(dtype, autocast, keys, kernel_called, monkeypatch):
+    """The CPU's rule: at most `CPU_EXPLICIT_MAX_KEYS` keys (64 in bfloat16, autocast included) skip the kernel."""
+    calls, kernel = [], F.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return kernel(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    q, k, v = (torch.randn(2, 2, keys, 8, dtype=dtype) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = scaled_dot_product_attention(q, k, v, causal_mask(keys))
+    assert bool(calls) == kernel_called
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+    tol = 1e-6 if dtype != torch.bfloat16 and not autocast else 5e-2
+    assert (out.double() - ref).abs().max() < tol
+
+
+def test_dropout_on_the_explicit_steps_drops_weights_and_keeps_the_expectation():
+    """Dropout in training drops attention weights, not outputs, and rescales the rest by 1 / (1 - p). With the
+    identity as values the output is the dropped weights: every entry is 0 or twice the weight (p = 0.5)."""
+    g = torch.Generator().manual_seed(23)
+    q, k = (torch.randn(1, 1, 6, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.eye(6, dtype=torch.float64).expand(1, 1, 6, 6)
+    weights = _sdpa(q, k, v, None, 0.0, 0.5)
+    torch.manual_seed(0)
+    draws = torch.stack([_sdpa(q, k, v, None, 0.5, 0.5) for _ in range(2000)])
+    kept = (draws - 2 * weights).abs() < 1e-12
+    assert (kept | (draws == 0)).all() and kept.any() and (draws == 0).any()
+    assert (draws.mean(0) - weights).abs().max() < 0.05
+
+
+@pytest.mark.parametrize("return_weights", [True, False])
+def test_both_cpu_paths_zero_fully_masked_rows(cpu_path, return_weights):
+    q, k, v = _qkv(T=5, S=9)
+    mask = torch.rand(5, 9, generator=torch.Generator().manual_seed(24)) > 0.4
+    mask[:, 0] = True
+    mask[3] = False  # query 3 may attend nothing
+    result = scaled_dot_product_attention(q, k, v, mask, return_weights=return_weights)
+    out = result[0] if return_weights else result
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.masked_fill(~mask.any(-1, keepdim=True), True))
+    assert torch.equal(out[:, :, 3], torch.zeros_like(out[:, :, 3]))
+    keep = torch.tensor([0, 1, 2, 4])
+    assert (out[:, :, keep] - ref[:, :, keep]).abs().max() < 1e-12
+    out.sum().backward()
+    assert torch.equal(q.grad[:, :, 3], torch.zeros_like(q.grad[:, :, 3]))

@@ -1,0 +1,113 @@
+"""Attention over few keys on the CPU: torch's fused kernel against the textbook's three steps.
+
+`core.attention` sends attention over at most `CPU_EXPLICIT_MAX_KEYS` keys on the CPU to the explicit steps
+(scores, softmax, weighted sum) rather than to `F.scaled_dot_product_attention`'s fused kernel. This benchmark
+is the evidence for that rule and its threshold: for S = 4 ... 256 keys (T = S queries), 16, 32 and 64 channels
+a head, with and without a causal mask, it times both on the same q, k, v, forward + backward (training) and
+forward alone without a gradient (evaluation, decoding). Each point holds the work about constant (rows × S ×
+Dh = 2²¹), so short sequences come in many rows, as a batch of words or of 4 × 4 windows does.
+
+The contenders run in interleaved rounds in alternating order (`core.lab.bench`); each figure is the median
+of the per-round ratios kernel / explicit (> 1: the explicit steps are faster). The record also says which
+side `core.attention` takes at each point.
+
+    python benchmarks/short_attention.py --threads 2 [--precision bf16] [--out benchmarks/results/short_attention.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.attention import CPU_EXPLICIT_MAX_KEYS, _explicit_attention  # noqa: E402
+from core.lab.bench import interleaved_rounds, machine, paired_ratio, summarize, write_result  # noqa: E402
+from core.lab.harness import autocast  # noqa: E402
+
+LENGTHS = (4, 8, 16, 32, 64, 128, 256)
+HEAD_DIMS = (16, 32, 64)
+WORK = 2**21  # rows × S × Dh at every point
+
+
+def bench_point(S: int, Dh: int, causal: bool, precision: str, rounds: int) -> dict:
+    rows = max(1, WORK // (S * Dh))
+    g = torch.Generator().manual_seed(S * 1000 + Dh)
+    q, k, v = (torch.randn(rows, 1, S, Dh, generator=g) for _ in range(3))
+    grad_out = torch.randn(rows, 1, S, Dh, generator=g)
+    mask = torch.ones(S, S, dtype=torch.bool).tril() if causal else None
+    scale = Dh**-0.5
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+
+    def kernel(train: bool):
+        with autocast(torch.device("cpu"), precision), torch.set_grad_enabled(train):
+            out = F.scaled_dot_product_attention(*(leaves if train else (q, k, v)), attn_mask=mask, scale=scale)
+        if train:
+            out.backward(grad_out.to(out.dtype))
+
+    def explicit(train: bool):
+        with autocast(torch.device("cpu"), precision), torch.set_grad_enabled(train):
+            out = _explicit_attention(*(leaves if train else (q, k, v)), mask, 0.0, scale)
+        if train:
+            out.backward(grad_out.to(out.dtype))
+
+    row: dict = {"S": S, "head_dim": Dh, "rows": rows, "causal": causal,
+                 "core_takes": "explicit" if S <= CPU_EXPLICIT_MAX_KEYS else "kernel"}
+    for mode, train in (("train", True), ("eval", False)):
+        times = interleaved_rounds({"kernel": lambda: kernel(train), "explicit": lambda: explicit(train)}, rounds)
+        stats = summarize(times)
+        row[mode] = {"kernel_ms": stats["kernel"]["median_ms"], "explicit_ms": stats["explicit"]["median_ms"],
+                     "kernel_over_explicit": paired_ratio(times, "kernel", "explicit")}
+    print(f"  S={S:4d} Dh={Dh:3d} {'causal' if causal else 'no mask':7s} rows={rows:6d}: kernel / explicit "
+          f"{row['train']['kernel_over_explicit']:5.2f}x forward+backward, {row['eval']['kernel_over_explicit']:5.2f}x "
+          f"forward  (core takes the {row['core_takes']})", flush=True)
+    return row
+
+
+def summarise(points: list[dict]) -> dict:
+    """Per side of the threshold and mode: the smallest and largest kernel / explicit ratio."""
+    out = {}
+    for side, keep in (("explicit_side", lambda p: p["S"] <= CPU_EXPLICIT_MAX_KEYS),
+                       ("kernel_side", lambda p: p["S"] > CPU_EXPLICIT_MAX_KEYS)):
+        chosen = [p for p in points if keep(p)]
+        out[side] = {mode: {"min": min(p[mode]["kernel_over_explicit"] for p in chosen),
+                            "max": max(p[mode]["kernel_over_explicit"] for p in chosen)}
+                     for mode in ("train", "eval")} if chosen else {}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--out", default="runs/benchmarks/short_attention.json", help="JSON output path")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds per point (default: 7)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="float32, or both sides under bfloat16 autocast (default: fp32)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help=f"key counts S (default: {LENGTHS})")
+    parser.add_argument("--quick", action="store_true", help="S = 8 and 64, Dh = 32, 2 rounds (a smoke run)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    lengths, dims, rounds = ((8, 64), (32,), 2) if args.quick else (args.lengths, HEAD_DIMS, args.rounds)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}; "
+          f"core takes the explicit steps for S <= {CPU_EXPLICIT_MAX_KEYS}")
+    points = [bench_point(S, Dh, causal, args.precision, rounds)
+              for S, Dh, causal in itertools.product(lengths, dims, (False, True))]
+    result = {"benchmark": "short_attention", **machine(), "precision": args.precision, "rounds": rounds,
+              "work_per_point": WORK, "cpu_explicit_max_keys": CPU_EXPLICIT_MAX_KEYS, "points": points,
+              "summary": summarise(points), "command": " ".join(["python", "benchmarks/short_attention.py", *(argv or sys.argv[1:])])}
+    path = write_result(args.out, result)
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
