@@ -27,13 +27,18 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.attention import CPU_EXPLICIT_MAX_KEYS, _explicit_attention  # noqa: E402
+from core.attention import _cpu_explicit_max_keys, _explicit_attention  # noqa: E402
 from core.lab.bench import interleaved_rounds, machine, paired_ratio, summarize, write_result  # noqa: E402
 from core.lab.harness import autocast  # noqa: E402
 
 LENGTHS = (4, 8, 16, 32, 64, 128, 256)
 HEAD_DIMS = (16, 32, 64)
 WORK = 2**21  # rows × S × Dh at every point
+
+
+def threshold(precision: str) -> int:
+    """The most keys `core.attention` computes explicitly on the CPU in this precision."""
+    return _cpu_explicit_max_keys(torch.bfloat16 if precision == "bf16" else torch.float32)
 
 
 def bench_point(S: int, Dh: int, causal: bool, precision: str, rounds: int) -> dict:
@@ -58,7 +63,7 @@ def bench_point(S: int, Dh: int, causal: bool, precision: str, rounds: int) -> d
             out.backward(grad_out.to(out.dtype))
 
     row: dict = {"S": S, "head_dim": Dh, "rows": rows, "causal": causal,
-                 "core_takes": "explicit" if S <= CPU_EXPLICIT_MAX_KEYS else "kernel"}
+                 "core_takes": "explicit" if S <= threshold(precision) else "kernel"}
     for mode, train in (("train", True), ("eval", False)):
         times = interleaved_rounds({"kernel": lambda: kernel(train), "explicit": lambda: explicit(train)}, rounds)
         stats = summarize(times)
@@ -70,11 +75,11 @@ def bench_point(S: int, Dh: int, causal: bool, precision: str, rounds: int) -> d
     return row
 
 
-def summarise(points: list[dict]) -> dict:
+def summarise(points: list[dict], max_keys: int) -> dict:
     """Per side of the threshold and mode: the smallest and largest kernel / explicit ratio."""
     out = {}
-    for side, keep in (("explicit_side", lambda p: p["S"] <= CPU_EXPLICIT_MAX_KEYS),
-                       ("kernel_side", lambda p: p["S"] > CPU_EXPLICIT_MAX_KEYS)):
+    for side, keep in (("explicit_side", lambda p: p["S"] <= max_keys),
+                       ("kernel_side", lambda p: p["S"] > max_keys)):
         chosen = [p for p in points if keep(p)]
         out[side] = {mode: {"min": min(p[mode]["kernel_over_explicit"] for p in chosen),
                             "max": max(p[mode]["kernel_over_explicit"] for p in chosen)}
@@ -97,12 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     lengths, dims, rounds = ((8, 64), (32,), 2) if args.quick else (args.lengths, HEAD_DIMS, args.rounds)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}; "
-          f"core takes the explicit steps for S <= {CPU_EXPLICIT_MAX_KEYS}")
+          f"core takes the explicit steps for S <= {threshold(args.precision)}")
     points = [bench_point(S, Dh, causal, args.precision, rounds)
               for S, Dh, causal in itertools.product(lengths, dims, (False, True))]
     result = {"benchmark": "short_attention", **machine(), "precision": args.precision, "rounds": rounds,
-              "work_per_point": WORK, "cpu_explicit_max_keys": CPU_EXPLICIT_MAX_KEYS, "points": points,
-              "summary": summarise(points), "command": " ".join(["python", "benchmarks/short_attention.py", *(argv or sys.argv[1:])])}
+              "work_per_point": WORK, "cpu_explicit_max_keys": threshold(args.precision), "points": points,
+              "summary": summarise(points, threshold(args.precision)), "command": " ".join(["python", "benchmarks/short_attention.py", *(argv or sys.argv[1:])])}
     path = write_result(args.out, result)
     print(f"wrote {path}")
     return result
