@@ -12,6 +12,7 @@ of the per-round ratios kernel / explicit (> 1: the explicit steps are faster). 
 side `core.attention` takes at each point.
 
     python benchmarks/short_attention.py --threads 2 [--precision bf16] [--out benchmarks/results/short_attention.json]
+    python benchmarks/short_attention.py --plot RECORD.json [RECORD.json ...] --png FILE   # draw records
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -87,6 +89,47 @@ def summarise(points: list[dict], max_keys: int) -> dict:
     return out
 
 
+def plot(records: list[dict], png: str | Path) -> Path:
+    """One panel per record (precision): kernel time / explicit time against the number of keys, one line per
+    head size, forward + backward solid and forward alone dashed; the shaded span is where `core.attention`
+    takes the explicit steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(records), figsize=(5.2 * len(records), 4.6), sharey=True, squeeze=False)
+    for ax, record in zip(axes[0], records):
+        points = record["points"]
+        colours = dict(zip(sorted({p["head_dim"] for p in points}), ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+        for Dh, colour in colours.items():
+            for mode, style, what in (("train", "-", "forward + backward"), ("eval", "--", "forward")):
+                rows = sorted((p["S"], p[mode]["kernel_over_explicit"]) for p in points
+                              if p["head_dim"] == Dh and not p["causal"])
+                ax.plot(*zip(*rows), style, color=colour, marker="o", markersize=3, label=f"Dh={Dh}, {what}")
+        limit = record["cpu_explicit_max_keys"]
+        lengths = sorted({p["S"] for p in points})
+        ax.axvspan(lengths[0] / 1.3, limit * 2**0.5, color="0.9", zorder=0, label="core takes the explicit steps")
+        ax.axhline(1.0, color="0.3", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log", base=2)
+        ax.set_xticks(lengths, [str(n) for n in lengths])
+        ax.set_yticks([0.25, 0.5, 1, 2, 4, 8], ["¼", "½", "1", "2", "4", "8"])
+        ax.set_xlabel("keys S (= queries T), no mask")
+        ax.set_title(f"{record['precision']}: explicit for S ≤ {limit}; {record.get('cpu') or 'CPU'}, "
+                     f"{record.get('threads', '?')} threads", fontsize=9)
+    axes[0][0].set_ylabel("fused kernel time / explicit steps' time\n(> 1: the explicit steps are faster)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=4, frameon=False)
+    fig.suptitle("Attention over few keys on the CPU: torch's fused kernel against the textbook's three steps", fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -97,7 +140,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help=f"key counts S (default: {LENGTHS})")
     parser.add_argument("--quick", action="store_true", help="S = 8 and 64, Dh = 32, 2 rounds (a smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--plot", nargs="+", metavar="RECORD", help="draw these records (one panel each) and exit")
+    parser.add_argument("--png", default="runs/benchmarks/short_attention.png", help="where --plot draws")
     args = parser.parse_args(argv)
+    if args.plot:
+        records = [json.loads(Path(f).read_text()) for f in args.plot]
+        print(f"wrote {plot(records, args.png)}")
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
     lengths, dims, rounds = ((8, 64), (32,), 2) if args.quick else (args.lengths, HEAD_DIMS, args.rounds)

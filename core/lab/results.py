@@ -964,6 +964,20 @@ TABLES: tuple[Table, ...] = (
         "WER as the default record, last row), then `python benchmarks/decoding.py --checkpoint "
         "runs/text/g2p-t/transformer/seed0/best.pt --threads 2 --rounds 15 --out " + G2P_WORK_SPEED + "`, nothing "
         "else running; the file records the processor and the load average.")),
+    FigureTable("short-attention", tuple(
+        Figure(f"{label}: {side_label}, {mode_label}, fused kernel time / explicit steps' time, {end}",
+               path, f"summary.{side}.{mode}.{end}", unit="×")
+        for path, label in (("benchmarks/results/short_attention.json", "float32"),
+                            ("benchmarks/results/short_attention_bf16.json", "bfloat16 autocast"))
+        for side, side_label in (("explicit_side", "keys core computes explicitly"),
+                                 ("kernel_side", "keys core sends to the kernel"))
+        for mode, mode_label in (("train", "forward + backward"), ("eval", "forward"))
+        for end in ("min", "max")),
+        note="`python benchmarks/short_attention.py --threads 2 [--precision bf16]` on an AMD EPYC (family 25, model "
+             "17), nothing else running: S = 4 to 256 keys, T = S, 16, 32 and 64 channels a head, no mask and causal, "
+             "the same inputs for both sides, interleaved rounds in alternating order, each ratio the median of the "
+             "per-round ratios; each row the smallest or largest over the points on that side of the threshold "
+             "(> 1: the explicit steps are faster). The figure below draws every point without a mask."),
     FigureTable("pixel-attention", (
         *(Figure(f"2-D {k}×{k} window, {side}×{side} image: blocked path over the dense masked fused kernel, "
                  "forward + backward (same inputs)", "benchmarks/results/pixel_attention.json",
