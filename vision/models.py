@@ -476,19 +476,14 @@ def default_config(name: str, in_channels: int, image_height: int, image_width: 
 
 
 def flops_per_image(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
-    """Forward FLOPs for one image, counted by ``torch.utils.flop_counter.FlopCounterMode``.
-
-    Attention is run on its explicit path (scores, softmax, weighted sum) while counting, so its matrix
-    products are counted as plain matmuls; the fused kernels do the same arithmetic.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from core.capture import capture_attention
+    """Forward FLOPs for one image, counted by ``core.lab.bench.count_flops`` (torch's ``FlopCounterMode``, with
+    the CPU's fused attention kernel counted as the matrix products it does)."""
+    from core.lab.bench import count_flops
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    with torch.no_grad(), capture_attention(model), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, *image_shape, device=device))
+    with torch.no_grad():
+        flops = count_flops(lambda: model(torch.zeros(1, *image_shape, device=device)))
     model.train(was_training)
-    return int(counter.get_total_flops())
+    return flops
