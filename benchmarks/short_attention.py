@@ -11,8 +11,15 @@ The contenders run in interleaved rounds in alternating order (`core.lab.bench`)
 of the per-round ratios kernel / explicit (> 1: the explicit steps are faster). The record also says which
 side `core.attention` takes at each point.
 
+`--models g2p,vision` times what the rule changes in the project's own training steps instead: the default
+g2p Transformer (`python -m text g2p compare`'s size, bfloat16 autocast where the CPU has it, as `--precision
+auto` trains, batches of 256 real CMUdict pronunciations) and the default vision attention model (float32, a
+batch of 128 random CIFAR-shaped images), each once with `core`'s rule and once with every call sent to the
+kernel (both thresholds 0), from the same weights on the same batches.
+
     python benchmarks/short_attention.py --threads 2 [--precision bf16] [--out benchmarks/results/short_attention.json]
     python benchmarks/short_attention.py --plot RECORD.json [RECORD.json ...] --png FILE   # draw records
+    python benchmarks/short_attention.py --models g2p,vision --threads 2 --out FILE        # whole training steps
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import contextlib
 import itertools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -130,6 +138,80 @@ def plot(records: list[dict], png: str | Path) -> Path:
     return png
 
 
+@contextlib.contextmanager
+def kernel_only():
+    """Every attention call to the fused kernel, as before the rule: both thresholds 0."""
+    import core.attention as attention
+
+    saved = attention.CPU_EXPLICIT_MAX_KEYS, attention.CPU_EXPLICIT_MAX_KEYS_REDUCED
+    attention.CPU_EXPLICIT_MAX_KEYS = attention.CPU_EXPLICIT_MAX_KEYS_REDUCED = 0
+    try:
+        yield
+    finally:
+        attention.CPU_EXPLICIT_MAX_KEYS, attention.CPU_EXPLICIT_MAX_KEYS_REDUCED = saved
+
+
+def g2p_contender(batches: int) -> tuple[dict, Callable[[], None]]:
+    """The default g2p Transformer's training steps over ``batches`` fixed batches of real words."""
+    from core.lab.harness import resolve_precision
+    from text.g2p.data import BucketBatches, read_cmudict, split_words
+    from text.g2p.models import build_model, default_config
+    from text.g2p.train import TrainConfig, _loss, prepare
+
+    lexicon, report = read_cmudict()
+    data = prepare(split_words(lexicon), report, stress=False)
+    train = TrainConfig()
+    precision = resolve_precision(torch.device("cpu"), "auto")
+    fixed = list(itertools.islice(iter(BucketBatches(data.train, data.vocab, train.batch_size, seed=0)), batches))
+    torch.manual_seed(0)
+    model = build_model("transformer", default_config("transformer"), len(data.vocab.letters), len(data.vocab.phonemes))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    cpu = torch.device("cpu")
+
+    def run() -> None:
+        for batch in fixed:
+            optimizer.zero_grad(set_to_none=True)
+            _loss(model, batch, cpu, train.label_smoothing, precision).backward()
+            optimizer.step()
+
+    return {"model": "g2p transformer (default size)", "precision": precision, "batches": batches,
+            "batch_size": train.batch_size, "letters_max": max(b.letters.shape[1] for b in fixed)}, run
+
+
+def vision_contender(steps: int) -> tuple[dict, Callable[[], None]]:
+    """The default vision attention model's training steps on one fixed batch of random images."""
+    from vision.models import default_config
+    from vision.train import train_config_for, training_contender
+
+    config = default_config("attention", 3, 32, 32, num_classes=10)
+    train = train_config_for("attention", batch_size=128, precision="fp32")
+    _, call = training_contender(config, train, (3, 32, 32), 10, steps, torch.device("cpu"))
+    return {"model": "vision attention (default)", "precision": "fp32", "steps": steps, "batch_size": 128}, call
+
+
+def bench_models(names: list[str], rounds: int) -> list[dict]:
+    """Each model's training steps with `core`'s rule against the kernel for everything (the same weights at the
+    start: each side is its own copy, built from the same seed)."""
+    rows = []
+    for name in names:
+        make = {"g2p": lambda: g2p_contender(8), "vision": lambda: vision_contender(3)}[name]
+        row, rule = make()
+        _, kernel = make()
+
+        def kernel_side(call=kernel):
+            with kernel_only():
+                call()
+
+        times = interleaved_rounds({"rule": rule, "kernel": kernel_side}, rounds)
+        stats = summarize(times)
+        row.update(rule_ms=stats["rule"]["median_ms"], kernel_ms=stats["kernel"]["median_ms"],
+                   speedup=paired_ratio(times, "kernel", "rule"), rounds=rounds)
+        print(f"  {row['model']}, {row['precision']}: with the rule {row['rule_ms']:8.1f} ms, kernel only "
+              f"{row['kernel_ms']:8.1f} ms: the rule {row['speedup']:.2f}x faster", flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -140,15 +222,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help=f"key counts S (default: {LENGTHS})")
     parser.add_argument("--quick", action="store_true", help="S = 8 and 64, Dh = 32, 2 rounds (a smoke run)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--models", default=None, metavar="g2p,vision",
+                        help="time these models' training steps with the rule and with the kernel only, instead")
     parser.add_argument("--plot", nargs="+", metavar="RECORD", help="draw these records (one panel each) and exit")
     parser.add_argument("--png", default="runs/benchmarks/short_attention.png", help="where --plot draws")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.plot:
         records = [json.loads(Path(f).read_text()) for f in args.plot]
         print(f"wrote {plot(records, args.png)}")
         return {}
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.models:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads: training steps, core's rule against "
+              "the kernel for every call")
+        result = {"benchmark": "short_attention_models", **machine(), "models": bench_models(args.models.split(","),
+                  args.rounds), "command": " ".join(["python", "benchmarks/short_attention.py", *(argv or sys.argv[1:])])}
+        print(f"wrote {write_result(args.out, result)}")
+        return result
     lengths, dims, rounds = ((8, 64), (32,), 2) if args.quick else (args.lengths, HEAD_DIMS, args.rounds)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.precision}; "
           f"core takes the explicit steps for S <= {threshold(args.precision)}")
