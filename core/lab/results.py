@@ -228,6 +228,24 @@ def decoding_work_figures(path: str) -> tuple[Figure, ...]:
     )
 
 
+def g2p_average_figures(path: str) -> tuple[Figure, ...]:
+    """``python -m text g2p average --beam 5``'s record: validation WER for each number of epochs averaged, the
+    choices validation made, and test scored once with them."""
+    return (
+        Figure("`average --beam 5`: validation WER (greedy) of the average of the last {key} epoch(s)",
+               path, "val_wer_by_k.*", **PERCENT),
+        Figure("`average --beam 5`: number of epochs averaged, chosen on validation", path, "chosen.k", digits=0),
+        Figure("`average --beam 5`: the chosen average's validation WER, greedy", path, "decodings[beam=1].val_wer",
+               **PERCENT),
+        Figure("`average --beam 5`: the chosen average's validation WER, 5 beams", path, "decodings[beam=5].val_wer",
+               **PERCENT),
+        Figure("`average --beam 5`: beams test is decoded with, chosen on validation (1: greedy)", path,
+               "chosen.beam", digits=0),
+        Figure("`average --beam 5`: test WER (target ≤ 25 %)", path, "chosen.test_wer", **PERCENT),
+        Figure("`average --beam 5`: test PER (target ≤ 6 %)", path, "chosen.test_per", **PERCENT),
+    )
+
+
 #: The leave-one-speaker-out ablation of windowed attention: (row label, record name), one invocation each.
 LOSO_ABLATIONS = (
     ("window(w=8), global normalisation (the first comparison)", "audio-digits-loso"),
@@ -334,6 +352,8 @@ G2P_WORK_SPEED = "benchmarks/results/decoding_g2p_trained_work.json"
 #: and `average --beam 5` over those epochs: validation chooses how many to average, then greedy or the beam
 G2P_WIDE_BEAM = "docs/results/text-g2p-transformer-d192-20ep-beam5.metrics.json"
 G2P_WIDE_AVERAGE = "docs/results/text-g2p-average-d192.metrics.json"
+G2P_WIDE_30 = "docs/results/text-g2p-transformer-d192-30ep.metrics.json"
+G2P_WIDE_30_AVERAGE = "docs/results/text-g2p-average-d192-30ep.metrics.json"
 
 #: what a recipe table shows of each run: (what, path under its result, scale, digits, unit)
 RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
@@ -666,18 +686,7 @@ TABLES: tuple[Table, ...] = (
                **PERCENT),
         Figure("`compare --beam 5`: wall time of the command (2 threads)", G2P_WIDE_BEAM, "wall_seconds",
                scale=1 / 60, digits=1, unit=" min"),
-        Figure("`average --beam 5`: validation WER (greedy) of the average of the last {key} epoch(s)",
-               G2P_WIDE_AVERAGE, "val_wer_by_k.*", **PERCENT),
-        Figure("`average --beam 5`: number of epochs averaged, chosen on validation", G2P_WIDE_AVERAGE, "chosen.k",
-               digits=0),
-        Figure("`average --beam 5`: the chosen average's validation WER, greedy", G2P_WIDE_AVERAGE,
-               "decodings[beam=1].val_wer", **PERCENT),
-        Figure("`average --beam 5`: the chosen average's validation WER, 5 beams", G2P_WIDE_AVERAGE,
-               "decodings[beam=5].val_wer", **PERCENT),
-        Figure("`average --beam 5`: beams test is decoded with, chosen on validation (1: greedy)", G2P_WIDE_AVERAGE,
-               "chosen.beam", digits=0),
-        Figure("`average --beam 5`: test WER (target ≤ 25 %)", G2P_WIDE_AVERAGE, "chosen.test_wer", **PERCENT),
-        Figure("`average --beam 5`: test PER (target ≤ 6 %)", G2P_WIDE_AVERAGE, "chosen.test_per", **PERCENT),
+        *g2p_average_figures(G2P_WIDE_AVERAGE),
     ), note="Seed 0: `python -m text g2p compare --models transformer --dim 192 --heads 6 --ffn-dim 768 --epochs 20 "
             "--keep-epochs 6 --beam 5 --threads 2` (the wide model's command again, keeping the weights after each "
             "of its last six epochs and decoding test with five beams; validation is greedy and chooses the epoch), "
@@ -685,6 +694,25 @@ TABLES: tuple[Table, ...] = (
             "many epochs to average, then validation chooses between greedy decoding and five beams for that "
             "average, and test is scored once with both choices. Each command scores test once and chooses nothing "
             "with it."),
+    FigureTable("text-g2p-wide-30ep", tuple(
+        Figure(label, G2P_WIDE_30, key, **style)
+        for label, key, style in (
+            ("`compare`: validation WER, greedy (chooses the epoch)", "results[model=transformer].metrics.val_wer",
+             PERCENT),
+            ("`compare`: the epoch validation kept", "results[model=transformer].bookkeeping.best_epoch",
+             dict(digits=0)),
+            ("`compare`: test WER, greedy (target ≤ 25 %)", "results[model=transformer].metrics.test_wer", PERCENT),
+            ("`compare`: test PER, greedy (target ≤ 6 %)", "results[model=transformer].metrics.test_per", PERCENT),
+            ("`compare`: wall time of the command (2 threads)", "wall_seconds", dict(scale=1 / 60, digits=1,
+                                                                                    unit=" min")))
+    ) + g2p_average_figures(G2P_WIDE_30_AVERAGE), note=(
+        "Seed 0 on an AMD EPYC (family 25, model 17), 2 threads, alone but for short tests during its first two "
+        "epochs, with attention over few keys on the "
+        "explicit steps (docs/core-api.md): `python -m text g2p compare --models transformer --dim 192 --heads 6 "
+        "--ffn-dim 768 --epochs 30 --keep-epochs 6 --threads 2` (validation, greedy, keeps the epoch; test scored "
+        "once with it), then `python -m text g2p average <epochs 25-30> --beam 5 --threads 2`: validation (greedy) "
+        "chooses how many epochs to average, then between greedy decoding and five beams, and test is scored once "
+        "with those choices. Each command scores test once and chooses nothing with it.")),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("epochs", "epochs", digits=0), Column("train min", "train_seconds", scale=1 / 60, digits=1)),
@@ -975,6 +1003,21 @@ TABLES: tuple[Table, ...] = (
              "the same inputs for both sides, interleaved rounds in alternating order, each ratio the median of the "
              "per-round ratios; each row the smallest or largest over the points on that side of the threshold "
              "(> 1: the explicit steps are faster). The figure below draws every point without a mask."),
+    FigureTable("short-attention-models", tuple(
+        Figure(f"{label}: {what}", "benchmarks/results/short_attention_models.json", f"models[model={model}].{key}",
+               **style)
+        for model, label in (("g2p transformer (default size)", "g2p Transformer, default size, bfloat16 autocast, "
+                                                                 "8 batches of 256 real words"),
+                             ("vision attention (default)", "vision attention model, default, float32, 3 steps of "
+                                                            "128 images"))
+        for what, key, style in (("training time with every call on the kernel", "kernel_ms",
+                                  dict(scale=1 / 1000, digits=2, unit=" s")),
+                                 ("training time with core's rule", "rule_ms", dict(scale=1 / 1000, digits=2, unit=" s")),
+                                 ("speed-up of the rule, median of per-round ratios", "speedup", dict(unit="×")))),
+        note="`python benchmarks/short_attention.py --models g2p,vision --threads 2 --rounds 7` on an AMD EPYC (family "
+             "25, model 17), nothing else running: each model's training steps (forward, backward, optimizer), two "
+             "copies from the same seed on the same batches, one with core's rule and one with both thresholds 0, "
+             "interleaved rounds in alternating order; times are the median round's."),
     FigureTable("pixel-attention", (
         *(Figure(f"2-D {k}×{k} window, {side}×{side} image: blocked path over the dense masked fused kernel, "
                  "forward + backward (same inputs)", "benchmarks/results/pixel_attention.json",
@@ -1006,8 +1049,9 @@ TABLES: tuple[Table, ...] = (
                "results[model=lstm].metrics.test_wer", scale=100, unit="%"),
         Figure("text: CMUdict test WER, an ensemble of three 30-epoch Transformers chosen on validation "
                "(`python -m text g2p ensemble`)", G2P_ENSEMBLE, "chosen.test_wer", scale=100, unit="%"),
-        Figure("text: CMUdict test WER, one Transformer 1.5 times wider (D 192), 20 CPU epochs (target ≤ 25 %)",
-               G2P_WIDE, "results[model=transformer].metrics.test_wer", **PERCENT),
+        Figure("text: CMUdict test WER, one Transformer 1.5 times wider (D 192), 30 CPU epochs, its last epochs "
+               "averaged and decoded with 5 beams as validation chose (target ≤ 25 %)",
+               G2P_WIDE_30_AVERAGE, "chosen.test_wer", **PERCENT),
         Figure("text: CoNLL-2000 POS token accuracy, attention tagger", "docs/results/text-conll2000-pos.metrics.json",
                "results[model=attention].metrics.test_accuracy", scale=100, unit="%"),
         Figure("audio: FSDD test accuracy, full attention (the variant best on validation)",
