@@ -321,8 +321,8 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: fl
     `CPU_EXPLICIT_MAX_KEYS` keys (`CPU_EXPLICIT_MAX_KEYS_REDUCED` in bfloat16 or float16) by the explicit
     steps (`_explicit_attention`); otherwise by the kernel, in calls of at most `max_rows` (batch × heads)
     rows (default: on CUDA `CUDA_MAX_ROWS`, elsewhere no limit): rows are independent, so cutting along the
-    first dim changes nothing but the number of launches. The device-dependent choices of the attention core
-    are made here and nowhere else."""
+    first dim changes nothing but the number of launches. Which computation runs on which device is decided
+    here and nowhere else."""
     if q.device.type == "cpu" and k.shape[-2] <= _cpu_explicit_max_keys(q.dtype):
         return _explicit_attention(q, k, v, attn_mask, dropout, scale)
     max_rows = max_rows or (CUDA_MAX_ROWS if q.is_cuda else None)

@@ -353,6 +353,7 @@ G2P_WORK_SPEED = "benchmarks/results/decoding_g2p_trained_work.json"
 G2P_WIDE_BEAM = "docs/results/text-g2p-transformer-d192-20ep-beam5.metrics.json"
 G2P_WIDE_AVERAGE = "docs/results/text-g2p-average-d192.metrics.json"
 G2P_WIDE_30 = "docs/results/text-g2p-transformer-d192-30ep.metrics.json"
+G2P_EXPLICIT_SPEED = "benchmarks/results/decoding_g2p_trained_explicit.json"
 G2P_WIDE_30_AVERAGE = "docs/results/text-g2p-average-d192-30ep.metrics.json"
 
 #: what a recipe table shows of each run: (what, path under its result, scale, digits, unit)
@@ -974,7 +975,7 @@ TABLES: tuple[Table, ...] = (
     FigureTable("decoding-g2p-trained", trained_decoding_figures(G2P_DEFAULT_SPEED), note=(
         "The Transformer of `python -m text g2p compare --models transformer --threads 2 --out runs/text/g2p-t` "
         "(the default size and recipe, seed 0, 12 epochs: the same validation and test WER as the "
-        "[default record](text-g2p.md)), timed by `python benchmarks/decoding.py --checkpoint "
+        "default record of the time, with every attention call on the fused kernel; git history keeps it), timed by `python benchmarks/decoding.py --checkpoint "
         "runs/text/g2p-t/transformer/seed0/best.pt --threads 2 --rounds 9 --out " + G2P_DEFAULT_SPEED + "` on every "
         "validation word, each to its EOS, in batches of 512 as evaluation decodes them; interleaved rounds, "
         "the outputs of both sides asserted equal; nothing else running.")),
@@ -986,7 +987,7 @@ TABLES: tuple[Table, ...] = (
     FigureTable("decoding-g2p-trained-work", decoding_work_figures(G2P_WORK_SPEED), note=(
         "The first real-words table's command again on an AMD EPYC (family 25, model 17) on a later day, with the "
         "work counted and 15 rounds: the model trained again with the same command (the same validation and test "
-        "WER as the default record, last row), then `python benchmarks/decoding.py --checkpoint "
+        "WER as the default record of the time, on the fused kernel; last row), then `python benchmarks/decoding.py --checkpoint "
         "runs/text/g2p-t/transformer/seed0/best.pt --threads 2 --rounds 15 --out " + G2P_WORK_SPEED + "`, nothing "
         "else running; the file records the processor and the load average.")),
     FigureTable("short-attention", tuple(
@@ -1018,6 +1019,12 @@ TABLES: tuple[Table, ...] = (
              "25, model 17), nothing else running: each model's training steps (forward, backward, optimizer), two "
              "copies from the same seed on the same batches, one with core's rule and one with both thresholds 0, "
              "interleaved rounds in alternating order; times are the median round's."),
+    FigureTable("decoding-g2p-trained-explicit", decoding_work_figures(G2P_EXPLICIT_SPEED), note=(
+        "`python -m text g2p compare --threads 2 --out runs/text/g2p-explicit` (all three models, the default record), "
+        "then `python benchmarks/decoding.py --checkpoint runs/text/g2p-explicit/transformer/seed0/best.pt --threads 2 "
+        "--rounds 15 --out " + G2P_EXPLICIT_SPEED + "` on an AMD EPYC (family 25, model 17), nothing else running; "
+        "attention over few keys on the explicit steps on both sides; the file records the processor and the load "
+        "average.")),
     FigureTable("pixel-attention", (
         *(Figure(f"2-D {k}×{k} window, {side}×{side} image: blocked path over the dense masked fused kernel, "
                  "forward + backward (same inputs)", "benchmarks/results/pixel_attention.json",
