@@ -353,7 +353,9 @@ def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | Non
                         scale: float) -> Tensor:
     """What `F.scaled_dot_product_attention(q, k, v, attn_mask, dropout, scale=scale)` computes, in three
     steps: `softmax(q kᵀ · scale + mask) v`, a bool `attn_mask` keeping the True entries, a float one added,
-    dropout on the weights. Every row must have something to attend to (`fused_attention` sees to it). Under
+    dropout on the weights. Every row must have something to attend to (`fused_attention` sees to it), which is
+    why this is not `softmax_attention`: its checks and its guard for empty rows cost measurably more per call
+    at the many-rows, few-keys shapes this path is for (vision's 4 × 4 windows). Under
     bfloat16 autocast the products run in bfloat16 like every other there (the kernel accumulates them in
     float32, so its rounding error is smaller)."""
     scores = (q @ k.transpose(-2, -1)) * scale  # (..., T, S)
