@@ -374,12 +374,15 @@ FLIP_CHOICE_FIGURES = (("validation accuracy (keeps the epoch)", "val_accuracy",
 VISION_THROUGHPUT = (("AMD EPYC", "benchmarks/results/vision.json"), ("Intel Xeon", "benchmarks/results/vision-xeon.json"))
 #: ResNet-9's cutout recipe, two seeds, validation choosing flip test-time augmentation (an Intel Xeon)
 VISION_RESNET_TTA = "docs/results/vision-resnet-w32-bf16-30ep-cutout-tta-seeds2.metrics.json"
-#: the two pixel hierarchies trained for as many epochs as an hour holds on the Intel Xeon: (label, record, model)
+#: the two pixel hierarchies trained for as many epochs as an hour holds (the Intel Xeon; attention in bfloat16 on the
+#: AMD EPYC): (label, record, model)
 VISION_LONG = (
     ("cnn (same network, 3×3 conv), bfloat16, 60 epochs",
      "docs/results/vision-cnn-bf16-60ep-cutout-seeds2.metrics.json", "cnn"),
     ("attention with a conv stem (`--conv-stages 1`), float32, 42 epochs",
      "docs/results/vision-attention-convstem-42ep-cutout.metrics.json", "attention"),
+    ("attention with a conv stem, bfloat16 (`--precision bf16`), 42 epochs, AMD EPYC",
+     "docs/results/vision-attention-convstem-bf16-42ep-cutout.metrics.json", "attention"),
 )
 #: the same benchmark on a lent GPU (`.ci/device-check`): batches of 128 (as on the CPU) and of 2,048
 VISION_CUDA = {128: "benchmarks/results/vision-cuda-h200-b128.json", 2048: "benchmarks/results/vision-cuda-h200-b2048.json"}
@@ -827,9 +830,10 @@ TABLES: tuple[Table, ...] = (
             "Intel Xeon (family 6, model 167), 2 threads, alone on the machine: `python -m vision compare --models cnn "
             "--precision bf16 --epochs 60 --augment crop,flip,cutout --threads 2`, then the same with `--seeds 2` over "
             "its folder (seed 0 loaded, seed 1 trained), and `python -m vision compare --models attention "
-            "--conv-stages 1 --epochs 42 --augment crop,flip,cutout --threads 2`. Validation keeps the epoch, then "
-            "chooses flip test-time augmentation for the kept weights only where it scores higher on validation; "
-            "test is scored once with and once without it and chooses nothing."),
+            "--conv-stages 1 --epochs 42 --augment crop,flip,cutout --threads 2`; the bfloat16 rows: the same command "
+            "with `--precision bf16`, a later session on an AMD EPYC (family 25, model 17), alone on the machine. "
+            "Validation keeps the epoch, then chooses flip test-time augmentation for the kept weights only where it "
+            "scores higher on validation; test is scored once with and once without it and chooses nothing."),
     FigureTable("vision-speed-cuda", tuple(
         Figure(f"batch {batch}, {name}: {model} training images/s", record,
                f"results[model={model},precision={precision}].images_per_second", digits=0)
@@ -1116,7 +1120,7 @@ TABLES: tuple[Table, ...] = (
                  "test accuracy as validation chose the flip test-time augmentation", record,
                  f"results[model={model}].metrics.test_accuracy_chosen", scale=100, unit="%",
                  std_path=f"results[model={model}].std.test_accuracy_chosen", count_path=f"results[model={model}].runs")
-          for label, record, model in VISION_LONG),
+          for label, record, model in VISION_LONG[:2]),  # the bfloat16 attention run: docs/vision.md only
         Figure("vision: handwritten digits (8k/2k, 28×28, `python -m vision digits`), pixel attention, 45 epochs",
                VISION_DIGITS_SEEDS, "results[model=attention].metrics.test_accuracy", scale=100, unit="%",
                std_path="results[model=attention].std.test_accuracy", count_path="results[model=attention].runs"),
