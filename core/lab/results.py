@@ -228,6 +228,22 @@ def decoding_work_figures(path: str) -> tuple[Figure, ...]:
     )
 
 
+def g2p_run_figures(path: str) -> tuple[Figure, ...]:
+    """A Transformer-only ``python -m text g2p compare`` record: validation, the kept epoch, test, wall time."""
+    return tuple(
+        Figure(label, path, key, **style)
+        for label, key, style in (
+            ("`compare`: validation WER, greedy (chooses the epoch)", "results[model=transformer].metrics.val_wer",
+             PERCENT),
+            ("`compare`: the epoch validation kept", "results[model=transformer].bookkeeping.best_epoch",
+             dict(digits=0)),
+            ("`compare`: test WER, greedy (target ≤ 25 %)", "results[model=transformer].metrics.test_wer", PERCENT),
+            ("`compare`: test PER, greedy (target ≤ 6 %)", "results[model=transformer].metrics.test_per", PERCENT),
+            ("`compare`: wall time of the command (2 threads)", "wall_seconds", dict(scale=1 / 60, digits=1,
+                                                                                    unit=" min")))
+    )
+
+
 def g2p_average_figures(path: str) -> tuple[Figure, ...]:
     """``python -m text g2p average --beam 5``'s record: validation WER for each number of epochs averaged, the
     choices validation made, and test scored once with them."""
@@ -355,6 +371,9 @@ G2P_WIDE_AVERAGE = "docs/results/text-g2p-average-d192.metrics.json"
 G2P_WIDE_30 = "docs/results/text-g2p-transformer-d192-30ep.metrics.json"
 G2P_EXPLICIT_SPEED = "benchmarks/results/decoding_g2p_trained_explicit.json"
 G2P_WIDE_30_AVERAGE = "docs/results/text-g2p-average-d192-30ep.metrics.json"
+#: the same two commands with seed 1
+G2P_WIDE_30_SEED1 = "docs/results/text-g2p-transformer-d192-30ep-seed1.metrics.json"
+G2P_WIDE_30_SEED1_AVERAGE = "docs/results/text-g2p-average-d192-30ep-seed1.metrics.json"
 
 #: what a recipe table shows of each run: (what, path under its result, scale, digits, unit)
 RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
@@ -698,18 +717,7 @@ TABLES: tuple[Table, ...] = (
             "many epochs to average, then validation chooses between greedy decoding and five beams for that "
             "average, and test is scored once with both choices. Each command scores test once and chooses nothing "
             "with it."),
-    FigureTable("text-g2p-wide-30ep", tuple(
-        Figure(label, G2P_WIDE_30, key, **style)
-        for label, key, style in (
-            ("`compare`: validation WER, greedy (chooses the epoch)", "results[model=transformer].metrics.val_wer",
-             PERCENT),
-            ("`compare`: the epoch validation kept", "results[model=transformer].bookkeeping.best_epoch",
-             dict(digits=0)),
-            ("`compare`: test WER, greedy (target ≤ 25 %)", "results[model=transformer].metrics.test_wer", PERCENT),
-            ("`compare`: test PER, greedy (target ≤ 6 %)", "results[model=transformer].metrics.test_per", PERCENT),
-            ("`compare`: wall time of the command (2 threads)", "wall_seconds", dict(scale=1 / 60, digits=1,
-                                                                                    unit=" min")))
-    ) + g2p_average_figures(G2P_WIDE_30_AVERAGE), note=(
+    FigureTable("text-g2p-wide-30ep", g2p_run_figures(G2P_WIDE_30) + g2p_average_figures(G2P_WIDE_30_AVERAGE), note=(
         "Seed 0 on an AMD EPYC (family 25, model 17), 2 threads, alone but for short tests during its first two "
         "epochs, with attention over few keys on the "
         "explicit steps (docs/core-api.md): `python -m text g2p compare --models transformer --dim 192 --heads 6 "
@@ -717,6 +725,12 @@ TABLES: tuple[Table, ...] = (
         "once with it), then `python -m text g2p average <epochs 25-30> --beam 5 --threads 2`: validation (greedy) "
         "chooses how many epochs to average, then between greedy decoding and five beams, and test is scored once "
         "with those choices. Each command scores test once and chooses nothing with it.")),
+    FigureTable("text-g2p-wide-30ep-seed1", g2p_run_figures(G2P_WIDE_30_SEED1)
+                + g2p_average_figures(G2P_WIDE_30_SEED1_AVERAGE), note=(
+        "Seed 1, the same two commands with `--seed 1` (`--out runs/text/g2p-d192-30ep-seed1`), a later session on "
+        "the same AMD EPYC (family 25, model 17), 2 threads, alone on the machine. Validation (greedy) keeps the "
+        "epoch, chooses how many epochs to average and then between greedy decoding and five beams; test is scored "
+        "once per command and chooses nothing.")),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("epochs", "epochs", digits=0), Column("train min", "train_seconds", scale=1 / 60, digits=1)),
