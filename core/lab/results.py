@@ -368,12 +368,14 @@ G2P_WORK_SPEED = "benchmarks/results/decoding_g2p_trained_work.json"
 #: and `average --beam 5` over those epochs: validation chooses how many to average, then greedy or the beam
 G2P_WIDE_BEAM = "docs/results/text-g2p-transformer-d192-20ep-beam5.metrics.json"
 G2P_WIDE_AVERAGE = "docs/results/text-g2p-average-d192.metrics.json"
+#: the wider Transformer for 30 epochs (attention over few keys on the explicit steps), and `average --beam 5` over
+#: its last six epochs; then the same two commands with seed 1
 G2P_WIDE_30 = "docs/results/text-g2p-transformer-d192-30ep.metrics.json"
-G2P_EXPLICIT_SPEED = "benchmarks/results/decoding_g2p_trained_explicit.json"
 G2P_WIDE_30_AVERAGE = "docs/results/text-g2p-average-d192-30ep.metrics.json"
-#: the same two commands with seed 1
 G2P_WIDE_30_SEED1 = "docs/results/text-g2p-transformer-d192-30ep-seed1.metrics.json"
 G2P_WIDE_30_SEED1_AVERAGE = "docs/results/text-g2p-average-d192-30ep-seed1.metrics.json"
+#: the real-words cache benchmark on the default record's Transformer, trained with the few-keys rule
+G2P_EXPLICIT_SPEED = "benchmarks/results/decoding_g2p_trained_explicit.json"
 
 #: what a recipe table shows of each run: (what, path under its result, scale, digits, unit)
 RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2, "%"),
