@@ -5,7 +5,7 @@
 `scaled_dot_product_attention` computes exactly that. Asked for the weights, it takes the explicit path
 (scores, softmax, weighted sum: every intermediate visible). Otherwise it hands the work to
 `torch.nn.functional.scaled_dot_product_attention` (on the CPU over few keys, where that fused kernel is
-slower, the same explicit steps: `CPU_EXPLICIT_MAX_KEYS`), or, when the mask is a sliding window or a chunking
+slower, the same explicit steps: `cpu_explicit_max_keys`), or, when the mask is a sliding window or a chunking
 over a long sequence or a 2-D window over a large image, to the blocked O(T·w) paths in `core.local`. The paths
 agree to rounding error, and a query with nothing to attend to gets zeros from every path, in the output and in
 the gradients.
@@ -27,6 +27,7 @@ from core.masks import Mask, as_mask, check_mask
 
 __all__ = [
     "scaled_dot_product_attention", "softmax_attention", "fused_attention", "masked_softmax", "PositionBias",
+    "cpu_explicit_max_keys",
 ]
 
 #: `position_bias(q_idx, k_idx) -> (H, *broadcast(q_idx, k_idx))`: an additive score bias computed from
@@ -43,13 +44,20 @@ LOCAL_MAX_FRACTION = 0.25
 #: argument"), which vision's 4 × 4 windows make of a batch of 1,024 32 × 32 images; CUDA caps a launch grid's
 #: y and z dimensions at 65,535. Longer batches are cut into calls of at most this many rows.
 CUDA_MAX_ROWS = 65_535
-#: On the CPU, attention over at most this many keys is computed in the textbook's three steps (scores,
-#: softmax, weighted sum) instead of by the fused kernel, which loses there when few keys come in many rows,
-#: as g2p's words and vision's 4 × 4 windows do. `benchmarks/short_attention.py` times both sides on the same
-#: inputs and sets the threshold (record: benchmarks/results/short_attention*.json); in bfloat16 or float16
-#: (autocast included) the kernel loses up to longer sequences. 0 sends everything to the kernel.
-CPU_EXPLICIT_MAX_KEYS = 32
-CPU_EXPLICIT_MAX_KEYS_REDUCED = 64
+#: On the CPU, attention over few keys is computed in the textbook's three steps (scores, softmax, weighted sum)
+#: instead of by the fused kernel, which loses there when few keys come in many rows, as g2p's words and
+#: vision's 4 × 4 windows do. How many keys count as few grows with the head size, and in bfloat16 or float16
+#: (autocast included) with a backward pass to follow, where the kernel's backward is slow. `cpu_explicit_max_keys`
+#: applies the rule; `benchmarks/short_attention.py` times both sides on the same inputs and set its numbers
+#: (records: benchmarks/results/short_attention*.json).
+#: (keys per channel of a head, at least, at most) in each of three regimes:
+CPU_EXPLICIT_KEYS = {
+    "float32": (2, 32, 64),  # float32 or float64, with or without a backward pass
+    "reduced": (2, 32, 128),  # bfloat16 or float16, a forward pass alone (evaluation, decoding)
+    "reduced_training": (6, 128, 256),  # bfloat16 or float16 with a backward pass to follow
+}
+#: Never more than this many keys in any regime; 0 sends every call to the kernel.
+CPU_EXPLICIT_MAX_KEYS = 256
 #: A factored position bias pads q, k and v to a multiple of this many channels (see `_fused_with_factors`):
 #: the CPU kernel ran 36 channels faster than 35 or 40 (32 + 3 factor channels, interleaved probe, one thread).
 FACTOR_CHANNEL_MULTIPLE = 4
@@ -318,12 +326,12 @@ def fused_attention(
 def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: float, scale: float,
           max_rows: int | None = None) -> Tensor:
     """`F.scaled_dot_product_attention`'s result, computed where it is fastest: on the CPU over at most
-    `CPU_EXPLICIT_MAX_KEYS` keys (`CPU_EXPLICIT_MAX_KEYS_REDUCED` in bfloat16 or float16) by the explicit
-    steps (`_explicit_attention`); otherwise by the kernel, in calls of at most `max_rows` (batch × heads)
-    rows (default: on CUDA `CUDA_MAX_ROWS`, elsewhere no limit): rows are independent, so cutting along the
-    first dim changes nothing but the number of launches. Which computation runs on which device is decided
-    here and nowhere else."""
-    if q.device.type == "cpu" and k.shape[-2] <= _cpu_explicit_max_keys(q.dtype):
+    `cpu_explicit_max_keys(...)` keys by the explicit steps (`_explicit_attention`); otherwise by the
+    kernel, in calls of at most `max_rows` (batch × heads) rows (default: on CUDA `CUDA_MAX_ROWS`, elsewhere no
+    limit): rows are independent, so cutting along the first dim changes nothing but the number of launches.
+    Which computation runs on which device is decided here and nowhere else."""
+    if q.device.type == "cpu" and k.shape[-2] <= cpu_explicit_max_keys(
+            q.dtype, q.shape[-1], torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         return _explicit_attention(q, k, v, attn_mask, dropout, scale)
     max_rows = max_rows or (CUDA_MAX_ROWS if q.is_cuda else None)
     rows = math.prod(q.shape[:-2])
@@ -341,12 +349,16 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: fl
     ])
 
 
-def _cpu_explicit_max_keys(dtype: torch.dtype) -> int:
-    """The most keys the CPU computes explicitly for inputs of `dtype`, judged by the dtype the arithmetic runs
-    in (autocast's where it is on)."""
+def cpu_explicit_max_keys(dtype: torch.dtype, head_dim: int, backward: bool) -> int:
+    """The most keys the CPU computes in explicit steps rather than by the fused kernel, for inputs of `dtype`
+    (judged by the dtype the arithmetic runs in: autocast's where it is on), heads of `head_dim` channels, and
+    whether a backward pass will follow: `per_channel × head_dim` keys, at least `floor` and at most `most`, from
+    the regime's entry in `CPU_EXPLICIT_KEYS`, and never more than `CPU_EXPLICIT_MAX_KEYS`."""
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
-    return CPU_EXPLICIT_MAX_KEYS_REDUCED if dtype in (torch.bfloat16, torch.float16) else CPU_EXPLICIT_MAX_KEYS
+    regime = ("reduced_training" if backward else "reduced") if dtype in (torch.bfloat16, torch.float16) else "float32"
+    per_channel, floor, most = CPU_EXPLICIT_KEYS[regime]
+    return min(CPU_EXPLICIT_MAX_KEYS, most, max(floor, per_channel * head_dim))
 
 
 def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: float,

@@ -384,6 +384,8 @@ RUN_FIGURES = (("validation accuracy (chooses)", "metrics.val_accuracy", 100, 2,
 
 #: training images/s of the three vision models in float32 and bfloat16, one interleaved benchmark run
 VISION_PRECISION = "benchmarks/results/vision-precision.json"
+#: the same for the conv-stem attention model (`--conv-stages 1`) and the CNN
+VISION_CONVSTEM_PRECISION = "benchmarks/results/vision-convstem-precision.json"
 #: a vision run's figures around validation's choice of flip test-time augmentation (`vision.train.choose_flip`)
 FLIP_CHOICE_FIGURES = (("validation accuracy (keeps the epoch)", "val_accuracy", 100, 2, "%"),
                        ("validation accuracy with flip TTA", "val_accuracy_flip", 100, 2, "%"),
@@ -781,9 +783,10 @@ TABLES: tuple[Table, ...] = (
                               ("conv stem + windowed attention", "benchmarks/results/vision-convstem.json"))
     ), note="CIFAR-10, seed 0, 15 epochs, the same split and recipe; the default rows are the comparison above "
             "(`python -m vision compare --threads 2`), the conv-stem rows `python -m vision compare --models attention "
-            "--conv-stages 1 [--global-tokens 64] --threads 2`. Speeds: `python benchmarks/vision.py` and the same "
-            "with `--models attention,cnn --conv-stages 1 [--global-tokens 64] --out ...`, interleaved rounds, "
-            "median of per-round ratios (target for the attention model: ≥ 0.8×)."),
+            "--conv-stages 1 [--global-tokens 64] --threads 2`. Speeds: `python benchmarks/vision.py --rounds 9 "
+            "--steps 8` and the same with `--models attention,cnn --conv-stages 1 [--global-tokens 64] --out ...`, "
+            "interleaved rounds, median of per-round ratios (target for the attention model: ≥ 0.8×), on the AMD "
+            "EPYC with core's few-keys rule as it is now (docs/core-api.md)."),
     FigureTable("vision-bf16", tuple(
         Figure(f"ResNet-9, {label}: {what}", record, f"results[model=resnet].{path}", scale=scale, digits=digits,
                unit=unit)
@@ -808,13 +811,23 @@ TABLES: tuple[Table, ...] = (
         Figure(f"attention against the CNN in {name}: training images/s, same benchmark run", VISION_PRECISION,
                f"results[model=attention,precision={precision}].speed_vs_cnn", unit="×")
         for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
+    ) + (
+        Figure("conv-stem attention (`--conv-stages 1`): training images/s in bfloat16 against float32, same "
+               "benchmark run", VISION_CONVSTEM_PRECISION, "results[model=attention,precision=bf16].speed_vs_fp32",
+               unit="×"),
+        *(Figure(f"conv-stem attention against the CNN in {name}: training images/s, same benchmark run",
+                 VISION_CONVSTEM_PRECISION, f"results[model=attention,precision={precision}].speed_vs_cnn", digits=3,
+                 unit="×")
+          for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))),
     ), note="CIFAR-10, seed 0 (the last group: seeds 0 and 1), the comparison's split and ResNet recipe (SGD, "
             "batch 256, warm-up then cosine to 0 over the epochs given); `python -m vision compare --models resnet --precision bf16 --resnet-width 32 "
             "[--epochs 30] [--augment crop,flip,cutout] --threads 2`, each alone on the machine; validation keeps the "
             "epoch and chose the recipe (cutout), test scored once per run. "
             "Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 --steps 8 --out "
             f"{VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of "
-            "per-round ratios; the attention target is ≥ 0.8× the CNN)."),
+            "per-round ratios; the attention target is ≥ 0.8× the CNN), and the same with `--models attention,cnn "
+            f"--conv-stages 1 --out {VISION_CONVSTEM_PRECISION}` (the last rows, three digits: the ratio sits at the "
+            "target's line), both on the AMD EPYC with core's few-keys rule as it is now (docs/core-api.md)."),
     FigureTable("vision-resnet-tta", tuple(
         Figure(f"seed {{seed}}: {what}{' (target ≥ 90 %)' if metric == 'test_accuracy_chosen' else ''}",
                VISION_RESNET_TTA, f"results[model=resnet].runs.*.{metric}", scale=scale, digits=digits, unit=unit)
@@ -965,9 +978,11 @@ TABLES: tuple[Table, ...] = (
                f"results[model=attention,precision={precision}].speed_vs_cnn", unit="×")
         for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
     ), note="`python benchmarks/vision.py` (2 threads, interleaved rounds: images/s the median over rounds, the ratio "
-            "the median of per-round ratios; the file records its own conditions), on an AMD EPYC (earlier sessions) "
-            "and an Intel Xeon (family 6, model 167; the same command, and the same with `--precisions fp32,bf16 "
-            "--rounds 7 --steps 8`; each file records its command and processor), each alone on its machine."),
+            "the median of per-round ratios; the file records its own conditions), on an AMD EPYC (`--rounds 9 "
+            "--steps 8`, retaken when core's few-keys rule began to weigh the head size: docs/core-api.md) "
+            "and an Intel Xeon (family 6, model 167; an earlier session, under the rule of the time: the default "
+            "command, and the same with `--precisions fp32,bf16 --rounds 7 --steps 8`; each file records its "
+            "command and processor), each alone on its machine."),
     # --- core: attention itself
     FigureTable("core-attention", (
         *(Figure(f"MultiHeadAttention / nn.MultiheadAttention time, B={b}, T={t}, D={d}, H={h} (same weights, same inputs)",
@@ -1015,30 +1030,34 @@ TABLES: tuple[Table, ...] = (
                path, f"summary.{side}.{mode}.{end}", unit="×")
         for path, label in (("benchmarks/results/short_attention.json", "float32"),
                             ("benchmarks/results/short_attention_bf16.json", "bfloat16 autocast"))
-        for side, side_label in (("explicit_side", "keys core computes explicitly"),
-                                 ("kernel_side", "keys core sends to the kernel"))
+        for side, side_label in (("explicit_side", "points core computes explicitly"),
+                                 ("kernel_side", "points core sends to the kernel"))
         for mode, mode_label in (("train", "forward + backward"), ("eval", "forward"))
         for end in ("min", "max")),
         note="`python benchmarks/short_attention.py --threads 2 [--precision bf16]` on an AMD EPYC (family 25, model "
-             "17), nothing else running: S = 4 to 256 keys, T = S, 16, 32 and 64 channels a head, no mask and causal, "
-             "the same inputs for both sides, interleaved rounds in alternating order, each ratio the median of the "
-             "per-round ratios; each row the smallest or largest over the points on that side of the threshold "
-             "(> 1: the explicit steps are faster). The figure below draws every point without a mask."),
+             "17), nothing else running: S = 4 to 512 keys, T = S, 16, 32, 48 and 64 channels a head, no mask and "
+             "causal, the same inputs for both sides, interleaved rounds in alternating order, each ratio the median "
+             "of the per-round ratios; each row the smallest or largest over the points that `core.attention`'s rule "
+             "sends to that side in that mode (> 1: the explicit steps are faster). The figure below draws every "
+             "point without a mask."),
     FigureTable("short-attention-models", tuple(
         Figure(f"{label}: {what}", "benchmarks/results/short_attention_models.json", f"models[model={model}].{key}",
                **style)
         for model, label in (("g2p transformer (default size)", "g2p Transformer, default size, bfloat16 autocast, "
                                                                  "8 batches of 256 real words"),
                              ("vision attention (default)", "vision attention model, default, float32, 3 steps of "
-                                                            "128 images"))
+                                                            "128 images"),
+                             ("vision attention (conv stem 1)", "vision attention model, conv stem, bfloat16 autocast, "
+                                                                "3 steps of 128 images"))
         for what, key, style in (("training time with every call on the kernel", "kernel_ms",
                                   dict(scale=1 / 1000, digits=2, unit=" s")),
                                  ("training time with core's rule", "rule_ms", dict(scale=1 / 1000, digits=2, unit=" s")),
                                  ("speed-up of the rule, median of per-round ratios", "speedup", dict(unit="×")))),
-        note="`python benchmarks/short_attention.py --models g2p,vision --threads 2 --rounds 7` on an AMD EPYC (family "
-             "25, model 17), nothing else running: each model's training steps (forward, backward, optimizer), two "
-             "copies from the same seed on the same batches, one with core's rule and one with both thresholds 0, "
-             "interleaved rounds in alternating order; times are the median round's."),
+        note="`python benchmarks/short_attention.py --models g2p,vision,vision-convstem --threads 2 --rounds 7` on an "
+             "AMD EPYC (family 25, model 17), nothing else running: each model's training steps (forward, backward, "
+             "optimizer), two copies from the same seed on the same batches, one with core's rule and one with "
+             "every call on the kernel (`CPU_EXPLICIT_MAX_KEYS = 0`), interleaved rounds in alternating order; times "
+             "are the median round's."),
     FigureTable("decoding-g2p-trained-explicit", decoding_work_figures(G2P_EXPLICIT_SPEED), note=(
         "`python -m text g2p compare --threads 2 --out runs/text/g2p-explicit` (all three models, the default record), "
         "then `python benchmarks/decoding.py --checkpoint runs/text/g2p-explicit/transformer/seed0/best.pt --threads 2 "

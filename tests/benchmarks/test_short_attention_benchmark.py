@@ -11,15 +11,17 @@ def test_short_attention_benchmark_records_both_sides_and_the_rule(tmp_path, loa
     out = tmp_path / "short.json"
     report = bench.main(["--quick", "--threads", "1", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
-    assert report["cpu_explicit_max_keys"] == 32 and report["precision"] == "fp32"
+    # float32, 32 channels a head: 2 keys a channel, training or not
+    assert report["cpu_explicit_max_keys"] == {"32": {"train": 64, "eval": 64}} and report["precision"] == "fp32"
     points = report["points"]
-    assert {(p["S"], p["causal"]) for p in points} == {(8, False), (8, True), (64, False), (64, True)}
+    assert {(p["S"], p["causal"]) for p in points} == {(8, False), (8, True), (128, False), (128, True)}
     for p in points:
-        assert p["core_takes"] == ("explicit" if p["S"] <= 32 else "kernel")
+        assert p["core_takes"] == {mode: "explicit" if p["S"] <= 64 else "kernel" for mode in ("train", "eval")}
         for mode in ("train", "eval"):
             assert p[mode]["kernel_ms"] > 0 and p[mode]["explicit_ms"] > 0 and p[mode]["kernel_over_explicit"] > 0
-    ratios = [p["train"]["kernel_over_explicit"] for p in points if p["S"] <= 32]
-    assert report["summary"]["explicit_side"]["train"] == {"min": min(ratios), "max": max(ratios)}
+    for side, keys in (("explicit_side", 8), ("kernel_side", 128)):
+        ratios = [p["eval"]["kernel_over_explicit"] for p in points if p["S"] == keys]
+        assert report["summary"][side]["eval"] == {"min": min(ratios), "max": max(ratios)}
     png = bench.plot([report, report], tmp_path / "short.png")
     assert png.stat().st_size > 10_000
 
@@ -37,4 +39,4 @@ def test_kernel_only_sends_every_call_to_the_kernel_and_restores_the_rule(load_b
         scaled_dot_product_attention(q, q, q)
     assert calls == [1]
     scaled_dot_product_attention(q, q, q)
-    assert calls == [1] and (attention.CPU_EXPLICIT_MAX_KEYS, attention.CPU_EXPLICIT_MAX_KEYS_REDUCED) == (32, 64)
+    assert calls == [1] and attention.CPU_EXPLICIT_MAX_KEYS == 256

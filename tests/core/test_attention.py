@@ -189,7 +189,6 @@ def cpu_path(request, monkeypatch):
     everything sent to torch's fused kernel."""
     if request.param == "kernel":
         monkeypatch.setattr(core.attention, "CPU_EXPLICIT_MAX_KEYS", 0)
-        monkeypatch.setattr(core.attention, "CPU_EXPLICIT_MAX_KEYS_REDUCED", 0)
     return request.param
 
 
@@ -231,12 +230,25 @@ def test_explicit_steps_in_bfloat16_autocast_stay_near_float32():
     assert (ours.float() - exact).abs().max() <= 2 * (theirs.float() - exact).abs().max()
 
 
-@pytest.mark.parametrize("dtype, autocast, keys, kernel_called", [
-    (torch.float32, False, 32, False), (torch.float32, False, 33, True), (torch.float64, False, 4, False),
-    (torch.float32, True, 64, False), (torch.float32, True, 65, True), (torch.bfloat16, False, 64, False),
+@pytest.mark.parametrize("dtype, autocast, head_dim, grad, keys, kernel_called", [
+    # float32 (and float64): 2 keys a channel, at least 32, at most 64, whether or not a backward pass follows
+    (torch.float32, False, 8, False, 32, False), (torch.float32, False, 8, True, 33, True),
+    (torch.float32, False, 24, True, 48, False), (torch.float32, False, 24, False, 49, True),
+    (torch.float32, False, 48, True, 64, False), (torch.float32, False, 48, False, 65, True),
+    (torch.float64, False, 8, False, 4, False),
+    # bfloat16, autocast included, a forward pass alone: 2 keys a channel, at least 32, at most 128
+    (torch.bfloat16, False, 8, False, 32, False), (torch.float32, True, 8, False, 33, True),
+    (torch.float32, True, 24, False, 48, False), (torch.float32, True, 24, False, 49, True),
+    (torch.bfloat16, False, 80, False, 128, False), (torch.bfloat16, False, 80, False, 129, True),
+    # bfloat16 with a backward pass to follow: 6 keys a channel, at least 128, at most 256
+    (torch.float32, True, 8, True, 128, False), (torch.float32, True, 8, True, 129, True),
+    (torch.float32, True, 24, True, 144, False), (torch.float32, True, 24, True, 145, True),
+    (torch.bfloat16, False, 48, True, 256, False), (torch.bfloat16, False, 48, True, 257, True),
 ])
-def test_the_cpu_sends_few_keys_to_the_explicit_steps(dtype, autocast, keys, kernel_called, monkeypatch):
-    """The CPU's rule: at most `CPU_EXPLICIT_MAX_KEYS` keys (64 in bfloat16, autocast included) skip the kernel."""
+def test_the_cpu_sends_few_keys_to_the_explicit_steps(dtype, autocast, head_dim, grad, keys, kernel_called,
+                                                      monkeypatch):
+    """The CPU's rule (`cpu_explicit_max_keys`), at both sides of each boundary: how many keys skip the kernel
+    depends on the head size, on the precision the arithmetic runs in and on whether a gradient is wanted."""
     calls, kernel = [], F.scaled_dot_product_attention
 
     def counted(*args, **kwargs):
@@ -244,13 +256,17 @@ def test_the_cpu_sends_few_keys_to_the_explicit_steps(dtype, autocast, keys, ker
         return kernel(*args, **kwargs)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
-    q, k, v = (torch.randn(2, 2, keys, 8, dtype=dtype) for _ in range(3))
+    g = torch.Generator().manual_seed(keys)
+    q, k, v = (torch.randn(2, 2, keys, head_dim, generator=g, dtype=dtype).requires_grad_(grad) for _ in range(3))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         out = scaled_dot_product_attention(q, k, v, causal_mask(keys))
     assert bool(calls) == kernel_called
     ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
     tol = 1e-6 if dtype != torch.bfloat16 and not autocast else 5e-2
     assert (out.double() - ref).abs().max() < tol
+    if grad:  # the backward pass runs down the path the forward took
+        out.float().sum().backward()
+        assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
 
 
 def test_dropout_on_the_explicit_steps_drops_weights_and_keeps_the_expectation():
