@@ -5,8 +5,9 @@ rather than to `F.scaled_dot_product_attention`'s fused kernel; how many keys co
 size, the precision and whether a backward pass follows (`core.attention.cpu_explicit_max_keys`). This
 benchmark is the evidence for that rule and its numbers: for S = 4 ... 512 keys (T = S queries), 16, 32, 48 and
 64 channels a head, with and without a causal mask, it times both on the same q, k, v, forward + backward
-(training) and forward alone without a gradient (evaluation, decoding). Each point holds the work about constant (rows × S ×
-Dh = 2²¹), so short sequences come in many rows, as a batch of words or of 4 × 4 windows does.
+(training) and forward alone without a gradient (evaluation, decoding). Each point holds the work about
+constant (rows × S × Dh = 2²¹), so short sequences come in many rows, as a batch of words or of 4 × 4 windows
+does.
 
 The contenders run in interleaved rounds in alternating order (`core.lab.bench`); each figure is the median
 of the per-round ratios kernel / explicit (> 1: the explicit steps are faster). The record also says which
@@ -266,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
               for S, Dh, causal in itertools.product(lengths, dims, (False, True))]
     result = {"benchmark": "short_attention", **machine(), "precision": args.precision, "rounds": rounds,
               "work_per_point": WORK, "cpu_explicit_max_keys": rule(args.precision, dims), "points": points,
-              "summary": summarise(points), "command": " ".join(["python", "benchmarks/short_attention.py", *(argv or sys.argv[1:])])}
+              "summary": summarise(points),
+              "command": " ".join(["python", "benchmarks/short_attention.py", *(argv or sys.argv[1:])])}
     path = write_result(args.out, result)
     print(f"wrote {path}")
     return result
