@@ -330,9 +330,10 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout: fl
     kernel, in calls of at most `max_rows` (batch × heads) rows (default: on CUDA `CUDA_MAX_ROWS`, elsewhere no
     limit): rows are independent, so cutting along the first dim changes nothing but the number of launches.
     Which computation runs on which device is decided here and nowhere else."""
-    backward = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
-    if q.device.type == "cpu" and k.shape[-2] <= cpu_explicit_max_keys(q.dtype, q.shape[-1], backward):
-        return _explicit_attention(q, k, v, attn_mask, dropout, scale)
+    if q.device.type == "cpu":
+        backward = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)
+        if k.shape[-2] <= cpu_explicit_max_keys(q.dtype, q.shape[-1], backward):
+            return _explicit_attention(q, k, v, attn_mask, dropout, scale)
     max_rows = max_rows or (CUDA_MAX_ROWS if q.is_cuda else None)
     rows = math.prod(q.shape[:-2])
     if max_rows is None or rows <= max_rows or q.dim() < 3:

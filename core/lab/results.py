@@ -251,14 +251,20 @@ def g2p_average_figures(path: str) -> tuple[Figure, ...]:
         Figure("`average --beam 5`: validation WER (greedy) of the average of the last {key} epoch(s)",
                path, "val_wer_by_k.*", **PERCENT),
         Figure("`average --beam 5`: number of epochs averaged, chosen on validation", path, "chosen.k", digits=0),
-        Figure("`average --beam 5`: the chosen average's validation WER, greedy", path, "decodings[beam=1].val_wer",
-               **PERCENT),
-        Figure("`average --beam 5`: the chosen average's validation WER, 5 beams", path, "decodings[beam=5].val_wer",
-               **PERCENT),
-        Figure("`average --beam 5`: beams test is decoded with, chosen on validation (1: greedy)", path,
-               "chosen.beam", digits=0),
-        Figure("`average --beam 5`: test WER (target ≤ 25 %)", path, "chosen.test_wer", **PERCENT),
-        Figure("`average --beam 5`: test PER (target ≤ 6 %)", path, "chosen.test_per", **PERCENT),
+    ) + g2p_decoding_figures(path)
+
+
+def g2p_decoding_figures(path: str, prefix: str = "`average --beam 5`",
+                         model: str = "the chosen average's") -> tuple[Figure, ...]:
+    """The decoding half of an ``average --beam 5`` record: ``model``'s validation WER greedy and with 5 beams,
+    the decoding validation chose, and test scored once with it; each label starts with ``prefix``."""
+    return (
+        Figure(f"{prefix}: {model} validation WER, greedy", path, "decodings[beam=1].val_wer", **PERCENT),
+        Figure(f"{prefix}: {model} validation WER, 5 beams", path, "decodings[beam=5].val_wer", **PERCENT),
+        Figure(f"{prefix}: beams test is decoded with, chosen on validation (1: greedy)", path, "chosen.beam",
+               digits=0),
+        Figure(f"{prefix}: test WER (target ≤ 25 %)", path, "chosen.test_wer", **PERCENT),
+        Figure(f"{prefix}: test PER (target ≤ 6 %)", path, "chosen.test_per", **PERCENT),
     )
 
 
@@ -740,16 +746,9 @@ TABLES: tuple[Table, ...] = (
         "the same AMD EPYC (family 25, model 17), 2 threads, alone on the machine. Validation (greedy) keeps the "
         "epoch, chooses how many epochs to average and then between greedy decoding and five beams; test is scored "
         "once per command and chooses nothing.")),
-    FigureTable("text-g2p-wide-40ep", g2p_run_figures(G2P_WIDE_40) + g2p_average_figures(G2P_WIDE_40_AVERAGE) + (
-        Figure("the kept epoch alone, `average --beam 5`: validation WER, 5 beams", G2P_WIDE_40_KEPT_BEAM,
-               "decodings[beam=5].val_wer", **PERCENT),
-        Figure("the kept epoch alone, `average --beam 5`: beams test is decoded with, chosen on validation "
-               "(1: greedy)", G2P_WIDE_40_KEPT_BEAM, "chosen.beam", digits=0),
-        Figure("the kept epoch alone, `average --beam 5`: test WER (target ≤ 25 %)", G2P_WIDE_40_KEPT_BEAM,
-               "chosen.test_wer", **PERCENT),
-        Figure("the kept epoch alone, `average --beam 5`: test PER (target ≤ 6 %)", G2P_WIDE_40_KEPT_BEAM,
-               "chosen.test_per", **PERCENT),
-    ), note=(
+    FigureTable("text-g2p-wide-40ep", g2p_run_figures(G2P_WIDE_40) + g2p_average_figures(G2P_WIDE_40_AVERAGE)
+                + g2p_decoding_figures(G2P_WIDE_40_KEPT_BEAM, "the kept epoch alone, `average --beam 5`", "its"),
+                note=(
         "Seed 0 on an AMD EPYC (family 25, model 17), 2 threads, alone but for short tests during its first "
         "epochs: `python -m text g2p compare --models transformer --dim 192 --heads 6 --ffn-dim 768 --epochs 40 "
         "--keep-epochs 6 --threads 2 --out runs/text/g2p-d192-40ep` (validation, greedy, keeps the epoch; test "
