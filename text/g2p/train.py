@@ -172,47 +172,56 @@ def make_train_one(data: G2PData, config: TrainConfig) -> Callable[[ModelSpec, i
 
 @dataclass
 class AveragedModel:
-    """What :func:`average_last_epochs` chose: the mean of the weights after the last ``k`` epochs."""
+    """What :func:`average_last_epochs` chose: the mean of the weights after the epochs in ``epochs`` (``k`` of
+    them: the last ``k``, or one earlier epoch alone when each epoch was offered)."""
 
     k: int
     epochs: list[int]
     state: dict[str, torch.Tensor]
-    candidates: list[dict]  # one per k: {"k", "epochs", "val_wer", "val_per"}
+    candidates: list[dict]  # one per candidate: {"k", "epochs", "val_wer", "val_per"}
     test: dict[str, float]  # {"wer", "per"} of the chosen average, scored once
     beam: int = 1  # the decoding validation chose for test: 1 (greedy) or the beam width offered
     decodings: list[dict] = field(default_factory=list)  # the chosen average on validation: {"beam", "val_wer", "val_per"}
 
 
 def average_last_epochs(model: nn.Module, states: list[dict[str, torch.Tensor]], epochs: list[int], data: G2PData,
-                        device: torch.device, *, beam: int = 1, batch_size: int = 512) -> AveragedModel:
+                        device: torch.device, *, beam: int = 1, each_epoch: bool = False,
+                        batch_size: int = 512) -> AveragedModel:
     """Average the weights of the last k epochs for every k (``states`` in epoch order), let the validation
     WER (greedy) choose k (ties: the fewer epochs), and score test once with the chosen average.
 
     k = 1 is the last epoch's own weights, so averaging is kept only where validation prefers it. With
-    ``beam > 1`` validation also chooses the decoding: the chosen average decodes validation with that beam
-    too, and test is decoded with the beam only where its validation WER is lower than greedy's (ties: greedy).
+    ``each_epoch`` every earlier epoch's own weights are candidates too (among them the epoch a run kept as
+    its best), ranked with the averages by the same greedy validation WER (ties: fewer epochs, then the later
+    epoch). With ``beam > 1`` validation also chooses the decoding: the chosen weights decode validation with
+    that beam too, and test is decoded with the beam only where its validation WER is lower than greedy's
+    (ties: greedy).
     """
+    n = len(states)
+    spans = [(n - 1, n)] + ([(i, i + 1) for i in range(n - 2, -1, -1)] if each_epoch else []) \
+        + [(n - k, n) for k in range(2, n + 1)]  # (first, end) indices; the order breaks ties
     candidates, best = [], None
-    for k in range(1, len(states) + 1):
-        state = average_weights(states[-k:])
+    for first, end in spans:
+        state = average_weights(states[first:end])
         model.load_state_dict(state)
         rates, _ = evaluate_lexicon(model, data.val, data.vocab, device, batch_size=batch_size)
-        candidates.append({"k": k, "epochs": epochs[-k:], "val_wer": rates["wer"], "val_per": rates["per"]})
-        logger.info("average of the last %d epoch(s) (%d-%d): val WER %.2f%%, PER %.2f%%", k, epochs[-k], epochs[-1],
-                    100 * rates["wer"], 100 * rates["per"])
+        candidates.append({"k": end - first, "epochs": epochs[first:end], "val_wer": rates["wer"],
+                           "val_per": rates["per"]})
+        logger.info("average of %d epoch(s) (%d-%d): val WER %.2f%%, PER %.2f%%", end - first, epochs[first],
+                    epochs[end - 1], 100 * rates["wer"], 100 * rates["per"])
         if best is None or rates["wer"] < best[0]:
-            best = (rates["wer"], k, state)
-    wer, k, state = best
+            best = (rates["wer"], candidates[-1], state)
+    wer, kept, state = best
     model.load_state_dict(state)
-    decodings = [{"beam": 1, "val_wer": wer, "val_per": candidates[k - 1]["val_per"]}]
+    decodings = [{"beam": 1, "val_wer": wer, "val_per": kept["val_per"]}]
     if beam > 1:
         rates, _ = evaluate_lexicon(model, data.val, data.vocab, device, beam=beam, batch_size=batch_size)
         decodings.append({"beam": beam, "val_wer": rates["wer"], "val_per": rates["per"]})
-        logger.info("the chosen average with %d beams: val WER %.2f%%, PER %.2f%% (greedy %.2f%%)", beam,
+        logger.info("the chosen weights with %d beams: val WER %.2f%%, PER %.2f%% (greedy %.2f%%)", beam,
                     100 * rates["wer"], 100 * rates["per"], 100 * wer)
     chosen_beam = min(decodings, key=lambda d: (d["val_wer"], d["beam"]))["beam"]
     test, _ = evaluate_lexicon(model, data.test, data.vocab, device, beam=chosen_beam, batch_size=batch_size)
-    return AveragedModel(k, epochs[-k:], state, candidates, test, chosen_beam, decodings)
+    return AveragedModel(kept["k"], kept["epochs"], state, candidates, test, chosen_beam, decodings)
 
 
 @dataclass

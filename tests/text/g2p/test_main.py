@@ -150,6 +150,60 @@ def test_average_lets_validation_choose_the_decoding(monkeypatch, beam_val_wer, 
     assert calls == [("val", 1), ("val", 1), ("test", 1)]  # greedy only: no beam offered, none decoded
 
 
+def test_average_each_epoch_offers_every_epoch_alone_beside_the_last_k(monkeypatch):
+    """Three epochs whose weights are the model's plus 0, 1 and 2: the validation WER depends on the offset the
+    model holds when it decodes, so each call shows which weights were scored. Epoch 2 alone (offset 1) and the
+    average of all three (offset 1 too) tie at the lowest WER: the fewer epochs win, and test is decoded once,
+    with epoch 2's weights."""
+    from text.g2p import train
+
+    model = torch.nn.Linear(2, 2)
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    states = [{k: v + i for k, v in base.items()} for i in range(3)]
+    wer_of_offset = {0.0: 0.25, 1.0: 0.20, 1.5: 0.22, 2.0: 0.30}
+    calls = []
+
+    def fake_evaluate(model, lexicon, vocab, device, *, beam=1, batch_size=512):
+        offset = round(float((model.weight - base["weight"]).detach().mean()), 6)
+        split = "val" if lexicon is data.val else "test"
+        calls.append((split, offset))
+        return {"wer": wer_of_offset[offset] if split == "val" else 0.9, "per": offset / 10}, {}
+
+    monkeypatch.setattr(train, "evaluate_lexicon", fake_evaluate)
+    data = type("Data", (), {"val": object(), "test": object(), "vocab": None})()
+    chosen = train.average_last_epochs(model, states, [1, 2, 3], data, torch.device("cpu"), each_epoch=True)
+    assert [(c["k"], c["epochs"]) for c in chosen.candidates] == [(1, [3]), (1, [2]), (1, [1]), (2, [2, 3]),
+                                                                  (3, [1, 2, 3])]
+    assert [c["val_wer"] for c in chosen.candidates] == [0.30, 0.20, 0.25, 0.22, 0.20]
+    assert (chosen.k, chosen.epochs) == (1, [2])  # tied with all three averaged: fewer epochs win
+    assert calls[-1] == ("test", 1.0) and [split for split, _ in calls].count("test") == 1
+    assert torch.equal(chosen.state["weight"], states[1]["weight"])
+    calls.clear()
+    plain = train.average_last_epochs(model, states, [1, 2, 3], data, torch.device("cpu"))
+    assert [c["epochs"] for c in plain.candidates] == [[3], [2, 3], [1, 2, 3]]  # without it: the last k only
+    assert (plain.k, plain.epochs) == (3, [1, 2, 3]) and calls[-1] == ("test", 1.0)
+
+
+def test_average_each_epoch_from_the_command_line(tiny_run, tmp_path):
+    kept = tiny_run / "transformer" / "seed0" / "epochs"
+    out = tmp_path / "avg-each"
+    assert main(["average", str(kept / "epoch003.pt"), str(kept / "epoch002.pt"), "--each-epoch", "--out", str(out),
+                 "--threads", "1"]) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(record) == []
+    assert [(c["k"], c["epochs"]) for c in record["candidates"]] == [(1, [3]), (1, [2]), (2, [2, 3])]
+    by_epochs = {tuple(c["epochs"]): c for c in record["candidates"]}
+    assert record["val_wer_by_k"] == {"1": by_epochs[(3,)]["val_wer"], "2": by_epochs[(2, 3)]["val_wer"]}
+    assert record["val_wer_by_epoch"] == {"3": by_epochs[(3,)]["val_wer"], "2": by_epochs[(2,)]["val_wer"]}
+    # each epoch alone is that epoch's own weights: the validation PER compare recorded for it
+    history = json.loads((tiny_run / "transformer" / "seed0" / "record.json").read_text())["history"]
+    assert by_epochs[(2,)]["val_per"] == pytest.approx(history[1]["val_per"], abs=1e-12)
+    assert by_epochs[(3,)]["val_per"] == pytest.approx(history[2]["val_per"], abs=1e-12)
+    best = min(record["candidates"], key=lambda c: c["val_wer"])  # first of the lowest: the tie order
+    assert record["chosen"]["epochs"] == best["epochs"] and "each epoch alone" in record["selection_note"]
+    assert sum("(chosen)" in line for line in (out / "report.md").read_text().splitlines()) == 1
+
+
 def test_average_with_a_beam_records_both_decodings(tiny_run, tmp_path):
     kept = tiny_run / "transformer" / "seed0" / "epochs"
     out = tmp_path / "avg-beam"
