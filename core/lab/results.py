@@ -268,6 +268,19 @@ def g2p_decoding_figures(path: str, prefix: str = "`average --beam 5`",
     )
 
 
+def g2p_selection_figures(path: str, prefix: str) -> tuple[Figure, ...]:
+    """``python -m text g2p average --each-epoch --beam 5``'s record: the validation WER (greedy) of each epoch
+    alone and of the average of the last k, the weights and decoding validation chose, and test scored once."""
+    return (
+        Figure(f"{prefix}: validation WER (greedy), epoch {{key}} alone", path, "val_wer_by_epoch.*", **PERCENT),
+        Figure(f"{prefix}: validation WER (greedy), the average of the last {{key}} epoch(s)", path, "val_wer_by_k.*",
+               **PERCENT),
+        Figure(f"{prefix}: weights chosen on validation: number of epochs averaged (1: one epoch alone)", path,
+               "chosen.k", digits=0),
+        Figure(f"{prefix}: weights chosen on validation: their first epoch", path, "chosen.epochs.0", digits=0),
+    ) + g2p_decoding_figures(path, prefix, "the chosen weights'")
+
+
 #: The leave-one-speaker-out ablation of windowed attention: (row label, record name), one invocation each.
 LOSO_ABLATIONS = (
     ("window(w=8), global normalisation (the first comparison)", "audio-digits-loso"),

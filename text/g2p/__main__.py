@@ -492,8 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     average = commands.add_parser(
         "average", help="average the weights of a run's last epochs; validation chooses how many",
-        description="Average the weights after a run's last k epochs for every k (k = 1: the last epoch alone), "
-                    "let the validation WER (greedy) choose k, score test once with the chosen average and write "
+        description="Average the weights after a run's last k epochs for every k (k = 1: the last epoch alone; "
+                    "with --each-epoch, each epoch alone too), let the validation WER (greedy) choose among them, "
+                    "score test once with the chosen weights and write "
                     "averaged.pt (which pronounce reads), metrics.json and report.md to --out. The checkpoints are "
                     "the epochs/epoch<NNN>.pt that `compare --keep-epochs K` keeps (or last.pt files copied at the "
                     "end of each epoch); they must come from one run. The split is rebuilt from the settings they "
