@@ -11,7 +11,8 @@
 additive attention under one protocol (same split, epochs, schedule; weights kept on validation WER) and
 writes metrics.json, report.md and figures to ``--out``. ``pronounce`` prints ``word<TAB>phonemes``.
 ``average`` averages the weights of a run's last epochs (kept by ``compare --keep-epochs K``), validation
-choosing how many (with ``--each-epoch``, each epoch alone is a candidate too). ``ensemble`` decodes with several trained models at once, validation choosing which.
+choosing how many (with ``--each-epoch``, each epoch alone is a candidate too). ``ensemble`` decodes with
+several trained models at once, validation choosing which.
 ``python -m text.g2p`` is the same command line.
 """
 
@@ -324,9 +325,9 @@ def run_average(args: argparse.Namespace) -> int:
                                      "last_epoch": chosen.epochs[-1]}}],
     }, average_report, beam=chosen.beam, started=started)
     decoding = "greedy" if chosen.beam == 1 else f"{chosen.beam} beams"
-    which = (f"the last {chosen.k} of epochs {epochs[0]}-{epochs[-1]}" if chosen.epochs == epochs[-chosen.k:]
-             else f"epoch {chosen.epochs[0]} alone, of epochs {epochs[0]}-{epochs[-1]}")
-    print(f"averaged {which}, decoding {decoding} (chosen on "
+    which = (f"averaged the last {chosen.k} of epochs {epochs[0]}-{epochs[-1]}" if chosen.epochs == epochs[-chosen.k:]
+             else f"kept epoch {chosen.epochs[0]} alone, of epochs {epochs[0]}-{epochs[-1]}")
+    print(f"{which}, decoding {decoding} (chosen on "
           f"validation): val WER {metrics['val_wer']:.2%}, test WER {metrics['test_wer']:.2%}, PER "
           f"{metrics['test_per']:.2%}; "
           f"wrote {out / 'averaged.pt'}, metrics.json, report.md")
@@ -354,7 +355,8 @@ def average_report(record: dict) -> str:
             lines.append(f"| {name}{mark} | {d['val_wer']:.2%} | {d['val_per']:.2%} |")
     weights = (f"the average of epochs {chosen['epochs'][0]}–{chosen['epochs'][-1]}" if chosen["k"] > 1
                else f"the weights after epoch {chosen['epochs'][0]}")
-    lines += ["", f"Test ({record['test_decoding']}), {weights}: WER **{chosen['test_wer']:.2%}**, PER **{chosen['test_per']:.2%}**.", "",
+    lines += ["", f"Test ({record['test_decoding']}), {weights}: WER **{chosen['test_wer']:.2%}**, "
+                  f"PER **{chosen['test_per']:.2%}**.", "",
               f"Wall time {record['wall_seconds'] / 60:.1f} min, {record['threads']} thread(s), load average "
               f"{record['load_average']}."]
     return "\n".join(lines) + "\n"
