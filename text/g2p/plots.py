@@ -139,20 +139,29 @@ def _model_of(record) -> nn.Module | None:
 
 
 def make_figures(records: dict, out: Path, data) -> list[tuple[str, str]]:
-    """The ``figures`` hook of the runner: draw every figure from the first seed's runs; ``(caption, file)``."""
+    """The ``figures`` hook of the runner: the learning curves of every seed's run, every other figure from the
+    first seed's; ``(caption, file)``."""
     out = Path(out)
     figures = []
+    several = any(len(recs) > 1 for recs in records.values())
+    first = ", first seed" if several else ""
     by_length = {name: recs[0].extra["by_length"] for name, recs in records.items()
                  if recs and "by_length" in recs[0].extra}
     if by_length:
         plot_wer_by_length(by_length, out / "wer_by_length.png")
-        figures.append(("Test WER against word length (bins labelled with their number of test words)",
+        figures.append((f"Test WER against word length{first} (bins labelled with their number of test words)",
                         "wer_by_length.png"))
-    histories = {name: recs[0].history for name, recs in records.items() if recs and recs[0].history}
+    histories = {}
+    for name, recs in records.items():
+        for i, record in enumerate(recs):
+            if record.history:
+                seed = record.run_dir.name.removeprefix("seed") if record.run_dir is not None else str(i)
+                histories[f"{name}, seed {seed}" if len(recs) > 1 else name] = record.history
     if histories:
         plot_learning_curves(histories, "val_wer", title="Validation WER (greedy) per epoch",
                              path=out / "learning_curves.png")
-        figures.append(("Validation WER per epoch (the kept weights are those of the lowest)", "learning_curves.png"))
+        figures.append((f"Validation WER per epoch{', every seed' if several else ''} (each run keeps the weights "
+                        "of its lowest)", "learning_curves.png"))
     words = pick_words(data.test)
     for name in records:
         model = _model_of(records[name][0]) if records[name] else None
@@ -165,10 +174,10 @@ def make_figures(records: dict, out: Path, data) -> list[tuple[str, str]]:
                 maps = alignment(model, word, spoken[word], data.vocab)
                 file = f"cross_attention_{word}.png"
                 plot_cross_attention(maps, word, spoken[word], out / file)
-                figures.append((f"Transformer cross-attention for the test word '{word}' (references: "
+                figures.append((f"Transformer cross-attention for the test word '{word}'{first} (references: "
                                 f"{' / '.join(' '.join(r) for r in data.test[word])}), every layer and head", file))
         elif name == "lstm-attention":
             items = [(w, spoken[w], alignment(model, w, spoken[w], data.vocab)[0][1][0]) for w in words]
             plot_lstm_attention(items, out / "lstm_attention.png")
-            figures.append(("LSTM additive attention for the same test words", "lstm_attention.png"))
+            figures.append((f"LSTM additive attention for the same test words{first}", "lstm_attention.png"))
     return figures
