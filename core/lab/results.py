@@ -268,13 +268,16 @@ def g2p_decoding_figures(path: str, prefix: str = "`average --beam 5`",
     )
 
 
-def g2p_selection_figures(path: str, prefix: str) -> tuple[Figure, ...]:
+def g2p_selection_figures(path: str, prefix: str, candidates: bool = True) -> tuple[Figure, ...]:
     """``python -m text g2p average --each-epoch --beam 5``'s record: the validation WER (greedy) of each epoch
-    alone and of the average of the last k, the weights and decoding validation chose, and test scored once."""
-    return (
+    alone and of the average of the last k (``candidates``; the record's report.md lists them too), the weights
+    and decoding validation chose, and test scored once."""
+    every = (
         Figure(f"{prefix}: validation WER (greedy), epoch {{key}} alone", path, "val_wer_by_epoch.*", **PERCENT),
         Figure(f"{prefix}: validation WER (greedy), the average of the last {{key}} epoch(s)", path, "val_wer_by_k.*",
                **PERCENT),
+    )
+    return (every if candidates else ()) + (
         Figure(f"{prefix}: weights chosen on validation: number of epochs averaged (1: one epoch alone)", path,
                "chosen.k", digits=0),
         Figure(f"{prefix}: weights chosen on validation: their first epoch", path, "chosen.epochs.0", digits=0),
@@ -398,6 +401,12 @@ G2P_WIDE_30_SEED1_AVERAGE = "docs/results/text-g2p-average-d192-30ep-seed1.metri
 G2P_WIDE_40 = "docs/results/text-g2p-transformer-d192-40ep.metrics.json"
 G2P_WIDE_40_AVERAGE = "docs/results/text-g2p-average-d192-40ep.metrics.json"
 G2P_WIDE_40_KEPT_BEAM = "docs/results/text-g2p-kept-epoch-beam-d192-40ep.metrics.json"
+#: the same 40-epoch command with two seeds in one invocation (seed 0 loaded from the run above), and for each
+#: seed one `average --each-epoch --beam 5` over its last six epochs: every epoch alone and every average of the
+#: last k compete on validation, then greedy against five beams
+G2P_WIDE_40_SEEDS = "docs/results/text-g2p-transformer-d192-40ep-seeds2.metrics.json"
+G2P_WIDE_40_SELECT = ("docs/results/text-g2p-select-d192-40ep.metrics.json",
+                      "docs/results/text-g2p-select-d192-40ep-seed1.metrics.json")
 #: the real-words cache benchmark on the default record's Transformer, trained with the few-keys rule
 G2P_EXPLICIT_SPEED = "benchmarks/results/decoding_g2p_trained_explicit.json"
 
@@ -771,6 +780,34 @@ TABLES: tuple[Table, ...] = (
         "is scored once with those choices. Across the four candidates (the kept epoch greedy or with five beams, "
         "the chosen average greedy or with five beams) the lowest validation WER chooses the model; test chose "
         "nothing.")),
+    FigureTable("text-g2p-wide-40ep-seeds", (
+        Figure("`compare --seeds 2`: validation WER, greedy (chooses each seed's epoch), mean", G2P_WIDE_40_SEEDS,
+               "results[model=transformer].metrics.val_wer", std_path="results[model=transformer].std.val_wer",
+               count_path="results[model=transformer].runs", **PERCENT),
+        Figure("`compare --seeds 2`: test WER, greedy, mean", G2P_WIDE_40_SEEDS,
+               "results[model=transformer].metrics.test_wer", std_path="results[model=transformer].std.test_wer",
+               count_path="results[model=transformer].runs", **PERCENT),
+        Figure("`compare --seeds 2`: test PER, greedy, mean", G2P_WIDE_40_SEEDS,
+               "results[model=transformer].metrics.test_per", std_path="results[model=transformer].std.test_per",
+               count_path="results[model=transformer].runs", **PERCENT),
+        Figure("`compare --seeds 2`: seed {seed}, validation WER, greedy", G2P_WIDE_40_SEEDS,
+               "results[model=transformer].runs.*.val_wer", **PERCENT),
+        Figure("`compare --seeds 2`: seed {seed}, test WER, greedy", G2P_WIDE_40_SEEDS,
+               "results[model=transformer].runs.*.test_wer", **PERCENT),
+        Figure("`compare --seeds 2`: seed {seed}, test PER, greedy", G2P_WIDE_40_SEEDS,
+               "results[model=transformer].runs.*.test_per", **PERCENT),
+        Figure("`compare --seeds 2`: wall time of the command (2 threads; seed 0 loaded, not trained again)",
+               G2P_WIDE_40_SEEDS, "wall_seconds", scale=1 / 60, digits=1, unit=" min"),
+        *g2p_selection_figures(G2P_WIDE_40_SELECT[0], "seed 0, `average --each-epoch --beam 5`", candidates=False),
+        *g2p_selection_figures(G2P_WIDE_40_SELECT[1], "seed 1, `average --each-epoch --beam 5`", candidates=False),
+    ), note=(
+        "The 40-epoch command again with `--seeds 2 --out runs/text/g2p-d192-40ep-seeds2` (a copy of seed 0's run "
+        "folder, so the runner loaded seed 0 and trained seed 1; the mean ± std over both seeds comes from this one "
+        "invocation), AMD EPYC (family 25, model 17), 2 threads, alone on the machine; then for each seed `python -m "
+        "text g2p average <its epochs 35-40> --each-epoch --beam 5 --threads 2`: validation (greedy) chooses among "
+        "each of the six epochs alone and the average of the last k for every k, then between greedy decoding and "
+        "five beams, and test is scored once with those choices (every candidate's validation WER: each record's "
+        "report.md). Each command scores test once and chooses nothing with it.")),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("epochs", "epochs", digits=0), Column("train min", "train_seconds", scale=1 / 60, digits=1)),
@@ -1131,10 +1168,13 @@ TABLES: tuple[Table, ...] = (
                "results[model=lstm].metrics.test_wer", scale=100, unit="%"),
         Figure("text: CMUdict test WER, an ensemble of three 30-epoch Transformers chosen on validation "
                "(`python -m text g2p ensemble`)", G2P_ENSEMBLE, "chosen.test_wer", scale=100, unit="%"),
-        Figure("text: CMUdict test WER, one Transformer 1.5 times wider (D 192), 40 CPU epochs, the epoch "
-               "validation kept decoded with 5 beams as validation chose (target ≤ 25 %)",
-               G2P_WIDE_40_KEPT_BEAM, "chosen.test_wer", **PERCENT),
-        Figure("text: same model, test PER (target ≤ 6 %)", G2P_WIDE_40_KEPT_BEAM, "chosen.test_per", **PERCENT),
+        Figure("text: CMUdict test WER, one Transformer 1.5 times wider (D 192), 40 CPU epochs, the weights and "
+               "decoding validation chose (`g2p average --each-epoch --beam 5` over its last six epochs; target ≤ 25 %)", G2P_WIDE_40_SELECT[0], "chosen.test_wer", **PERCENT),
+        Figure("text: same model, test PER (target ≤ 6 %)", G2P_WIDE_40_SELECT[0], "chosen.test_per", **PERCENT),
+        Figure("text: the same 40-epoch recipe over two seeds, each seed's kept epoch decoded greedily, test WER",
+               G2P_WIDE_40_SEEDS, "results[model=transformer].metrics.test_wer",
+               std_path="results[model=transformer].std.test_wer", count_path="results[model=transformer].runs",
+               **PERCENT),
         Figure("text: CoNLL-2000 POS token accuracy, attention tagger", "docs/results/text-conll2000-pos.metrics.json",
                "results[model=attention].metrics.test_accuracy", scale=100, unit="%"),
         Figure("audio: FSDD test accuracy, full attention (the variant best on validation)",
