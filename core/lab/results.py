@@ -1169,7 +1169,8 @@ TABLES: tuple[Table, ...] = (
         Figure("text: CMUdict test WER, an ensemble of three 30-epoch Transformers chosen on validation "
                "(`python -m text g2p ensemble`)", G2P_ENSEMBLE, "chosen.test_wer", scale=100, unit="%"),
         Figure("text: CMUdict test WER, one Transformer 1.5 times wider (D 192), 40 CPU epochs, the weights and "
-               "decoding validation chose (`g2p average --each-epoch --beam 5` over its last six epochs; target ≤ 25 %)", G2P_WIDE_40_SELECT[0], "chosen.test_wer", **PERCENT),
+               "decoding validation chose (`g2p average --each-epoch --beam 5` over its last six epochs; target "
+               "≤ 25 %)", G2P_WIDE_40_SELECT[0], "chosen.test_wer", **PERCENT),
         Figure("text: same model, test PER (target ≤ 6 %)", G2P_WIDE_40_SELECT[0], "chosen.test_per", **PERCENT),
         Figure("text: the same 40-epoch recipe over two seeds, each seed's kept epoch decoded greedily, test WER",
                G2P_WIDE_40_SEEDS, "results[model=transformer].metrics.test_wer",
