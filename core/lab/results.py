@@ -268,16 +268,10 @@ def g2p_decoding_figures(path: str, prefix: str = "`average --beam 5`",
     )
 
 
-def g2p_selection_figures(path: str, prefix: str, candidates: bool = True) -> tuple[Figure, ...]:
-    """``python -m text g2p average --each-epoch --beam 5``'s record: the validation WER (greedy) of each epoch
-    alone and of the average of the last k (``candidates``; the record's report.md lists them too), the weights
-    and decoding validation chose, and test scored once."""
-    every = (
-        Figure(f"{prefix}: validation WER (greedy), epoch {{key}} alone", path, "val_wer_by_epoch.*", **PERCENT),
-        Figure(f"{prefix}: validation WER (greedy), the average of the last {{key}} epoch(s)", path, "val_wer_by_k.*",
-               **PERCENT),
-    )
-    return (every if candidates else ()) + (
+def g2p_selection_figures(path: str, prefix: str) -> tuple[Figure, ...]:
+    """``python -m text g2p average --each-epoch --beam 5``'s record: the weights and decoding validation chose,
+    and test scored once (every candidate's validation WER is in the record's report.md)."""
+    return (
         Figure(f"{prefix}: weights chosen on validation: number of epochs averaged (1: one epoch alone)", path,
                "chosen.k", digits=0),
         Figure(f"{prefix}: weights chosen on validation: their first epoch", path, "chosen.epochs.0", digits=0),
@@ -401,6 +395,8 @@ G2P_WIDE_30_SEED1_AVERAGE = "docs/results/text-g2p-average-d192-30ep-seed1.metri
 G2P_WIDE_40 = "docs/results/text-g2p-transformer-d192-40ep.metrics.json"
 G2P_WIDE_40_AVERAGE = "docs/results/text-g2p-average-d192-40ep.metrics.json"
 G2P_WIDE_40_KEPT_BEAM = "docs/results/text-g2p-kept-epoch-beam-d192-40ep.metrics.json"
+#: where a g2p `compare` record keeps the Transformer's results
+G2P_TRANSFORMER = "results[model=transformer]"
 #: the same 40-epoch command with two seeds in one invocation (seed 0 loaded from the run above), and for each
 #: seed one `average --each-epoch --beam 5` over its last six epochs: every epoch alone and every average of the
 #: last k compete on validation, then greedy against five beams
@@ -781,25 +777,18 @@ TABLES: tuple[Table, ...] = (
         "the chosen average greedy or with five beams) the lowest validation WER chooses the model; test chose "
         "nothing.")),
     FigureTable("text-g2p-wide-40ep-seeds", (
-        Figure("`compare --seeds 2`: validation WER, greedy (chooses each seed's epoch), mean", G2P_WIDE_40_SEEDS,
-               "results[model=transformer].metrics.val_wer", std_path="results[model=transformer].std.val_wer",
-               count_path="results[model=transformer].runs", **PERCENT),
-        Figure("`compare --seeds 2`: test WER, greedy, mean", G2P_WIDE_40_SEEDS,
-               "results[model=transformer].metrics.test_wer", std_path="results[model=transformer].std.test_wer",
-               count_path="results[model=transformer].runs", **PERCENT),
-        Figure("`compare --seeds 2`: test PER, greedy, mean", G2P_WIDE_40_SEEDS,
-               "results[model=transformer].metrics.test_per", std_path="results[model=transformer].std.test_per",
-               count_path="results[model=transformer].runs", **PERCENT),
-        Figure("`compare --seeds 2`: seed {seed}, validation WER, greedy", G2P_WIDE_40_SEEDS,
-               "results[model=transformer].runs.*.val_wer", **PERCENT),
-        Figure("`compare --seeds 2`: seed {seed}, test WER, greedy", G2P_WIDE_40_SEEDS,
-               "results[model=transformer].runs.*.test_wer", **PERCENT),
-        Figure("`compare --seeds 2`: seed {seed}, test PER, greedy", G2P_WIDE_40_SEEDS,
-               "results[model=transformer].runs.*.test_per", **PERCENT),
+        *(Figure(f"`compare --seeds 2`: {what}, mean", G2P_WIDE_40_SEEDS, f"{G2P_TRANSFORMER}.metrics.{key}",
+                 std_path=f"{G2P_TRANSFORMER}.std.{key}", count_path=f"{G2P_TRANSFORMER}.runs", **PERCENT)
+          for what, key in (("validation WER, greedy (chooses each seed's epoch)", "val_wer"),
+                            ("test WER, greedy", "test_wer"), ("test PER, greedy", "test_per"))),
+        *(Figure(f"`compare --seeds 2`: seed {{seed}}, {what}", G2P_WIDE_40_SEEDS, f"{G2P_TRANSFORMER}.runs.*.{key}",
+                 **PERCENT)
+          for what, key in (("validation WER, greedy", "val_wer"), ("test WER, greedy", "test_wer"),
+                            ("test PER, greedy", "test_per"))),
         Figure("`compare --seeds 2`: wall time of the command (2 threads; seed 0 loaded, not trained again)",
                G2P_WIDE_40_SEEDS, "wall_seconds", scale=1 / 60, digits=1, unit=" min"),
-        *g2p_selection_figures(G2P_WIDE_40_SELECT[0], "seed 0, `average --each-epoch --beam 5`", candidates=False),
-        *g2p_selection_figures(G2P_WIDE_40_SELECT[1], "seed 1, `average --each-epoch --beam 5`", candidates=False),
+        *(figure for seed, path in enumerate(G2P_WIDE_40_SELECT)
+          for figure in g2p_selection_figures(path, f"seed {seed}, `average --each-epoch --beam 5`")),
     ), note=(
         "The 40-epoch command again with `--seeds 2 --out runs/text/g2p-d192-40ep-seeds2` (a copy of seed 0's run "
         "folder, so the runner loaded seed 0 and trained seed 1; the mean ± std over both seeds comes from this one "
@@ -1173,9 +1162,8 @@ TABLES: tuple[Table, ...] = (
                "≤ 25 %)", G2P_WIDE_40_SELECT[0], "chosen.test_wer", **PERCENT),
         Figure("text: same model, test PER (target ≤ 6 %)", G2P_WIDE_40_SELECT[0], "chosen.test_per", **PERCENT),
         Figure("text: the same 40-epoch recipe over two seeds, each seed's kept epoch decoded greedily, test WER",
-               G2P_WIDE_40_SEEDS, "results[model=transformer].metrics.test_wer",
-               std_path="results[model=transformer].std.test_wer", count_path="results[model=transformer].runs",
-               **PERCENT),
+               G2P_WIDE_40_SEEDS, f"{G2P_TRANSFORMER}.metrics.test_wer", std_path=f"{G2P_TRANSFORMER}.std.test_wer",
+               count_path=f"{G2P_TRANSFORMER}.runs", **PERCENT),
         Figure("text: CoNLL-2000 POS token accuracy, attention tagger", "docs/results/text-conll2000-pos.metrics.json",
                "results[model=attention].metrics.test_accuracy", scale=100, unit="%"),
         Figure("audio: FSDD test accuracy, full attention (the variant best on validation)",
