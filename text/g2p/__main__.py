@@ -6,19 +6,24 @@
     python -m text g2p pronounce --checkpoint runs/text/g2p/transformer/seed0/best.pt attention tomato
     python -m text g2p average runs/text/g2p/transformer/seed0/epochs/*.pt --out runs/text/g2p/average
     python -m text g2p ensemble runs/a/transformer/seed0/best.pt runs/b/transformer/seed0/best.pt --out runs/text/g2p/ens
+    python -m text g2p compare --models transformer --teacher runs/a/.../best.pt runs/b/.../best.pt  # distil
 
 ``compare`` trains the Transformer encoder–decoder and the LSTM encoder–decoders with and without
 additive attention under one protocol (same split, epochs, schedule; weights kept on validation WER) and
 writes metrics.json, report.md and figures to ``--out``. ``pronounce`` prints ``word<TAB>phonemes``.
 ``average`` averages the weights of a run's last epochs (kept by ``compare --keep-epochs K``), validation
 choosing how many (with ``--each-epoch``, each epoch alone is a candidate too). ``ensemble`` decodes with
-several trained models at once, validation choosing which.
+several trained models at once, validation choosing which. ``compare --teacher`` trains on a trained model's (or
+an ensemble's) pronunciations of the training words instead of the dictionary's: a single student that learns
+from the ensemble (sequence-level knowledge distillation).
 ``python -m text.g2p`` is the same command line.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sys
 import time
 from dataclasses import replace
@@ -31,14 +36,14 @@ import torch
 from core.lab.cli import (UsageError, add_common_args, add_precision_arg, add_schedule_args, apply_common_args,
                           apply_profile, check_common_args, cli_main, positive_int, precision_from_args, subset_of)
 from core.lab.bench import machine, write_result
-from core.lab.harness import CheckpointError, load_checkpoint, save_checkpoint, select_device
+from core.lab.harness import CheckpointError, atomic_open, load_checkpoint, save_checkpoint, select_device
 from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
 from text.g2p.models import (MODELS, ROLES, G2PEnsemble, LSTMConfig, TransformerG2PConfig, build_model,
                              config_from_dict, default_config)
 from text.g2p.plots import make_figures
-from text.g2p.train import (G2PData, TrainConfig, average_last_epochs, choose_ensemble, make_train_one, prepare,
-                            pronounce_words)
+from text.g2p.train import (G2PData, TrainConfig, average_last_epochs, choose_ensemble, distil, make_train_one,
+                            prepare, pronounce_words, teacher_pronunciations)
 
 DEFAULT_OUT = "runs/text/g2p"
 #: ``ensemble`` scores every subset of its checkpoints on validation: 2**n - 1 of them
@@ -110,6 +115,9 @@ def run_compare(args: argparse.Namespace):
         "split_seed": args.split_seed, "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
         "limit_words": args.limit_words, "sizes": sizes, "vocab": data.vocab.to_dict(),
     }
+    teacher_notes = []
+    if args.teacher:
+        data_identity["teacher"], teacher_notes = distil_from_teacher(args, data, data_identity)
     split_text = ", ".join(f"{k} {v['words']:,} words ({v['pronunciations']:,} pronunciations)"
                            for k, v in sizes.items())
     experiment = Experiment(
@@ -122,7 +130,7 @@ def run_compare(args: argparse.Namespace):
                f"(all pronunciations of a word in one split), seed {args.split_seed}: {split_text}. "
                f"WER: a word is wrong unless the prediction equals one of its references; PER: Levenshtein distance "
                f"to the closest reference over that reference's length, summed over words."),
-        notes=[*kept, f"dictionary: {report.summary()}",
+        notes=[*kept, f"dictionary: {report.summary()}", *teacher_notes,
                f"test decoding: {'greedy' if args.beam == 1 else f'beam search, {args.beam} beams'}; validation "
                "(selection) decoding: greedy",
                f"training: {train.epochs} epochs, batch {train.batch_size}, AdamW lr {train.lr:g} with "
@@ -137,6 +145,65 @@ def run_compare(args: argparse.Namespace):
     )
     result = run_experiment(experiment, RunnerOptions.from_args(args))
     return result
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def distil_from_teacher(args: argparse.Namespace, data: G2PData, data_identity: dict) -> tuple[dict, list[str]]:
+    """Replace ``data``'s training targets with the pronunciations of ``--teacher`` (one checkpoint, or several
+    decoding as an ensemble) with ``--teacher-beam`` beams: sequence-level knowledge distillation. They are
+    kept in ``<out>/teacher.json`` and read back when the same teacher files and beam come again (a resumed
+    run decodes nothing twice). Returns the identity of the teacher for the run's data identity (the files'
+    SHA-256, so a run resumed with another teacher is refused by the runner) and the report's note.
+
+    Raises:
+        UsageError: a teacher trained on another split or phoneme convention (its training words could be
+            this run's validation or test words), or any reason ``load_models`` gives.
+    """
+    if args.teacher_beam < 1:
+        raise UsageError(f"--teacher-beam must be >= 1, got {args.teacher_beam}")
+    device = select_device(args.device)
+    models, vocab, identities = load_models(args.teacher, device, "--teacher")
+    ours = split_settings({"data": data_identity})
+    for path, identity in zip(args.teacher, identities):
+        if split_settings(identity) != ours:
+            raise UsageError(f"--teacher {path} was trained on another split or phoneme convention "
+                             f"({split_settings(identity)}, this run: {ours}): its training words could be this "
+                             "run's validation or test words, so it cannot teach this run")
+    if vocab.to_dict() != data.vocab.to_dict():
+        raise UsageError(f"--teacher {args.teacher[0]}: its vocabulary differs from this run's")
+    key = {"sha256": [file_sha256(Path(p)) for p in args.teacher], "beam": args.teacher_beam}
+    cache = Path(args.out) / "teacher.json"
+    saved = json.loads(cache.read_text()) if cache.is_file() else {}
+    started = time.perf_counter()
+    if saved.get("key") == key and set(saved.get("pronunciations", {})) == set(data.splits.train):
+        pronunciations = {w: tuple(p.split()) for w, p in saved["pronunciations"].items()}
+        decoded = "read back from teacher.json"
+    else:
+        teacher = models[0] if len(models) == 1 else G2PEnsemble(models)
+        print(f"the teacher ({len(models)} model(s), {args.teacher_beam} beams) pronounces the "
+              f"{len(data.splits.train):,} training words", file=sys.stderr)
+        pronunciations = teacher_pronunciations(teacher, list(data.splits.train), vocab, device,
+                                                beam=args.teacher_beam, progress=not args.no_progress)
+        with atomic_open(cache, "w") as f:
+            json.dump({"key": key, "checkpoints": list(args.teacher),
+                       "pronunciations": {w: " ".join(p) for w, p in pronunciations.items()}}, f)
+        decoded = f"decoded in {time.perf_counter() - started:.0f} s"
+    unlike = distil(data, pronunciations)
+    identity = {**key, "words": len(pronunciations), "unlike_every_reference": unlike}
+    note = (f"training targets: sequence-level knowledge distillation (Kim & Rush, 2016): each of the "
+            f"{len(pronunciations):,} training words is pronounced once, as the teacher pronounces it "
+            f"({', '.join(f'`{p}`' for p in args.teacher)}, "
+            + ("decoding as an ensemble, " if len(models) > 1 else "")
+            + f"{args.teacher_beam} beams; {unlike:,} unlike every dictionary reference; {decoded}); validation and "
+            "test are scored against the dictionary's references as always")
+    return identity, [note]
 
 
 def build_parser_defaults() -> argparse.Namespace:
@@ -490,6 +557,14 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_argument("--keep-epochs", type=int, default=TrainConfig.keep_epochs, metavar="K",
                           help="also keep the weights after each of the last K epochs, as <out>/<model>/seed<k>/"
                                "epochs/epoch<NNN>.pt, for `average` (default: 0, none)")
+    teacher = compare.add_argument_group("distillation")
+    teacher.add_argument("--teacher", nargs="+", default=None, metavar="CKPT",
+                         help="train on these trained models' pronunciations of the training words instead of the "
+                              "dictionary's (sequence-level knowledge distillation; several checkpoints decode as an "
+                              "ensemble, as `ensemble` and `pronounce` do). They must come from runs on this split; "
+                              "validation and test are scored against the dictionary as always (default: none)")
+    teacher.add_argument("--teacher-beam", type=int, default=5,
+                         help="beam width with which the teacher pronounces the training words (default: 5)")
     compare.set_defaults(run=run_compare)
 
     average = commands.add_parser(

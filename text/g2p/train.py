@@ -5,6 +5,8 @@ warm-up then cosine decay counted in optimiser steps (``core.lab.schedule``), te
 cross-entropy (optionally label-smoothed), gradient clipping, a budget in epochs, and selection of the kept
 weights on the validation WER (greedy decoding) after every epoch. Test is decoded once, with the kept
 weights (greedy, or beam search with ``TrainConfig.beam > 1``).
+With a teacher (``distil``), the training targets are the teacher's pronunciations of the training words
+(sequence-level knowledge distillation); validation and test are scored against the dictionary as always.
 
 :func:`make_train_one` returns the ``train_one(spec, seed, ctx) -> RunRecord`` function of
 ``core.lab.runner``, which owns seeds, run folders, checkpoints and reports.
@@ -20,6 +22,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from core.decoding import beam_search, greedy_search
 from core.lab.harness import autocast, average_weights
@@ -32,7 +35,7 @@ from text.g2p.models import G2PEnsemble, build_model
 
 __all__ = ["TrainConfig", "G2PData", "LENGTH_BINS", "prepare", "pronounce_words", "evaluate_lexicon",
            "make_train_one", "max_output_length", "AveragedModel", "average_last_epochs", "ChosenEnsemble",
-           "choose_ensemble"]
+           "choose_ensemble", "teacher_pronunciations", "distil"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +115,41 @@ def pronounce_words(model: nn.Module, words: list[str], vocab: Vocab, device: to
         for word, ids in zip(chunk, result.sequences()):
             out[word] = vocab.decode_phonemes(ids)
     return out
+
+
+#: words per call of ``pronounce_words`` while a teacher pronounces the training words (one progress step each)
+TEACHER_CHUNK = 4096
+
+
+def teacher_pronunciations(model: nn.Module, words: list[str], vocab: Vocab, device: torch.device, *, beam: int,
+                           batch_size: int = 512, progress: bool = False) -> dict[str, tuple[str, ...]]:
+    """The targets of sequence-level knowledge distillation (Kim & Rush, 2016): ``model``'s pronunciation of
+    each of ``words`` (beam search of width ``beam``; ``model`` may be a ``G2PEnsemble``), word -> phonemes
+    in ``vocab``'s convention. A student trained on them learns one pronunciation per word, the teacher's."""
+    out: dict[str, tuple[str, ...]] = {}
+    chunks = [words[i:i + TEACHER_CHUNK] for i in range(0, len(words), TEACHER_CHUNK)]
+    for chunk in tqdm(chunks, desc="teacher", unit="chunk", disable=True if not progress else None):
+        out.update(pronounce_words(model, chunk, vocab, device, beam=beam, batch_size=batch_size))
+    return out
+
+
+def distil(data: G2PData, pronunciations: dict[str, tuple[str, ...]]) -> int:
+    """Train on ``pronunciations`` (one per training word, from ``teacher_pronunciations``) instead of the
+    dictionary's references; validation and test keep theirs. Returns how many training words the teacher
+    pronounces unlike every one of their references.
+
+    Raises:
+        ValueError: ``pronunciations`` does not cover exactly the training words.
+    """
+    train_words = list(data.splits.train)
+    if set(pronunciations) != set(train_words):
+        missing, extra = set(train_words) - set(pronunciations), set(pronunciations) - set(train_words)
+        raise ValueError(f"the teacher's pronunciations must cover exactly the {len(train_words)} training words: "
+                         f"{len(missing)} missing (e.g. {sorted(missing)[:3]}), {len(extra)} others "
+                         f"(e.g. {sorted(extra)[:3]})")
+    references = {w: {data.vocab.convert(p) for p in ps} for w, ps in data.splits.train.items()}
+    data.train = [Entry(w, tuple(pronunciations[w])) for w in train_words]
+    return sum(tuple(pronunciations[w]) not in references[w] for w in train_words)
 
 
 def evaluate_lexicon(model: nn.Module, lexicon: Lexicon, vocab: Vocab, device: torch.device, *, beam: int = 1,

@@ -279,3 +279,55 @@ def test_precision_and_dropout_flags(monkeypatch):
         main(["compare", "--precision", "bf16", "--limit-words", "50", "--no-progress"])
     monkeypatch.setattr(harness, "bf16_supported", lambda device: True)
     assert precision_from_args(build_parser().parse_args(["compare"])) == "bf16"
+
+
+def test_compare_distils_from_a_teacher_and_reads_its_pronunciations_back(tiny_run, tmp_path, monkeypatch):
+    """`--teacher`: the student trains on the teacher's beam pronunciations of exactly the training words (one
+    each), validation and test keep the dictionary's references, and a rerun reads teacher.json back."""
+    from text.g2p import train as g2p_train
+    from text.g2p.__main__ import load_model, read_lexicon
+    from text.g2p.data import split_words
+    from text.g2p.train import prepare, pronounce_words
+
+    teacher = tiny_run / "transformer" / "seed0" / "best.pt"
+    model, vocab, identity = load_model(teacher, torch.device("cpu"))
+    _, lexicon, report = read_lexicon(build_parser().parse_args(["compare"]))
+    data = prepare(split_words(lexicon, seed=0, limit_words=300), report, stress=False)
+    expected = pronounce_words(model, list(data.splits.train), vocab, torch.device("cpu"), beam=2)
+    unlike = sum(expected[w] not in {vocab.convert(p) for p in ps} for w, ps in data.splits.train.items())
+
+    seen = []
+    original = g2p_train.BucketBatches
+    monkeypatch.setattr(g2p_train, "BucketBatches", lambda entries, *a, **k: seen.append(list(entries))
+                        or original(entries, *a, **k))
+    out = tmp_path / "student"
+    command = ["compare", *TINY, "--models", "transformer", "--epochs", "1", "--teacher", str(teacher),
+               "--teacher-beam", "2", "--out", str(out)]
+    assert main(command) == 0
+    assert [(e.word, e.phonemes) for e in seen[0]] == [(w, expected[w]) for w in data.splits.train]
+    payload = json.loads((out / "metrics.json").read_text())
+    assert check_metrics_payload(payload) == []
+    taught = payload["data"]["teacher"]
+    assert (taught["beam"], taught["words"], taught["unlike_every_reference"]) == (2, 270, unlike)
+    assert "sequence-level knowledge distillation" in (out / "report.md").read_text()
+    # validation is scored against the dictionary, not the teacher: the kept epoch's figures say so
+    student, _, _ = load_model(out / "transformer" / "seed0" / "best.pt", torch.device("cpu"))
+    rates, _ = g2p_train.evaluate_lexicon(student, data.val, vocab, torch.device("cpu"))
+    assert payload["results"][0]["metrics"]["val_per"] == pytest.approx(rates["per"], abs=1e-12)
+
+    # a rerun (the runner loads the finished seed) reads the teacher's pronunciations back, decoding nothing
+    monkeypatch.setattr("text.g2p.__main__.teacher_pronunciations",
+                        lambda *a, **k: pytest.fail("the teacher decoded again"))
+    assert main(command) == 0
+
+
+def test_compare_refuses_a_teacher_from_another_split(tiny_run, tmp_path):
+    ckpt = torch.load(tiny_run / "transformer" / "seed0" / "best.pt", weights_only=True)
+    ckpt["config"]["data"]["split_seed"] = 1
+    other = tmp_path / "other.pt"
+    torch.save(ckpt, other)
+    with pytest.raises(SystemExit, match="another split"):
+        main(["compare", *TINY, "--models", "transformer", "--teacher", str(other), "--out", str(tmp_path / "s")])
+    with pytest.raises(SystemExit, match="teacher-beam must be >= 1"):
+        main(["compare", *TINY, "--models", "transformer", "--teacher", str(other), "--teacher-beam", "0",
+              "--out", str(tmp_path / "s")])
