@@ -403,6 +403,12 @@ G2P_TRANSFORMER = "results[model=transformer]"
 G2P_WIDE_40_SEEDS = "docs/results/text-g2p-transformer-d192-40ep-seeds2.metrics.json"
 G2P_WIDE_40_SELECT = ("docs/results/text-g2p-select-d192-40ep.metrics.json",
                       "docs/results/text-g2p-select-d192-40ep-seed1.metrics.json")
+#: sequence-level knowledge distillation: the two seeds' chosen models as an ensemble (the teacher, its own
+#: record), a student of the 40-epoch recipe trained on the teacher's pronunciations of the training words, and
+#: the student's `average --each-epoch --beam 5`
+G2P_TEACHER = "docs/results/text-g2p-ensemble-d192-40ep.metrics.json"
+G2P_DISTIL = "docs/results/text-g2p-transformer-d192-40ep-distil.metrics.json"
+G2P_DISTIL_SELECT = "docs/results/text-g2p-select-d192-40ep-distil.metrics.json"
 #: the real-words cache benchmark on the default record's Transformer, trained with the few-keys rule
 G2P_EXPLICIT_SPEED = "benchmarks/results/decoding_g2p_trained_explicit.json"
 
@@ -797,6 +803,32 @@ TABLES: tuple[Table, ...] = (
         "each of the six epochs alone and the average of the last k for every k, then between greedy decoding and "
         "five beams, and test is scored once with those choices (every candidate's validation WER: each record's "
         "report.md). Each command scores test once and chooses nothing with it.")),
+    FigureTable("text-g2p-distil", (
+        Figure("teacher, the two seeds' chosen models decoding as one: validation WER, greedy (chose both members)",
+               G2P_TEACHER, "chosen.val_wer", **PERCENT),
+        Figure("teacher: test WER, 5 beams", G2P_TEACHER, "chosen.test_wer", **PERCENT),
+        Figure("teacher: test PER, 5 beams", G2P_TEACHER, "chosen.test_per", **PERCENT),
+        Figure("training words the teacher pronounced (5 beams), one pronunciation each", G2P_DISTIL,
+               "data.teacher.words", digits=0),
+        Figure("of them, pronounced unlike every dictionary reference", G2P_DISTIL,
+               "data.teacher.unlike_every_reference", digits=0),
+        Figure("student (`compare --teacher`): validation WER, greedy (keeps the epoch)", G2P_DISTIL,
+               f"{G2P_TRANSFORMER}.metrics.val_wer", **PERCENT),
+        Figure("student: test WER, greedy", G2P_DISTIL, f"{G2P_TRANSFORMER}.metrics.test_wer", **PERCENT),
+        Figure("student: test PER, greedy", G2P_DISTIL, f"{G2P_TRANSFORMER}.metrics.test_per", **PERCENT),
+        Figure("student: wall time of the training (after the teacher's decoding; its time is in the record's "
+               "report.md)", G2P_DISTIL, "wall_seconds", scale=1 / 60, digits=1, unit=" min"),
+        *g2p_selection_figures(G2P_DISTIL_SELECT, "student, `average --each-epoch --beam 5`"),
+    ), note=(
+        "AMD EPYC (family 25, model 17), 2 threads, alone on the machine. Teacher: `python -m text g2p ensemble "
+        "runs/text/g2p-d192-40ep-select-seed0/averaged.pt runs/text/g2p-d192-40ep-select-seed1/averaged.pt --beam 5 "
+        "--threads 2` (validation, greedy, chooses the subset; test scored once, 5 beams). Student: the 40-epoch "
+        "command with `--teacher` and those two files (`python -m text g2p compare --models transformer --dim 192 "
+        "--heads 6 --ffn-dim 768 --epochs 40 --keep-epochs 6 --threads 2 --teacher <the two files> --out "
+        "runs/text/g2p-d192-40ep-distil`: the teacher decodes every training word with 5 beams, the student trains "
+        "on those pronunciations, validation keeps the epoch against the dictionary's references, test scored once), "
+        "then `python -m text g2p average <its epochs 35-40> --each-epoch --beam 5 --threads 2` as for the two seeds "
+        "above. Seed 0 throughout. Test chose nothing.")),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("epochs", "epochs", digits=0), Column("train min", "train_seconds", scale=1 / 60, digits=1)),
@@ -1155,8 +1187,9 @@ TABLES: tuple[Table, ...] = (
                "results[model=lstm-attention].metrics.test_wer", scale=100, unit="%"),
         Figure("text: same run, LSTM encoder-decoder without attention", "docs/results/text-g2p.metrics.json",
                "results[model=lstm].metrics.test_wer", scale=100, unit="%"),
-        Figure("text: CMUdict test WER, an ensemble of three 30-epoch Transformers chosen on validation "
-               "(`python -m text g2p ensemble`)", G2P_ENSEMBLE, "chosen.test_wer", scale=100, unit="%"),
+        Figure("text: CMUdict test WER, an ensemble of the two 40-epoch D 192 Transformers below (both seeds' chosen "
+               "models, chosen together on validation by `python -m text g2p ensemble`; 5 beams)", G2P_TEACHER,
+               "chosen.test_wer", **PERCENT),
         Figure("text: CMUdict test WER, one Transformer 1.5 times wider (D 192), 40 CPU epochs, the weights and "
                "decoding validation chose (`g2p average --each-epoch --beam 5` over its last six epochs; target "
                "≤ 25 %)", G2P_WIDE_40_SELECT[0], "chosen.test_wer", **PERCENT),

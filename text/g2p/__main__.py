@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "dictionary's (sequence-level knowledge distillation; several checkpoints decode as an "
                               "ensemble, as `ensemble` and `pronounce` do). They must come from runs on this split; "
                               "validation and test are scored against the dictionary as always (default: none)")
-    teacher.add_argument("--teacher-beam", type=int, default=5,
+    teacher.add_argument("--teacher-beam", type=int, default=5, metavar="K",
                          help="beam width with which the teacher pronounces the training words (default: 5)")
     compare.set_defaults(run=run_compare)
 
