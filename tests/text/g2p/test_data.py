@@ -178,3 +178,25 @@ def test_prepared_references_follow_the_stress_convention():
     assert all(not any(c.isdigit() for p in prons for ph in p for c in ph) for prons in everything.values())
     assert stressed.test["abbey"] == [("AE1", "B", "IY0"), ("AE1", "B", "IY2")]
     assert plain.test["abbey"] == [("AE", "B", "IY")]  # equal once stress is gone: one reference
+
+
+def test_distil_replaces_the_training_targets_one_per_word_and_counts_the_departures():
+    from text.g2p.data import ParseReport
+    from text.g2p.train import distil, prepare
+
+    lexicon = {"abbey": [("AE1", "B", "IY0")], "read": [("R", "IY1", "D"), ("R", "EH1", "D")],
+               "cat": [("K", "AE1", "T")], "dog": [("D", "AO1", "G")], "egg": [("EH1", "G")]}
+    splits = split_words(lexicon, val_fraction=0.2, test_fraction=0.2, seed=0)
+    data = prepare(splits, ParseReport(), stress=False)
+    train = list(splits.train)
+    assert len(data.train) == len(train) + ("read" in train)  # the dictionary's: every pronunciation
+    teacher = {w: data.vocab.convert(splits.train[w][-1]) for w in train}
+    teacher[train[0]] = ("Z",)  # one word the teacher pronounces unlike every reference
+    before = (dict(data.val), dict(data.test))
+    assert distil(data, teacher) == 1
+    assert [(e.word, e.phonemes) for e in data.train] == [(w, teacher[w]) for w in train]
+    assert (data.val, data.test) == before  # validation and test keep the dictionary's references
+    with pytest.raises(ValueError, match="1 missing"):
+        distil(data, {w: p for w, p in teacher.items() if w != train[0]})
+    with pytest.raises(ValueError, match="1 others"):
+        distil(data, {**teacher, "zebra": ("Z",)})
