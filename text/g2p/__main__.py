@@ -22,7 +22,6 @@ from the ensemble (sequence-level knowledge distillation).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -38,6 +37,7 @@ from core.lab.cli import (UsageError, add_common_args, add_precision_arg, add_sc
 from core.lab.bench import machine, write_result
 from core.lab.harness import CheckpointError, atomic_open, load_checkpoint, save_checkpoint, select_device
 from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
+from text.data import file_identity
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
 from text.g2p.models import (MODELS, ROLES, G2PEnsemble, LSTMConfig, TransformerG2PConfig, build_model,
                              config_from_dict, default_config)
@@ -147,14 +147,6 @@ def run_compare(args: argparse.Namespace):
     return result
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def distil_from_teacher(args: argparse.Namespace, data: G2PData, data_identity: dict) -> tuple[dict, list[str]]:
     """Replace ``data``'s training targets with the pronunciations of ``--teacher`` (one checkpoint, or several
     decoding as an ensemble) with ``--teacher-beam`` beams: sequence-level knowledge distillation. They are
@@ -170,15 +162,14 @@ def distil_from_teacher(args: argparse.Namespace, data: G2PData, data_identity: 
         raise UsageError(f"--teacher-beam must be >= 1, got {args.teacher_beam}")
     device = select_device(args.device)
     models, vocab, identities = load_models(args.teacher, device, "--teacher")
-    ours = split_settings({"data": data_identity})
-    for path, identity in zip(args.teacher, identities):
-        if split_settings(identity) != ours:
-            raise UsageError(f"--teacher {path} was trained on another split or phoneme convention "
-                             f"({split_settings(identity)}, this run: {ours}): its training words could be this "
-                             "run's validation or test words, so it cannot teach this run")
+    ours, theirs = split_settings({"data": data_identity}), split_settings(identities[0])  # load_models: one split
+    if theirs != ours:
+        raise UsageError(f"--teacher {args.teacher[0]} was trained on another split or phoneme convention ({theirs}, "
+                         f"this run: {ours}): its training words could be this run's validation or test words, so "
+                         "it cannot teach this run")
     if vocab.to_dict() != data.vocab.to_dict():
         raise UsageError(f"--teacher {args.teacher[0]}: its vocabulary differs from this run's")
-    key = {"sha256": [file_sha256(Path(p)) for p in args.teacher], "beam": args.teacher_beam}
+    key = {"sha256": [file_identity(p)["sha256"] for p in args.teacher], "beam": args.teacher_beam}
     cache = Path(args.out) / "teacher.json"
     saved = json.loads(cache.read_text()) if cache.is_file() else {}
     started = time.perf_counter()
