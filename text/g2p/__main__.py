@@ -156,10 +156,10 @@ def distil_from_teacher(args: argparse.Namespace, data: G2PData, data_identity: 
 
     Raises:
         UsageError: a teacher trained on another split or phoneme convention (its training words could be
-            this run's validation or test words), or any reason ``load_models`` gives.
+            this run's validation or test words); a resumed ``--out`` whose teacher.json holds another teacher's
+            pronunciations or other training words (the runner would refuse the run, so nothing is decoded or
+            overwritten); or any reason ``load_models`` gives.
     """
-    if args.teacher_beam < 1:
-        raise UsageError(f"--teacher-beam must be >= 1, got {args.teacher_beam}")
     device = select_device(args.device)
     models, vocab, identities = load_models(args.teacher, device, "--teacher")
     ours, theirs = split_settings({"data": data_identity}), split_settings(identities[0])  # load_models: one split
@@ -172,8 +172,14 @@ def distil_from_teacher(args: argparse.Namespace, data: G2PData, data_identity: 
     key = {"sha256": [file_identity(p)["sha256"] for p in args.teacher], "beam": args.teacher_beam}
     cache = Path(args.out) / "teacher.json"
     saved = json.loads(cache.read_text()) if cache.is_file() else {}
+    same = saved.get("key") == key and set(saved.get("pronunciations", {})) == set(data.splits.train)
+    if saved and not same and args.resume:
+        source = ", ".join(saved.get("checkpoints", []))
+        raise UsageError(f"{cache} holds another teacher's pronunciations or other training words ({source}; "
+                         f"{saved.get('key', {}).get('beam')} beams): that folder belongs to another run. Use another "
+                         "--out, or --no-resume to start this one there afresh")
     started = time.perf_counter()
-    if saved.get("key") == key and set(saved.get("pronunciations", {})) == set(data.splits.train):
+    if same:
         pronunciations = {w: tuple(p.split()) for w, p in saved["pronunciations"].items()}
         decoded = "read back from teacher.json"
     else:
@@ -554,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "dictionary's (sequence-level knowledge distillation; several checkpoints decode as an "
                               "ensemble, as `ensemble` and `pronounce` do). They must come from runs on this split; "
                               "validation and test are scored against the dictionary as always (default: none)")
-    teacher.add_argument("--teacher-beam", type=int, default=5, metavar="K",
+    teacher.add_argument("--teacher-beam", type=positive_int, default=5, metavar="K",
                          help="beam width with which the teacher pronounces the training words (default: 5)")
     compare.set_defaults(run=run_compare)
 

@@ -321,13 +321,32 @@ def test_compare_distils_from_a_teacher_and_reads_its_pronunciations_back(tiny_r
     assert main(command) == 0
 
 
-def test_compare_refuses_a_teacher_from_another_split(tiny_run, tmp_path):
+def test_compare_refuses_a_teacher_from_another_split(tiny_run, tmp_path, capsys):
     ckpt = torch.load(tiny_run / "transformer" / "seed0" / "best.pt", weights_only=True)
     ckpt["config"]["data"]["split_seed"] = 1
     other = tmp_path / "other.pt"
     torch.save(ckpt, other)
     with pytest.raises(SystemExit, match="another split"):
         main(["compare", *TINY, "--models", "transformer", "--teacher", str(other), "--out", str(tmp_path / "s")])
-    with pytest.raises(SystemExit, match="teacher-beam must be >= 1"):
+    with pytest.raises(SystemExit):
         main(["compare", *TINY, "--models", "transformer", "--teacher", str(other), "--teacher-beam", "0",
               "--out", str(tmp_path / "s")])
+    assert "--teacher-beam: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_compare_keeps_another_teachers_pronunciations_and_refuses_before_decoding(tiny_run, tmp_path, monkeypatch):
+    """A resumed --out whose teacher.json came from another teacher (here: another beam) is refused before the
+    teacher decodes anything, and the file is left as it was; --no-resume starts the folder afresh."""
+    teacher = str(tiny_run / "transformer" / "seed0" / "best.pt")
+    out = tmp_path / "student"
+    command = ["compare", *TINY, "--models", "transformer", "--epochs", "1", "--teacher", teacher, "--out", str(out)]
+    assert main([*command, "--teacher-beam", "1"]) == 0
+    kept = (out / "teacher.json").read_bytes()
+    decoded = []
+    monkeypatch.setattr("text.g2p.__main__.teacher_pronunciations", lambda *a, **k: decoded.append(1) or {})
+    with pytest.raises(SystemExit, match="teacher.json holds another teacher's pronunciations"):
+        main([*command, "--teacher-beam", "2"])
+    assert decoded == [] and (out / "teacher.json").read_bytes() == kept
+    monkeypatch.undo()
+    assert main([*command, "--teacher-beam", "2", "--no-resume"]) == 0
+    assert json.loads((out / "teacher.json").read_text())["key"]["beam"] == 2
