@@ -1265,13 +1265,14 @@ TABLES: tuple[Table, ...] = (
                                ("with the test-time augmentation validation chose (flip, both seeds)",
                                 "test_accuracy_chosen"))),
         # the CNN, and of the four conv-stem attention runs the one validation prefers (docs/vision.md)
-        *(Figure(f"vision: {label} (`--augment crop,flip,cutout`, the epochs an hour holds on {machine}), "
+        *(Figure(f"vision: {label} (`--augment crop,flip,cutout`, {budget}), "
                  "test accuracy as validation chose the flip test-time augmentation", record,
                  f"results[model={model}].metrics.test_accuracy_chosen", scale=100, unit="%",
                  std_path=f"results[model={model}].std.test_accuracy_chosen", count_path=f"results[model={model}].runs")
-          for label, (_, record, model), machine in (
-              (VISION_LONG[0][0], VISION_LONG[0], "an Intel Xeon"),
-              ("attention with a conv stem (`--conv-stages 1`), bfloat16, 48 epochs", VISION_LONG[3], "an AMD EPYC"))),
+          for label, (_, record, model), budget in (
+              (VISION_LONG[0][0], VISION_LONG[0], "the epochs an hour holds on an Intel Xeon"),
+              ("attention with a conv stem (`--conv-stages 1`), bfloat16, 48 epochs", VISION_LONG[3],
+               "within the hour on an AMD EPYC; validation's choice of four such runs"))),
         Figure("vision: handwritten digits (8k/2k, 28×28, `python -m vision digits`), pixel attention, 45 epochs",
                VISION_DIGITS_SEEDS, "results[model=attention].metrics.test_accuracy", scale=100, unit="%",
                std_path="results[model=attention].std.test_accuracy", count_path="results[model=attention].runs"),
