@@ -27,6 +27,9 @@ The runner owns:
   since the run was stored, and now at its default, is no difference: the stored run is the same run);
 - a lock file ``<out>/.lock``: a second run on the same ``--out`` refuses while the first is alive;
 - orphaned ``*.tmp`` files (a writer killed mid-checkpoint) are removed at start;
+- ``Experiment.prepare``: work the runs need that writes into the output folder (g2p's teacher decoding the
+  training words), done under the lock once the stored runs' identities have passed, so a folder that belongs
+  to another run is refused before that work starts and no second process can write there meanwhile;
 - mean and sample std over seeds of every metric, bookkeeping kept apart (never averaged among metrics);
 - ``metrics.json`` and ``report.md`` (which split selected the weights, which metric is the headline,
   whether ``--time-budget`` was used, wall time, threads, device, world size, versions);
@@ -289,6 +292,14 @@ class Experiment:
             figures from the records (rank 0 only) and returns ``(caption, file)`` pairs for the report.
             (default: ``None``)
         extra (dict): more top-level keys for metrics.json. (default: ``{}``)
+        prepare (Callable[[Path], tuple[list[str], dict]], optional): work every run needs that writes into
+            the output folder, e.g. a file computed once and read back when the command comes again (g2p's
+            teacher pronunciations, ``<out>/teacher.json``). Called with the output folder, once, while the
+            runner holds its lock and after every stored run's identity has been checked (so nothing is
+            computed or written for a folder that belongs to another run), before the first run trains. What it
+            computes and a run depends on must be part of ``data_identity`` already (e.g. the checksums of the
+            files it reads). Returns report notes (after ``notes``) and more top-level keys for metrics.json.
+            Single-process experiments only (``distributed=False``). (default: ``None``)
         summary (Callable[[dict[str, list[RunRecord]], list[ModelResult]], tuple[list[str], dict]], optional):
             conclusions drawn once every run is done (rank 0 only), e.g. which variant is best on validation:
             returns report notes (after ``notes``) and more top-level keys for metrics.json. It may also add
@@ -312,6 +323,7 @@ class Experiment:
     figures: FigureFn | None = None
     extra: dict = field(default_factory=dict)
     summary: SummaryFn | None = None
+    prepare: Callable[[Path], tuple[list[str], dict]] | None = None
 
 
 @dataclass
@@ -381,11 +393,15 @@ def run_experiment(experiment: Experiment, options: RunnerOptions) -> Experiment
 
     Raises:
         RunnerError: ``--out`` busy (lock held by another run), a stored run whose identity differs
-            (nothing written before), or torchrun with several processes for a single-process experiment.
+            (nothing written or prepared before), or torchrun with several processes for a single-process
+            experiment.
     """
     if not experiment.distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RunnerError(f"{experiment.domain} trains full-batch in one process; run `python -m "
                           f"{experiment.domain}` without torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']})")
+    if experiment.prepare is not None and experiment.distributed:
+        raise ValueError("an experiment with prepare must be single-process (distributed=False): prepare runs once, "
+                         "in one process")
     names = [spec.name for spec in experiment.specs]
     if len(set(map(slug, names))) != len(names):
         raise ValueError(f"model names must differ after slugging: {names}")
@@ -414,6 +430,10 @@ def run_experiment(experiment: Experiment, options: RunnerOptions) -> Experiment
             if not options.resume:
                 for spec, seed in plan:
                     shutil.rmtree(run_dir_of(out, spec.name, seed), ignore_errors=True)
+            if experiment.prepare is not None:
+                notes, extra = experiment.prepare(out)
+                experiment = dataclasses.replace(experiment, notes=[*experiment.notes, *notes],
+                                                 extra={**experiment.extra, **extra})
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # every rank sees the run folders as rank 0 left them
         return _run(experiment, options, info, out, plan, identities)

@@ -115,9 +115,9 @@ def run_compare(args: argparse.Namespace):
         "split_seed": args.split_seed, "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
         "limit_words": args.limit_words, "sizes": sizes, "vocab": data.vocab.to_dict(),
     }
-    teacher_notes = []
+    take_teacher = None
     if args.teacher:
-        data_identity["teacher"], teacher_notes = distil_from_teacher(args, data, data_identity)
+        data_identity["teacher"], take_teacher = distil_from_teacher(args, data, data_identity)
     split_text = ", ".join(f"{k} {v['words']:,} words ({v['pronunciations']:,} pronunciations)"
                            for k, v in sizes.items())
     experiment = Experiment(
@@ -130,7 +130,7 @@ def run_compare(args: argparse.Namespace):
                f"(all pronunciations of a word in one split), seed {args.split_seed}: {split_text}. "
                f"WER: a word is wrong unless the prediction equals one of its references; PER: Levenshtein distance "
                f"to the closest reference over that reference's length, summed over words."),
-        notes=[*kept, f"dictionary: {report.summary()}", *teacher_notes,
+        notes=[*kept, f"dictionary: {report.summary()}",
                f"test decoding: {'greedy' if args.beam == 1 else f'beam search, {args.beam} beams'}; validation "
                "(selection) decoding: greedy",
                f"training: {train.epochs} epochs, batch {train.batch_size}, AdamW lr {train.lr:g} with "
@@ -141,24 +141,27 @@ def run_compare(args: argparse.Namespace):
                *([f"the weights after each of the last {train.keep_epochs} epochs are kept in <model>/seed<k>/epochs/ "
                   "(`python -m text g2p average` averages them)"] if train.keep_epochs else [])],
         table=["test_per", "val_per"], bookkeeping_table=["best_epoch", "epochs", "seconds"],
-        distributed=False, figures=lambda records, out: make_figures(records, out, data),
+        distributed=False, figures=lambda records, out: make_figures(records, out, data), prepare=take_teacher,
     )
     result = run_experiment(experiment, RunnerOptions.from_args(args))
     return result
 
 
-def distil_from_teacher(args: argparse.Namespace, data: G2PData, data_identity: dict) -> tuple[dict, list[str]]:
-    """Replace ``data``'s training targets with the pronunciations of ``--teacher`` (one checkpoint, or several
-    decoding as an ensemble) with ``--teacher-beam`` beams: sequence-level knowledge distillation. They are
-    kept in ``<out>/teacher.json`` and read back when the same teacher files and beam come again (a resumed
-    run decodes nothing twice). Returns the identity of the teacher for the run's data identity (the files'
-    SHA-256, so a run resumed with another teacher is refused by the runner) and the report's note.
+def distil_from_teacher(args: argparse.Namespace, data: G2PData,
+                        data_identity: dict) -> tuple[dict, Callable[[Path], tuple[list[str], dict]]]:
+    """Sequence-level knowledge distillation: train on the pronunciations of ``--teacher`` (one checkpoint, or
+    several decoding as an ensemble, with ``--teacher-beam`` beams) instead of the dictionary's.
+
+    Checks the teacher now and returns its identity for the run's data identity (the files' SHA-256, the beam,
+    the number of training words: a run resumed with another teacher is refused by the runner) and the
+    runner's ``prepare`` step, which replaces ``data``'s training targets with the teacher's pronunciations.
+    That step decodes only once the runner holds ``--out``'s lock and has checked the stored runs, and keeps
+    the pronunciations in ``<out>/teacher.json``, read back when the same teacher comes again (a resumed run
+    decodes nothing twice); a teacher.json from another teacher or other training words is decoded afresh.
 
     Raises:
         UsageError: a teacher trained on another split or phoneme convention (its training words could be
-            this run's validation or test words); a resumed ``--out`` whose teacher.json holds another teacher's
-            pronunciations or other training words (the runner would refuse the run, so nothing is decoded or
-            overwritten); or any reason ``load_models`` gives.
+            this run's validation or test words), or any reason ``load_models`` gives.
     """
     device = select_device(args.device)
     models, vocab, identities = load_models(args.teacher, device, "--teacher")
@@ -170,37 +173,35 @@ def distil_from_teacher(args: argparse.Namespace, data: G2PData, data_identity: 
     if vocab.to_dict() != data.vocab.to_dict():
         raise UsageError(f"--teacher {args.teacher[0]}: its vocabulary differs from this run's")
     key = {"sha256": [file_identity(p)["sha256"] for p in args.teacher], "beam": args.teacher_beam}
-    cache = Path(args.out) / "teacher.json"
-    saved = json.loads(cache.read_text()) if cache.is_file() else {}
-    same = saved.get("key") == key and set(saved.get("pronunciations", {})) == set(data.splits.train)
-    if saved and not same and args.resume:
-        source = ", ".join(saved.get("checkpoints", []))
-        raise UsageError(f"{cache} holds another teacher's pronunciations or other training words ({source}; "
-                         f"{saved.get('key', {}).get('beam')} beams): that folder belongs to another run. Use another "
-                         "--out, or --no-resume to start this one there afresh")
-    started = time.perf_counter()
-    if same:
-        pronunciations = {w: tuple(p.split()) for w, p in saved["pronunciations"].items()}
-        decoded = "read back from teacher.json"
-    else:
-        teacher = models[0] if len(models) == 1 else G2PEnsemble(models)
-        print(f"the teacher ({len(models)} model(s), {args.teacher_beam} beams) pronounces the "
-              f"{len(data.splits.train):,} training words", file=sys.stderr)
-        pronunciations = teacher_pronunciations(teacher, list(data.splits.train), vocab, device,
-                                                beam=args.teacher_beam, progress=not args.no_progress)
-        with atomic_open(cache, "w") as f:
-            json.dump({"key": key, "checkpoints": list(args.teacher),
-                       "pronunciations": {w: " ".join(p) for w, p in pronunciations.items()}}, f)
-        decoded = f"decoded in {time.perf_counter() - started:.0f} s"
-    unlike = distil(data, pronunciations)
-    identity = {**key, "words": len(pronunciations), "unlike_every_reference": unlike}
-    note = (f"training targets: sequence-level knowledge distillation (Kim & Rush, 2016): each of the "
-            f"{len(pronunciations):,} training words is pronounced once, as the teacher pronounces it "
-            f"({', '.join(f'`{p}`' for p in args.teacher)}, "
-            + ("decoding as an ensemble, " if len(models) > 1 else "")
-            + f"{args.teacher_beam} beams; {unlike:,} unlike every dictionary reference; {decoded}); validation and "
-            "test are scored against the dictionary's references as always")
-    return identity, [note]
+    words = list(data.splits.train)
+
+    def take_teacher(out: Path) -> tuple[list[str], dict]:
+        cache = out / "teacher.json"
+        saved = json.loads(cache.read_text()) if cache.is_file() else {}
+        started = time.perf_counter()
+        if saved.get("key") == key and set(saved.get("pronunciations", {})) == set(words):
+            pronunciations = {w: tuple(p.split()) for w, p in saved["pronunciations"].items()}
+            decoded = "read back from teacher.json"
+        else:
+            teacher = models[0] if len(models) == 1 else G2PEnsemble(models)
+            print(f"the teacher ({len(models)} model(s), {args.teacher_beam} beams) pronounces the "
+                  f"{len(words):,} training words", file=sys.stderr)
+            pronunciations = teacher_pronunciations(teacher, words, vocab, device, beam=args.teacher_beam,
+                                                    progress=not args.no_progress)
+            with atomic_open(cache, "w") as f:
+                json.dump({"key": key, "checkpoints": list(args.teacher),
+                           "pronunciations": {w: " ".join(p) for w, p in pronunciations.items()}}, f)
+            decoded = f"decoded in {time.perf_counter() - started:.0f} s"
+        unlike = distil(data, pronunciations)
+        note = (f"training targets: sequence-level knowledge distillation (Kim & Rush, 2016): each of the "
+                f"{len(pronunciations):,} training words is pronounced once, as the teacher pronounces it "
+                f"({', '.join(f'`{p}`' for p in args.teacher)}, "
+                + ("decoding as an ensemble, " if len(models) > 1 else "")
+                + f"{args.teacher_beam} beams; {unlike:,} unlike every dictionary reference; {decoded}); validation "
+                "and test are scored against the dictionary's references as always")
+        return [note], {"distillation": {"checkpoints": list(args.teacher), "unlike_every_reference": unlike}}
+
+    return {**key, "words": len(words)}, take_teacher
 
 
 def build_parser_defaults() -> argparse.Namespace:

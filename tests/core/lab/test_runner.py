@@ -129,6 +129,34 @@ def test_a_second_run_on_the_same_out_refuses(tmp_path):
     assert (tmp_path / "metrics.json").exists()
 
 
+def test_prepare_runs_once_under_the_lock_after_the_stored_runs_pass(tmp_path):
+    """`Experiment.prepare` runs once, while the runner holds the lock (another process on the same --out is
+    refused meanwhile), after the identity check and before the first run trains; its notes and keys reach the
+    report and metrics.json. A stored run with another identity is refused before prepare runs."""
+    events = []
+
+    def prepare(out):
+        take = "import fcntl, sys; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)"
+        probe = subprocess.run([sys.executable, "-c", take, str(out / ".lock")], capture_output=True)
+        events.append(("prepare", "locked" if probe.returncode else "free"))
+        return ["prepared: one shared file"], {"prepared": {"files": 1}}
+
+    run_experiment(make_experiment(events, distributed=False, prepare=prepare), options(tmp_path))
+    assert events == [("prepare", "locked"), ("attn net", 0), ("attn net", 1), ("base", 0)]
+    assert json.loads((tmp_path / "metrics.json").read_text())["prepared"] == {"files": 1}
+    assert "prepared: one shared file" in (tmp_path / "report.md").read_text()
+
+    events.clear()
+    with pytest.raises(RunnerError, match="holds a different run"):
+        run_experiment(make_experiment(events, lr=0.2, distributed=False, prepare=prepare), options(tmp_path))
+    assert events == []  # refused before anything was prepared
+    run_experiment(make_experiment(events, lr=0.2, distributed=False, prepare=prepare), options(tmp_path, resume=False))
+    assert events[0] == ("prepare", "locked") and len(events) == 4
+
+    with pytest.raises(ValueError, match="prepare must be single-process"):
+        run_experiment(make_experiment([], prepare=prepare), options(tmp_path / "dist"))
+
+
 def test_records_that_break_the_contract_are_refused(tmp_path):
     with pytest.raises(ValueError, match="'best_epoch' is bookkeeping"):
         run_experiment(make_experiment([], bad_metrics={"val_accuracy": 1.0, "test_accuracy": 1.0, "best_epoch": 3.0}),

@@ -4,6 +4,7 @@ checkpoints pronounce; bad words get a message, never a traceback."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -308,7 +309,7 @@ def test_compare_distils_from_a_teacher_and_reads_its_pronunciations_back(tiny_r
     payload = json.loads((out / "metrics.json").read_text())
     assert check_metrics_payload(payload) == []
     taught = payload["data"]["teacher"]
-    assert (taught["beam"], taught["words"], taught["unlike_every_reference"]) == (2, 270, unlike)
+    assert (taught["beam"], taught["words"], payload["distillation"]["unlike_every_reference"]) == (2, 270, unlike)
     assert "sequence-level knowledge distillation" in (out / "report.md").read_text()
     # validation is scored against the dictionary, not the teacher: the kept epoch's figures say so
     student, _, _ = load_model(out / "transformer" / "seed0" / "best.pt", torch.device("cpu"))
@@ -334,9 +335,10 @@ def test_compare_refuses_a_teacher_from_another_split(tiny_run, tmp_path, capsys
     assert "--teacher-beam: must be >= 1, got 0" in capsys.readouterr().err
 
 
-def test_compare_keeps_another_teachers_pronunciations_and_refuses_before_decoding(tiny_run, tmp_path, monkeypatch):
-    """A resumed --out whose teacher.json came from another teacher (here: another beam) is refused before the
-    teacher decodes anything, and the file is left as it was; --no-resume starts the folder afresh."""
+def test_compare_refuses_another_teachers_folder_before_decoding(tiny_run, tmp_path, monkeypatch):
+    """A resumed --out whose run learnt from another teacher (here: another beam) is refused by the runner before
+    the teacher decodes anything, teacher.json left as it was; --no-resume starts the folder afresh. A
+    teacher.json that no stored run owns (its run folder gone) is a cache of another teacher: decoded afresh."""
     teacher = str(tiny_run / "transformer" / "seed0" / "best.pt")
     out = tmp_path / "student"
     command = ["compare", *TINY, "--models", "transformer", "--epochs", "1", "--teacher", teacher, "--out", str(out)]
@@ -344,9 +346,12 @@ def test_compare_keeps_another_teachers_pronunciations_and_refuses_before_decodi
     kept = (out / "teacher.json").read_bytes()
     decoded = []
     monkeypatch.setattr("text.g2p.__main__.teacher_pronunciations", lambda *a, **k: decoded.append(1) or {})
-    with pytest.raises(SystemExit, match="teacher.json holds another teacher's pronunciations"):
+    with pytest.raises(SystemExit, match=r"transformer/seed0 holds a different run \(saved -> now: data.teacher.beam"):
         main([*command, "--teacher-beam", "2"])
     assert decoded == [] and (out / "teacher.json").read_bytes() == kept
     monkeypatch.undo()
     assert main([*command, "--teacher-beam", "2", "--no-resume"]) == 0
     assert json.loads((out / "teacher.json").read_text())["key"]["beam"] == 2
+    shutil.rmtree(out / "transformer")
+    assert main([*command, "--teacher-beam", "1"]) == 0
+    assert json.loads((out / "teacher.json").read_text())["key"]["beam"] == 1
