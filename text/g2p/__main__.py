@@ -316,6 +316,45 @@ def load_epoch_checkpoints(paths: list[str]) -> tuple[list[dict], dict]:
     return [{"epoch": epoch, "path": str(path), "state": state} for epoch, path, _, state in loaded], identity
 
 
+def selection_inputs(record: dict) -> tuple[str | None, list[str]]:
+    """Which command wrote a ``metrics.json`` of ``average`` or ``ensemble``, and over which checkpoints
+    (resolved paths, in the record's order); ``(None, [])`` for any other record."""
+    if isinstance(record.get("members"), dict):
+        return "ensemble", [str(Path(m["path"]).resolve()) for m in record["members"].values()]
+    if isinstance(record.get("checkpoints"), list):
+        return "average", [str(Path(p).resolve()) for p in record["checkpoints"]]
+    return None, []
+
+
+def check_selection_out(out: Path, command: str, checkpoints: Sequence[str | Path]) -> None:
+    """Refuse an ``--out`` that holds another result, before anything is decoded: ``compare``'s run folders, or
+    a ``metrics.json`` that is not this command's over these same checkpoints (which it would overwrite, with
+    ``averaged.pt`` or ``report.md`` beside it). The same command over the same checkpoints may write there
+    again: it writes what it wrote before.
+
+    Raises:
+        UsageError: naming what the folder holds.
+    """
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    runs = sorted(out.glob("*/seed*/identity.json"))
+    if runs:
+        raise UsageError(f"--out {out} holds the runs of `compare` ({runs[0].parent}); `{command}` would write its "
+                         "metrics.json and report.md over theirs: choose another --out")
+    path = out / "metrics.json"
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = {}
+    theirs, inputs = selection_inputs(record if isinstance(record, dict) else {})
+    if (theirs, inputs) != (command, [str(Path(p).resolve()) for p in checkpoints]):
+        what = f"`{theirs}`" + (" over other checkpoints" if theirs == command else "") if theirs else "another command"
+        raise UsageError(f"--out {out} holds the record of {what} ({path}); this `{command}` would overwrite it: "
+                         "choose another --out, or remove that folder first")
+
+
 def write_selection(out: Path, record: dict, report: Callable[[dict], str], *, beam: int, started: float) -> dict:
     """Complete the record of a command that chooses on validation and scores test once (``average``,
     ``ensemble``) with what every such record holds (the command, the contract, test decoding, wall time, the
@@ -354,6 +393,7 @@ def run_average(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     checkpoints, identity = load_epoch_checkpoints(args.checkpoints)
     out = Path(args.out)
+    check_selection_out(out, "average", [c["path"] for c in checkpoints])
     settings = identity["data"]
     data = rebuild_data(args, identity)
     name = identity["model"]
@@ -439,6 +479,7 @@ def run_ensemble(args: argparse.Namespace) -> int:
                          f"give at most {MAX_ENSEMBLE_CANDIDATES}")
     device = torch.device("cpu")
     models, _, identities = load_models(paths, device, "checkpoint")
+    check_selection_out(Path(args.out), "ensemble", paths)
     data = rebuild_data(args, identities[0])
     chosen = choose_ensemble(models, data, device, beam=args.beam)
 
@@ -575,7 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "end of each epoch); they must come from one run. The split is rebuilt from the settings they "
                     "carry.")
     average.add_argument("checkpoints", nargs="+", help="epoch checkpoints of one run, in any order")
-    average.add_argument("--out", required=True, help="folder for averaged.pt, metrics.json and report.md")
+    average.add_argument("--out", required=True, help="folder for averaged.pt, metrics.json and report.md; one that "
+                         "holds another result (compare's runs, another command's record) is refused")
     average.add_argument("--beam", type=positive_int, default=1,
                          help="offer beam search of this width beside greedy decoding: validation chooses which "
                               "decodes test (default: 1, greedy only)")
@@ -599,7 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "chosen ensemble when given its checkpoints.")
     ensemble.add_argument("checkpoints", nargs="+",
                           help=f"best.pt files of runs on one split (at most {MAX_ENSEMBLE_CANDIDATES})")
-    ensemble.add_argument("--out", required=True, help="folder for metrics.json and report.md")
+    ensemble.add_argument("--out", required=True, help="folder for metrics.json and report.md; one that holds "
+                          "another result (compare's runs, another command's record) is refused")
     ensemble.add_argument("--beam", type=positive_int, default=1, help="beam width for test (default: 1, greedy)")
     ensemble.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: torch's choice)")
     ensemble.add_argument("--data-dir", default=None,

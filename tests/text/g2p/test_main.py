@@ -114,6 +114,18 @@ def test_average_lets_validation_choose_how_many_epochs_and_writes_a_record(tiny
     assert "(chosen)" in (out / "report.md").read_text()
     assert main(["pronounce", "--checkpoint", str(out / "averaged.pt"), "cat"]) == 0  # pronounce reads it
     capsys.readouterr()
+    # --out: the same command over the same checkpoints writes there again; anything else there is refused before
+    # decoding, the folder left as it was
+    kept_files = {f: f.read_bytes() for f in out.iterdir()}
+    with pytest.raises(SystemExit, match=r"holds the record of `average` over other checkpoints"):
+        main(["average", str(kept / "epoch003.pt"), "--out", str(out)])
+    with pytest.raises(SystemExit, match=r"holds the record of `average` \(.*\); this `ensemble` would overwrite"):
+        main(["ensemble", str(tiny_run / "transformer" / "seed0" / "best.pt"), str(kept / "epoch003.pt"),
+              "--out", str(out)])
+    assert {f: f.read_bytes() for f in out.iterdir()} == kept_files
+    with pytest.raises(SystemExit, match=r"holds the runs of `compare`"):
+        main(["average", str(kept / "epoch003.pt"), "--out", str(tiny_run)])
+    assert main(["average", str(kept / "epoch002.pt"), str(kept / "epoch003.pt"), "--out", str(out)]) == 0
     other = tiny_run / "lstm" / "seed0" / "epochs" / "epoch003.pt"
     with pytest.raises(SystemExit, match="come from different runs \\(they differ in config, model, role\\)"):
         main(["average", str(kept / "epoch003.pt"), str(other), "--out", str(tmp_path / "mixed")])
