@@ -177,7 +177,11 @@ def distil_from_teacher(args: argparse.Namespace, data: G2PData,
 
     def take_teacher(out: Path) -> tuple[list[str], dict]:
         cache = out / "teacher.json"
-        saved = json.loads(cache.read_text()) if cache.is_file() else {}
+        try:
+            saved = json.loads(cache.read_text()) if cache.is_file() else {}
+        except (json.JSONDecodeError, UnicodeDecodeError):  # a cache, written atomically: decode afresh
+            saved = {}
+        saved = saved if isinstance(saved, dict) else {}
         started = time.perf_counter()
         if saved.get("key") == key and set(saved.get("pronunciations", {})) == set(words):
             pronunciations = {w: tuple(p.split()) for w, p in saved["pronunciations"].items()}

@@ -350,7 +350,7 @@ def test_compare_refuses_a_teacher_from_another_split(tiny_run, tmp_path, capsys
 def test_compare_refuses_another_teachers_folder_before_decoding(tiny_run, tmp_path, monkeypatch):
     """A resumed --out whose run learnt from another teacher (here: another beam) is refused by the runner before
     the teacher decodes anything, teacher.json left as it was; --no-resume starts the folder afresh. A
-    teacher.json that no stored run owns (its run folder gone) is a cache of another teacher: decoded afresh."""
+    teacher.json that no stored run owns (its run folder gone), or one cut short, is decoded afresh."""
     teacher = str(tiny_run / "transformer" / "seed0" / "best.pt")
     out = tmp_path / "student"
     command = ["compare", *TINY, "--models", "transformer", "--epochs", "1", "--teacher", teacher, "--out", str(out)]
@@ -365,5 +365,6 @@ def test_compare_refuses_another_teachers_folder_before_decoding(tiny_run, tmp_p
     assert main([*command, "--teacher-beam", "2", "--no-resume"]) == 0
     assert json.loads((out / "teacher.json").read_text())["key"]["beam"] == 2
     shutil.rmtree(out / "transformer")
+    (out / "teacher.json").write_text('{"key": ')  # and one cut short is decoded afresh too
     assert main([*command, "--teacher-beam", "1"]) == 0
     assert json.loads((out / "teacher.json").read_text())["key"]["beam"] == 1
