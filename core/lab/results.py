@@ -443,8 +443,8 @@ VISION_LONG = (
      "docs/results/vision-attention-convstem-42ep-cutout.metrics.json", "attention"),
     ("attention with a conv stem, bfloat16 (`--precision bf16`), 42 epochs, AMD EPYC",
      "docs/results/vision-attention-convstem-bf16-42ep-cutout.metrics.json", "attention"),
-    ("attention with a conv stem, bfloat16, 48 epochs (`--epochs 48`; seed 1 added by `--seeds 2`), AMD EPYC",
-     "docs/results/vision-attention-convstem-bf16-48ep-cutout-seeds2.metrics.json", "attention"),
+    ("attention with a conv stem, bfloat16, 48 epochs (`--epochs 48`; seeds 1 and 2 added by `--seeds 3`), AMD EPYC",
+     "docs/results/vision-attention-convstem-bf16-48ep-cutout-seeds3.metrics.json", "attention"),
     ("attention with a conv stem, bfloat16, 52 epochs (`--epochs 52`), AMD EPYC",
      "docs/results/vision-attention-convstem-bf16-52ep-cutout.metrics.json", "attention"),
 )
@@ -968,8 +968,9 @@ TABLES: tuple[Table, ...] = (
             "its folder (seed 0 loaded, seed 1 trained), and `python -m vision compare --models attention "
             "--conv-stages 1 --epochs 42 --augment crop,flip,cutout --threads 2`; the bfloat16 rows: the same command "
             "with `--precision bf16` (and, in a later session, with `--epochs 48`, then `--epochs 52`; in the "
-            "next, the 48-epoch command with `--seeds 2` over its folder, seed 0 loaded and seed 1 trained), on an "
-            "AMD EPYC (family 25, model 17), alone on the machine (seed 1 but for short tests in its first epochs). "
+            "next, the 48-epoch command with `--seeds 2`, then `--seeds 3`, over its folder: the earlier seeds loaded, "
+            "seeds 1 and 2 trained), on an AMD EPYC (family 25, model 17), alone on the machine (seed 1 but for short "
+            "tests in its first epochs). "
             "Validation keeps the epoch, then chooses flip test-time augmentation for the kept weights only where it "
             "scores higher on validation; test is scored once with and once without it and chooses nothing."),
     FigureTable("vision-speed-cuda", tuple(
@@ -1273,7 +1274,7 @@ TABLES: tuple[Table, ...] = (
           for label, record, model, budget in (
               (*VISION_LONG[0], "the epochs an hour holds on an Intel Xeon"),
               ("attention with a conv stem (`--conv-stages 1`), bfloat16, 48 epochs", *VISION_LONG[3][1:],
-               "within the hour on an AMD EPYC; validation's choice of four such runs, then a second seed"))),
+               "within the hour on an AMD EPYC; validation's choice of four such runs, then two more seeds"))),
         Figure("vision: handwritten digits (8k/2k, 28×28, `python -m vision digits`), pixel attention, 45 epochs",
                VISION_DIGITS_SEEDS, "results[model=attention].metrics.test_accuracy", scale=100, unit="%",
                std_path="results[model=attention].std.test_accuracy", count_path="results[model=attention].runs"),
