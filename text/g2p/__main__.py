@@ -36,7 +36,7 @@ from core.lab.cli import (UsageError, add_common_args, add_precision_arg, add_sc
                           apply_profile, check_common_args, cli_main, positive_int, precision_from_args, subset_of)
 from core.lab.bench import machine, write_result
 from core.lab.harness import CheckpointError, atomic_open, load_checkpoint, save_checkpoint, select_device
-from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, run_experiment
+from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, check_out_dir, run_experiment
 from text.data import file_identity
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
 from text.g2p.models import (MODELS, ROLES, G2PEnsemble, LSTMConfig, TransformerG2PConfig, build_model,
@@ -338,9 +338,9 @@ def check_selection_out(out: Path, command: str, checkpoints: Sequence[str | Pat
 
     Raises:
         UsageError: naming what the folder holds.
+        RunnerError: ``--out`` is a file or not writable (``core.lab.runner.check_out_dir``).
     """
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
+    check_out_dir(out)
     runs = sorted(out.glob("*/seed*/identity.json"))
     if runs:
         raise UsageError(f"--out {out} holds the runs of `compare` ({runs[0].parent}); `{command}` would write its "
@@ -354,7 +354,8 @@ def check_selection_out(out: Path, command: str, checkpoints: Sequence[str | Pat
         record = {}
     theirs, inputs = selection_inputs(record if isinstance(record, dict) else {})
     if (theirs, inputs) != (command, [str(Path(p).resolve()) for p in checkpoints]):
-        what = f"`{theirs}`" + (" over other checkpoints" if theirs == command else "") if theirs else "another command"
+        what = ("another command" if theirs is None else f"`{theirs}` over other checkpoints" if theirs == command
+                else f"`{theirs}`")
         raise UsageError(f"--out {out} holds the record of {what} ({path}); this `{command}` would overwrite it: "
                          "choose another --out, or remove that folder first")
 
