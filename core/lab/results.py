@@ -933,8 +933,9 @@ TABLES: tuple[Table, ...] = (
             "Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 --steps 8 --out "
             f"{VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of "
             "per-round ratios; the attention target is ≥ 0.8× the CNN), and the same with `--models attention,cnn "
-            f"--conv-stages 1 --out {VISION_CONVSTEM_PRECISION}` (the last rows, three digits: the ratio sits at the "
-            "target's line), both on the AMD EPYC with core's few-keys rule as it is now (docs/core-api.md)."),
+            f"--conv-stages 1 --out {VISION_CONVSTEM_PRECISION}` (the last rows, three digits: the ratios sit near "
+            "the target's line, closer to it than they move between runs on this host), both on the AMD EPYC with "
+            "core's few-keys rule and explicit steps as they are now (docs/core-api.md)."),
     FigureTable("vision-resnet-tta", tuple(
         Figure(f"seed {{seed}}: {what}{' (target ≥ 90 %)' if metric == 'test_accuracy_chosen' else ''}",
                VISION_RESNET_TTA, f"results[model=resnet].runs.*.{metric}", scale=scale, digits=digits, unit=unit)
@@ -1089,7 +1090,8 @@ TABLES: tuple[Table, ...] = (
         for precision, name in (("fp32", "float32"), ("bf16", "bfloat16"))
     ), note="`python benchmarks/vision.py` (2 threads, interleaved rounds: images/s the median over rounds, the ratio "
             "the median of per-round ratios; the file records its own conditions), on an AMD EPYC (`--rounds 9 "
-            "--steps 8`, retaken when core's few-keys rule began to weigh the head size: docs/core-api.md) "
+            "--steps 8`, retaken when core's explicit steps began to scale q instead of the scores over many keys: "
+            "docs/core-api.md) "
             "and an Intel Xeon (family 6, model 167; an earlier session, under the rule of the time: the default "
             "command, and the same with `--precisions fp32,bf16 --rounds 7 --steps 8`; each file records its "
             "command and processor), each alone on its machine."),
