@@ -392,9 +392,9 @@ def run_experiment(experiment: Experiment, options: RunnerOptions) -> Experiment
         options (RunnerOptions): where, with which seeds, on which device, resume or not.
 
     Raises:
-        RunnerError: ``--out`` busy (lock held by another run), a stored run whose identity differs
-            (nothing written or prepared before), or torchrun with several processes for a single-process
-            experiment.
+        RunnerError: ``--out`` busy (lock held by another run), a stored run whose identity differs or a
+            ``metrics.json`` the runner did not write (nothing written or prepared before either), or
+            torchrun with several processes for a single-process experiment.
     """
     if not experiment.distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RunnerError(f"{experiment.domain} trains full-batch in one process; run `python -m "
@@ -416,13 +416,15 @@ def run_experiment(experiment: Experiment, options: RunnerOptions) -> Experiment
     lock = None
     if info.is_main:
         check_out_dir(out)
-        if options.resume:  # refuse before writing anything, the lock file included
+        _check_foreign_record(out)  # refuse before writing anything, the lock file included
+        if options.resume:
             _check_identities(out, plan, identities)
         out.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(out)
     try:
         if info.is_main:
-            if options.resume:  # the first check ran without the lock; a run may have started since
+            _check_foreign_record(out)  # the first checks ran without the lock; a run may have started since
+            if options.resume:
                 _check_identities(out, plan, identities)
             removed = clean_orphans(out)
             if removed:
@@ -640,6 +642,26 @@ def _check_identities(out: Path, plan: list, identities: dict) -> None:
             shown = "; ".join(differences[:6]) + (f"; and {len(differences) - 6} more" if len(differences) > 6 else "")
             raise RunnerError(f"{file.parent} holds a different run (saved -> now: {shown}); pass --no-resume to "
                               "train it again from scratch, or choose another --out")
+
+
+def _check_foreign_record(out: Path) -> None:
+    """Refuse an ``--out`` holding a ``metrics.json`` that the runner did not write: another command's record
+    (g2p's ``average`` or ``ensemble``), which the runner's own ``metrics.json`` and ``report.md`` would replace
+    at its end. ``--no-resume`` does not change that: it retrains this command's runs, it does not discard
+    other results. A runner's record is told by its ``config.models`` (one entry per model), which every
+    runner record holds, older ones included; rerunning over one rewrites it, as it always has."""
+    path = out / "metrics.json"
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = None
+    config = record.get("config") if isinstance(record, dict) else None
+    if not (isinstance(config, dict) and isinstance(config.get("models"), dict)):
+        raise RunnerError(f"--out {out} holds {path}, which this runner did not write (another command's record, "
+                          "such as g2p's average or ensemble); this command would write over it at its end: choose "
+                          "another --out, or remove that file first")
 
 
 def _load_record(run_dir: Path, identity: dict) -> RunRecord | None:

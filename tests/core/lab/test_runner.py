@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -127,6 +128,25 @@ def test_a_second_run_on_the_same_out_refuses(tmp_path):
         holder.wait()
     run_experiment(make_experiment([]), options(tmp_path))  # free again once the holder is gone
     assert (tmp_path / "metrics.json").exists()
+
+
+def test_another_commands_metrics_json_is_refused_before_anything_is_written(tmp_path):
+    record = tmp_path / "metrics.json"  # as `python -m text g2p average --out DIR` leaves a folder
+    average = '{"checkpoints": ["a.pt"], "config": {"dim": 8}, "results": []}'
+    record.write_text(average)
+    (tmp_path / "report.md").write_text("the average's report")
+    calls = []
+    for resume in (True, False):  # --no-resume retrains this command's runs; it does not discard other results
+        with pytest.raises(RunnerError, match=r"holds .*metrics.json, which this runner did not write"):
+            run_experiment(make_experiment(calls), options(tmp_path, resume=resume))
+    assert calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "report.md"]
+    assert record.read_text() == average
+
+    ours = tmp_path / "ours"  # the runner's own record is rewritten, its runs there or removed
+    run_experiment(make_experiment([]), options(ours))
+    shutil.rmtree(ours / "attn-net")
+    run_experiment(make_experiment(calls), options(ours))
+    assert calls == [("attn net", 0), ("attn net", 1)]
 
 
 def test_prepare_runs_once_under_the_lock_after_the_stored_runs_pass(tmp_path):
