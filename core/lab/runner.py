@@ -75,7 +75,8 @@ from core.lab.harness import History, atomic_open, fit, seed_everything, to_plai
 
 __all__ = [
     "SPLITS", "BOOKKEEPING", "MetricsContract", "ModelSpec", "RunRecord", "RunContext", "Experiment",
-    "RunnerOptions", "ExperimentResult", "RunnerError", "run_experiment", "check_metrics_payload",
+    "RunnerOptions", "ExperimentResult", "RunnerError", "run_experiment", "check_metrics_payload", "check_out_dir",
+    "stored_record",
 ]
 
 logger = logging.getLogger(__name__)
@@ -650,18 +651,27 @@ def _check_foreign_record(out: Path) -> None:
     at its end. ``--no-resume`` does not change that: it retrains this command's runs, it does not discard
     other results. A runner's record is told by its ``config.models`` (one entry per model), which every
     runner record holds, older ones included; rerunning over one rewrites it, as it always has."""
-    path = out / "metrics.json"
-    if not path.is_file():
+    record = stored_record(out)
+    if record is None:
         return
+    config = record.get("config")
+    if not (isinstance(config, dict) and isinstance(config.get("models"), dict)):
+        raise RunnerError(f"--out {out} holds {out / 'metrics.json'}, which this runner did not write (another "
+                          "command's record, such as g2p's average or ensemble); this command would write over it at "
+                          "its end: choose another --out, or remove that file first")
+
+
+def stored_record(out: Path) -> dict | None:
+    """``out/metrics.json`` as read back: ``None`` where there is none, ``{}`` where it is not a JSON object (cut
+    short, or written by hand). What a command checks before it writes its own record there."""
+    path = Path(out) / "metrics.json"
+    if not path.is_file():
+        return None
     try:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
-        record = None
-    config = record.get("config") if isinstance(record, dict) else None
-    if not (isinstance(config, dict) and isinstance(config.get("models"), dict)):
-        raise RunnerError(f"--out {out} holds {path}, which this runner did not write (another command's record, "
-                          "such as g2p's average or ensemble); this command would write over it at its end: choose "
-                          "another --out, or remove that file first")
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _load_record(run_dir: Path, identity: dict) -> RunRecord | None:

@@ -36,7 +36,8 @@ from core.lab.cli import (UsageError, add_common_args, add_precision_arg, add_sc
                           apply_profile, check_common_args, cli_main, positive_int, precision_from_args, subset_of)
 from core.lab.bench import machine, write_result
 from core.lab.harness import CheckpointError, atomic_open, load_checkpoint, save_checkpoint, select_device
-from core.lab.runner import Experiment, MetricsContract, ModelSpec, RunnerOptions, check_out_dir, run_experiment
+from core.lab.runner import (Experiment, MetricsContract, ModelSpec, RunnerOptions, check_out_dir, run_experiment,
+                             stored_record)
 from text.data import file_identity
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
 from text.g2p.models import (MODELS, ROLES, G2PEnsemble, LSTMConfig, TransformerG2PConfig, build_model,
@@ -345,19 +346,15 @@ def check_selection_out(out: Path, command: str, checkpoints: Sequence[str | Pat
     if runs:
         raise UsageError(f"--out {out} holds the runs of `compare` ({runs[0].parent}); `{command}` would write its "
                          "metrics.json and report.md over theirs: choose another --out")
-    path = out / "metrics.json"
-    if not path.is_file():
+    record = stored_record(out)
+    if record is None:
         return
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        record = {}
-    theirs, inputs = selection_inputs(record if isinstance(record, dict) else {})
+    theirs, inputs = selection_inputs(record)
     if (theirs, inputs) != (command, [str(Path(p).resolve()) for p in checkpoints]):
         what = ("another command" if theirs is None else f"`{theirs}` over other checkpoints" if theirs == command
                 else f"`{theirs}`")
-        raise UsageError(f"--out {out} holds the record of {what} ({path}); this `{command}` would overwrite it: "
-                         "choose another --out, or remove that folder first")
+        raise UsageError(f"--out {out} holds the record of {what} ({out / 'metrics.json'}); this `{command}` would "
+                         "overwrite it: choose another --out, or remove that folder first")
 
 
 def write_selection(out: Path, record: dict, report: Callable[[dict], str], *, beam: int, started: float) -> dict:
