@@ -117,9 +117,10 @@ def comparison_figures(records: dict[str, list[RunRecord]], out: Path, *, config
     """
     out = Path(out)
     figures = []
-    curves = {name: runs[0].history for name, runs in records.items() if runs}
-    plot_learning_curves(curves, select, title=f"{select} per epoch (first seed)", path=out / "learning_curves.png")
-    figures.append((f"{select} per epoch, first seed of each model", "learning_curves.png"))
+    curves = {name: [r.history for r in runs] for name, runs in records.items() if runs}
+    several = any(len(runs) > 1 for runs in records.values())
+    plot_learning_curves(curves, select, title=f"{select} per epoch", path=out / "learning_curves.png")
+    figures.append((f"{select} per epoch{', every seed of each model' if several else ''}", "learning_curves.png"))
     figures += window_sweep_figure(records, configs, select, out)
     attention = [c for c in configs.values() if c.model == "attention"]
     if attention:
@@ -194,10 +195,11 @@ def loso_figures(records: dict[str, list[RunRecord]], out: Path, *, folds: dict[
                 "line: mean over the folds)",
                 "loso_accuracy.png")]
     first = speakers[0]
-    curves = {model: records[row][0].history for row, (model, speaker) in folds.items()
+    curves = {model: [r.history for r in records[row]] for row, (model, speaker) in folds.items()
               if speaker == first and records.get(row)}
     select = "val_accuracy"
-    plot_learning_curves(curves, select, title=f"{select} per epoch, fold {first} held out (first seed)",
+    plot_learning_curves(curves, select, title=f"{select} per epoch, fold {first} held out",
                          path=out / "learning_curves.png")
-    figures.append((f"{select} per epoch, fold '{first}' held out, first seed of each model", "learning_curves.png"))
+    figures.append((f"{select} per epoch, fold '{first}' held out{', every seed of each model' if several else ''}",
+                    "learning_curves.png"))
     return figures

@@ -144,7 +144,7 @@ def pick_node(data) -> int:
 
 
 def comparison_figures(records: dict, out: Path, *, data, configs: dict) -> list[tuple[str, str]]:
-    """Learning curves of every model (first seed), and what the first seed's GAT attends to.
+    """Learning curves of every model (every seed), and what the first seed's GAT attends to.
 
     Args:
         records (dict[str, list[RunRecord]]): the runner's records per model name.
@@ -158,10 +158,12 @@ def comparison_figures(records: dict, out: Path, *, data, configs: dict) -> list
     from graph.models import build_model
 
     figures = []
-    curves = {name: runs[0].history for name, runs in records.items() if runs}
-    plot_learning_curves(curves, "val_accuracy", title=f"{data.name}: validation accuracy (first seed)",
+    curves = {name: [r.history for r in runs] for name, runs in records.items() if runs}
+    several = any(len(runs) > 1 for runs in records.values())
+    plot_learning_curves(curves, "val_accuracy", title=f"{data.name}: validation accuracy",
                          path=Path(out) / "learning_curves.png")
-    figures.append(("Validation accuracy per epoch, first seed of each model", "learning_curves.png"))
+    figures.append((f"Validation accuracy per epoch{', every seed of each model' if several else ''}",
+                    "learning_curves.png"))
     if not records.get("gat"):
         return figures
     first = records["gat"][0]

@@ -56,7 +56,7 @@ def attention_figures(model: Tagger, data: TaggingDataset, out: Path) -> list[tu
 
 def comparison_figures(records: dict, out: Path, *, test: TaggingDataset, monitor: str,
                        title: str) -> list[tuple[str, str]]:
-    """The figures of ``python -m text compare``: learning curves of every model (first seed) and, when the
+    """The figures of ``python -m text compare``: learning curves of every model (every seed) and, when the
     attention tagger was trained in this invocation, its attention figures.
 
     Args:
@@ -66,9 +66,11 @@ def comparison_figures(records: dict, out: Path, *, test: TaggingDataset, monito
         monitor (str): the validation metric drawn, e.g. ``"val_f1"``.
         title (str): the task's name for the curves' title.
     """
-    curves = {name: runs[0].history for name, runs in records.items() if runs}
+    curves = {name: [r.history for r in runs] for name, runs in records.items() if runs}
+    several = any(len(runs) > 1 for runs in records.values())
     plot_learning_curves(curves, monitor, title=f"{title}: {monitor} per epoch", path=Path(out) / "learning_curves.png")
-    figures = [(f"Learning curves: {monitor} per epoch (first seed)", "learning_curves.png")]
+    figures = [(f"Learning curves: {monitor} per epoch{', every seed of each model' if several else ''}",
+                "learning_curves.png")]
     if records.get("attention"):
         model = records["attention"][0].model
         if model is None:  # finished by an earlier invocation

@@ -58,10 +58,11 @@ def compare_figures(records: dict[str, list[RunRecord]], out: Path) -> list[tupl
     """The figures of ``compare``: accuracy against time and the validation curve per epoch."""
     out = Path(out)
     plot_accuracy_vs_time(records, out / "accuracy_vs_time.png")
-    plot_learning_curves({name: runs[0].history for name, runs in records.items() if runs}, "val_accuracy",
-                         title="Validation accuracy per epoch (first seed)", path=out / "learning_curves.png")
+    several = any(len(runs) > 1 for runs in records.values())
+    plot_learning_curves({name: [r.history for r in runs] for name, runs in records.items() if runs}, "val_accuracy",
+                         title="Validation accuracy per epoch", path=out / "learning_curves.png")
     return [("Validation accuracy against training time", "accuracy_vs_time.png"),
-            ("Validation accuracy per epoch, first seed of each model", "learning_curves.png")]
+            (f"Validation accuracy per epoch{', every seed of each model' if several else ''}", "learning_curves.png")]
 
 
 def plot_ablation(payload: Mapping, path: Path | None = None) -> Figure:

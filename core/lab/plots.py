@@ -111,21 +111,31 @@ def plot_positional_encoding(pe: Tensor | np.ndarray, *, title: str | None = Non
 
 
 def plot_learning_curves(
-    histories: Mapping[str, Sequence[Mapping[str, float]]],
+    histories: Mapping[str, Sequence[Mapping[str, float]] | Sequence[Sequence[Mapping[str, float]]]],
     metric: str,
     *,
     title: str | None = None,
     path: str | Path | None = None,
 ) -> Figure:
-    """One line per model: `metric` per epoch, from `History.epochs`-style lists of dicts."""
+    """One colour per model: `metric` per epoch, from `History.epochs`-style lists of dicts.
+
+    A model maps to one run's epochs, or to a list of runs (one per seed): each run is then drawn as a thinner
+    line of the model's colour, and the legend names the model once, with its number of runs, so the spread
+    between seeds shows without a line per seed in the legend.
+    """
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    for i, (name, epochs) in enumerate(histories.items()):
-        xs = [e["epoch"] for e in epochs if metric in e]
+    for i, (name, runs) in enumerate(histories.items()):
+        runs = [runs] if not runs or isinstance(runs[0], Mapping) else list(runs)
         style = line_style(i)
-        if len(xs) > MARKERS_MAX_POINTS:  # hundreds of dots would merge into a thick smudge
+        if max((len(epochs) for epochs in runs), default=0) > MARKERS_MAX_POINTS:  # hundreds of dots: a smudge
             style["marker"] = None
-        ax.plot(xs, [e[metric] for e in epochs if metric in e], label=name, **style)
+        if len(runs) > 1:
+            style.update(linewidth=1.0, alpha=0.75, markersize=3)
+        for j, epochs in enumerate(runs):
+            xs = [e["epoch"] for e in epochs if metric in e]
+            label = name if len(runs) == 1 else f"{name} ({len(runs)} runs)" if j == 0 else "_nolegend_"
+            ax.plot(xs, [e[metric] for e in epochs if metric in e], label=label, **style)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no tick at 2.5
     ax.set_ylabel(metric)

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from core.__main__ import worked_example
@@ -45,6 +46,18 @@ def test_many_lines_stay_distinct_and_the_legend_leaves_the_axes():
     few.canvas.draw()
     ax = few.axes[0]
     assert ax.get_legend().get_window_extent().x0 < ax.get_window_extent().x1  # a short legend stays inside
+
+
+def test_every_run_of_a_model_is_drawn_in_its_colour_and_named_once():
+    def run(offset):
+        return [{"epoch": e, "acc": 0.1 * e + offset} for e in (1, 2, 3)]
+
+    fig = plot_learning_curves({"attention": [run(0.0), run(0.01), run(0.02)], "cnn": run(0.05)}, "acc")
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 4 and [line.get_ydata()[0] for line in lines] == pytest.approx([0.1, 0.11, 0.12, 0.15])
+    assert len({line.get_color() for line in lines[:3]}) == 1 and lines[3].get_color() != lines[0].get_color()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["attention (3 runs)", "cnn"]
 
 
 def test_python_m_core_runs_and_writes_heatmaps(tmp_path):
