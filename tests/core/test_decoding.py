@@ -48,17 +48,23 @@ def test_cached_steps_equal_the_full_causal_pass(norm_first):
     assert cross_k.is_contiguous() and state.layers[0].cross_v.is_contiguous()  # laid out once for every step
 
 
-def test_a_chunk_of_new_tokens_is_causal_among_itself():
+@pytest.mark.parametrize("start", [0, 2])
+def test_a_chunk_of_new_tokens_is_causal_among_itself(start):
+    """Three tokens at once, as a prompt (start 0) or after two cached steps (start 2: the chunk's queries sit at
+    positions 2-4, so a mask that forgot the cached prefix's length would hide keys it must see)."""
     model = _model()
     src, src_lengths = _sources()
     tgt_in = torch.randint(0, V, (3, 7), generator=torch.Generator().manual_seed(4))
     memory = model.encode(src, src_lengths)
     full = model.decode(tgt_in, memory, src_lengths)
     state = model.init_state(memory, src_lengths)
-    x = model._embed(model.tgt_embed, tgt_in[:, :4])
-    y, state = model.decoder.step(x, state)  # four tokens at once (a prompt)
-    assert (model.output(y) - full[:, :4]).abs().max() < 1e-6
-    for t in range(4, 7):
+    for t in range(start):
+        logits, state = model.step(tgt_in[:, t], state)
+        assert (logits - full[:, t]).abs().max() < 1e-6
+    x = model._embed(model.tgt_embed, tgt_in[:, start:start + 3], offset=start)
+    y, state = model.decoder.step(x, state)
+    assert (model.output(y) - full[:, start:start + 3]).abs().max() < 1e-6
+    for t in range(start + 3, 7):
         logits, state = model.step(tgt_in[:, t], state)
         assert (logits - full[:, t]).abs().max() < 1e-6
 
