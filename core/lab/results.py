@@ -933,8 +933,8 @@ TABLES: tuple[Table, ...] = (
             "Speeds: `python benchmarks/vision.py --precisions fp32,bf16 --rounds 7 --steps 8 --out "
             f"{VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of "
             "per-round ratios; the attention target is ≥ 0.8× the CNN), and the same with `--models attention,cnn "
-            f"--conv-stages 1 --out {VISION_CONVSTEM_PRECISION}` (the last rows, three digits: the ratios sit near "
-            "the target's line, closer to it than they move between runs on this host), both on the AMD EPYC with "
+            f"--conv-stages 1 --out {VISION_CONVSTEM_PRECISION}` (the last rows, three digits: the bfloat16 ratio "
+            "sits near the target's line, closer to it than it moves between runs on this host), both on the AMD EPYC with "
             "core's few-keys rule and explicit steps as they are now (docs/core-api.md)."),
     FigureTable("vision-resnet-tta", tuple(
         Figure(f"seed {{seed}}: {what}{' (target ≥ 90 %)' if metric == 'test_accuracy_chosen' else ''}",
