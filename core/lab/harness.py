@@ -13,6 +13,7 @@ RNG states as tensors.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -143,6 +144,19 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def read_json_object(path: str | os.PathLike) -> dict | None:
+    """A JSON file written to be read back (a record, a cache): ``None`` where there is none, ``{}`` where it is
+    not a JSON object (cut short, or written by hand), the object otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 @contextmanager

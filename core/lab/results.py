@@ -934,8 +934,8 @@ TABLES: tuple[Table, ...] = (
             f"{VISION_PRECISION}` (the default widths, batch 128, 2 threads, interleaved rounds, median of "
             "per-round ratios; the attention target is ≥ 0.8× the CNN), and the same with `--models attention,cnn "
             f"--conv-stages 1 --out {VISION_CONVSTEM_PRECISION}` (the last rows, three digits: the bfloat16 ratio "
-            "sits near the target's line, closer to it than it moves between runs on this host), both on the AMD EPYC with "
-            "core's few-keys rule and explicit steps as they are now (docs/core-api.md)."),
+            "sits near the target's line, closer to it than it moves between runs on this host), both on the AMD "
+            "EPYC with core's few-keys rule and explicit steps as they are now (docs/core-api.md)."),
     FigureTable("vision-resnet-tta", tuple(
         Figure(f"seed {{seed}}: {what}{' (target ≥ 90 %)' if metric == 'test_accuracy_chosen' else ''}",
                VISION_RESNET_TTA, f"results[model=resnet].runs.*.{metric}", scale=scale, digits=digits, unit=unit)

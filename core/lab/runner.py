@@ -27,6 +27,8 @@ The runner owns:
   since the run was stored, and now at its default, is no difference: the stored run is the same run);
 - a lock file ``<out>/.lock``: a second run on the same ``--out`` refuses while the first is alive;
 - orphaned ``*.tmp`` files (a writer killed mid-checkpoint) are removed at start;
+- an ``--out`` holding a ``metrics.json`` the runner did not write (g2p's ``average`` or ``ensemble`` record)
+  is refused before anything is written, since the runner's own record would replace it;
 - ``Experiment.prepare``: work the runs need that writes into the output folder (g2p's teacher decoding the
   training words), done under the lock once the stored runs' identities have passed, so a folder that belongs
   to another run is refused before that work starts and no second process can write there meanwhile;
@@ -71,12 +73,12 @@ from core.lab.bench import cpu_model
 from core.lab.distributed import DistInfo, cleanup, init_distributed, wrap_ddp
 from core.lab.experiment import (ROLES, ModelResult, count_parameters, slug, summarize_runs, write_metrics,
                                  write_report)
-from core.lab.harness import History, atomic_open, fit, seed_everything, to_plain
+from core.lab.harness import History, atomic_open, fit, read_json_object, seed_everything, to_plain
 
 __all__ = [
     "SPLITS", "BOOKKEEPING", "MetricsContract", "ModelSpec", "RunRecord", "RunContext", "Experiment",
     "RunnerOptions", "ExperimentResult", "RunnerError", "run_experiment", "check_metrics_payload", "check_out_dir",
-    "stored_record",
+    "stored_record", "stored_runs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -662,16 +664,15 @@ def _check_foreign_record(out: Path) -> None:
 
 
 def stored_record(out: Path) -> dict | None:
-    """``out/metrics.json`` as read back: ``None`` where there is none, ``{}`` where it is not a JSON object (cut
-    short, or written by hand). What a command checks before it writes its own record there."""
-    path = Path(out) / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return record if isinstance(record, dict) else {}
+    """``out/metrics.json`` as read back (``core.lab.harness.read_json_object``): ``None`` where there is none,
+    ``{}`` where it is not a JSON object. What a command checks before it writes its own record there."""
+    return read_json_object(Path(out) / "metrics.json")
+
+
+def stored_runs(out: Path) -> list[Path]:
+    """The run folders ``<model>/seed<k>/`` under ``out`` that a run has started in (each holds its
+    ``identity.json``), sorted: what a command that writes its own record there would overwrite."""
+    return sorted(path.parent for path in Path(out).glob("*/seed*/identity.json"))
 
 
 def _load_record(run_dir: Path, identity: dict) -> RunRecord | None:

