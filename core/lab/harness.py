@@ -65,6 +65,13 @@ def select_device(name: str = "auto") -> torch.device:
     raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N")
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait until the work queued on ``device`` is done (a CUDA GPU runs it asynchronously), so a clock read
+    next times it; nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 PRECISIONS = ("fp32", "bf16")
 
 
