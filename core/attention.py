@@ -27,7 +27,7 @@ from core.masks import Mask, as_mask, check_mask
 
 __all__ = [
     "scaled_dot_product_attention", "softmax_attention", "fused_attention", "masked_softmax", "PositionBias",
-    "cpu_explicit_max_keys",
+    "cpu_explicit_max_keys", "softmax_last",
 ]
 
 #: `position_bias(q_idx, k_idx) -> (H, *broadcast(q_idx, k_idx))`: an additive score bias computed from
@@ -58,9 +58,34 @@ CPU_EXPLICIT_KEYS = {
 }
 #: Never more than this many keys in any regime; 0 sends every call to the kernel.
 CPU_EXPLICIT_MAX_KEYS = 256
+#: On the CPU, `torch.softmax` over a last dim shorter than one 64-byte vector (16 float32 or 32 bfloat16 /
+#: float16 numbers) takes a slow path (torch 2.14): several times the cost per number of a row one vector long,
+#: and a word's letters, a short decoded prefix and one query's few keys all fall there. `softmax_last` pads
+#: such rows with `-inf` to the vector's length (their weights are exactly 0) and drops the padding again: the
+#: same weights, faster forward and backward from the shortest row listed here up. float64 is left alone:
+#: padding did not pay there. `benchmarks/softmax_few_keys.py` times both sides (record:
+#: benchmarks/results/softmax_few_keys.json). dtype -> (shortest row padded, length padded to):
+CPU_SOFTMAX_PAD = {
+    torch.float32: (2, 16),
+    torch.bfloat16: (4, 32),
+    torch.float16: (4, 32),
+}
 #: A factored position bias pads q, k and v to a multiple of this many channels (see `_fused_with_factors`):
 #: the CPU kernel ran 36 channels faster than 35 or 40 (32 + 3 factor channels, interleaved probe, one thread).
 FACTOR_CHANNEL_MULTIPLE = 4
+
+
+def softmax_last(scores: Tensor) -> Tensor:
+    """`torch.softmax(scores, dim=-1)`, computed where it is fastest: on the CPU, rows shorter than one vector
+    (`CPU_SOFTMAX_PAD`: from 2 of 16 float32 numbers, 4 of 32 bfloat16 or float16) are padded with `-inf` to the
+    vector's length first (their weights are 0) and cut back after, so the kernel takes its vectorised path;
+    the result is then a view with the padded row stride. Gradients flow as through the softmax itself."""
+    S = scores.shape[-1]
+    shortest, width = CPU_SOFTMAX_PAD.get(scores.dtype, (0, 0))
+    if scores.device.type == "cpu" and shortest <= S < width:
+        padded = F.pad(scores, (0, width - S), value=float("-inf"))
+        return torch.softmax(padded, dim=-1)[..., :S]
+    return torch.softmax(scores, dim=-1)
 
 
 def masked_softmax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
@@ -73,7 +98,7 @@ def masked_softmax(scores: Tensor, allowed: Tensor | None = None) -> Tensor:
         scores = scores.masked_fill(~allowed, float("-inf"))
     row_ok = (scores != float("-inf")).any(dim=-1, keepdim=True)
     scores = torch.where(row_ok, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
-    return torch.softmax(scores, dim=-1) * row_ok
+    return softmax_last(scores) * row_ok
 
 
 def softmax_attention(
@@ -382,7 +407,7 @@ def _explicit_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | Non
             scores = scores.masked_fill(~attn_mask, float("-inf"))
         else:
             scores = scores + attn_mask.to(scores.dtype)
-    weights = torch.softmax(scores, dim=-1)
+    weights = softmax_last(scores)
     if dropout > 0:
         weights = F.dropout(weights, p=dropout)
     return weights @ v

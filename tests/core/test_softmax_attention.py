@@ -120,3 +120,35 @@ def test_bad_shapes_are_clear_errors():
         softmax_attention(scores, v[..., :5, :])
     with pytest.raises(ValueError, match="T=4 queries and S=6 keys"):
         softmax_attention(scores, v, causal_mask(6))
+
+
+@pytest.mark.parametrize("S", [1, 2, 3, 4, 9, 15, 16, 17, 31, 40])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_softmax_last_is_the_softmax_at_every_row_length_forward_and_backward(S, dtype):
+    from core.attention import softmax_last
+
+    g = torch.Generator().manual_seed(S)
+    x = (3 * torch.randn(2, 3, 5, S, generator=g)).to(dtype)
+    x[0, 1, 2, : S // 2] = float("-inf")  # masked keys, as attention hands them over (never a whole row here)
+    grad = torch.randn(x.shape, generator=g).to(dtype)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = softmax_last(ours)
+    ref = torch.softmax(theirs, dim=-1)
+    tol = {torch.float64: {}, torch.float32: dict(atol=1e-6, rtol=1e-5), torch.bfloat16: dict(atol=1e-2, rtol=1e-2)}
+    torch.testing.assert_close(out, ref, **tol[dtype])
+    (out * grad).sum().backward()
+    (ref * grad).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, **tol[dtype])
+    # rows shorter than one 64-byte vector are padded to it (the result keeps the padded row stride); float64 never
+    padded_to = {torch.float32: 16 if 2 <= S < 16 else None, torch.bfloat16: 32 if 4 <= S < 32 else None,
+                 torch.float64: None}[dtype]
+    assert out.stride(-2) == (padded_to or S)
+
+
+def test_softmax_last_leaves_a_row_with_nothing_to_attend_to_as_the_softmax_does():
+    from core.attention import softmax_last
+
+    x = torch.full((2, 5), float("-inf"))
+    x[1] = torch.arange(5.0)
+    torch.testing.assert_close(softmax_last(x), torch.softmax(x, dim=-1), equal_nan=True)
+    assert softmax_last(x)[0].isnan().all()  # masked_softmax guards such rows before calling it
