@@ -68,7 +68,7 @@ CPU_EXPLICIT_MAX_KEYS = 256
 CPU_SOFTMAX_PAD = {
     torch.float32: (2, 16),
     torch.bfloat16: (4, 32),
-    torch.float16: (4, 32),
+    torch.float16: (6, 32),
 }
 #: A factored position bias pads q, k and v to a multiple of this many channels (see `_fused_with_factors`):
 #: the CPU kernel ran 36 channels faster than 35 or 40 (32 + 3 factor channels, interleaved probe, one thread).
@@ -77,7 +77,7 @@ FACTOR_CHANNEL_MULTIPLE = 4
 
 def softmax_last(scores: Tensor) -> Tensor:
     """`torch.softmax(scores, dim=-1)`, computed where it is fastest: on the CPU, rows shorter than one vector
-    (`CPU_SOFTMAX_PAD`: from 2 of 16 float32 numbers, 4 of 32 bfloat16 or float16) are padded with `-inf` to the
+    (`CPU_SOFTMAX_PAD`: from 2 of 16 float32 numbers, 4 of 32 bfloat16, 6 of 32 float16) are padded with `-inf` to the
     vector's length first (their weights are 0) and cut back after, so the kernel takes its vectorised path;
     the result is then a view with the padded row stride. Gradients flow as through the softmax itself."""
     S = scores.shape[-1]

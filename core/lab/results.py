@@ -449,6 +449,9 @@ VISION_LONG = (
      "docs/results/vision-attention-convstem-bf16-52ep-cutout.metrics.json", "attention"),
 )
 #: the same benchmark on a lent GPU (`.ci/device-check`): batches of 128 (as on the CPU) and of 2,048
+SOFTMAX_FEW_KEYS = "benchmarks/results/softmax_few_keys.json"
+G2P_CUDA = "docs/results/text-g2p-cuda-h100.metrics.json"
+G2P_CUDA_WEIGHTS_SPEED = "benchmarks/results/decoding_g2p_cuda_weights_xeon.json"
 VISION_CUDA = {128: "benchmarks/results/vision-cuda-h200-b128.json", 2048: "benchmarks/results/vision-cuda-h200-b2048.json"}
 
 #: the data-size sweep under the runner: 1%, 5% and 20% of the training images, three seeds, one invocation
@@ -840,8 +843,15 @@ TABLES: tuple[Table, ...] = (
         "--rounds 15 --out " + G2P_WIDE_40_SPEED + "`: the 40-epoch D 192 seed 0's kept epoch (the weights of the "
         "README's single model; the README decodes test with five beams, this is greedy, as the target asks), every "
         "validation word decoded to its EOS in batches of 512, interleaved rounds, the outputs of both sides "
-        "asserted equal; AMD EPYC (family 25, model 17), 2 threads, nothing else running, with the code as it "
-        "stands (core's few-keys rule, the cross-attention layout of docs/decoder.md).")),
+        "asserted equal; AMD EPYC (family 25, model 17), 2 threads, nothing else running, with the code of its "
+        "day (core's few-keys rule, the cross-attention layout of docs/decoder.md; before `softmax_last`).")),
+    FigureTable("decoding-g2p-cuda-weights-xeon", decoding_work_figures(G2P_CUDA_WEIGHTS_SPEED), note=(
+        "`python benchmarks/decoding.py --checkpoint .g2p-cuda/transformer/seed0/best.pt --threads 2 --rounds 15 "
+        "--out " + G2P_CUDA_WEIGHTS_SPEED + "`: the default Transformer as `.ci/device-check` trained it on a lent "
+        "H100 (record docs/results/text-g2p-cuda-h100; its `best.pt` brought back), decoded on the CPU: every "
+        "validation word to its EOS in batches of 512, interleaved rounds, the outputs of both sides asserted "
+        "equal; Intel Xeon (family 6, model 207), 2 threads, nothing else running, with the code as it stands "
+        "(`core.attention.softmax_last` included).")),
     ModelTable("text-pos", "docs/results/text-conll2000-pos.metrics.json",
                (Column("test accuracy (%)", "test_accuracy", **PCT), Column("val accuracy (%)", "val_accuracy", **PCT),
                 Column("epochs", "epochs", digits=0), Column("train min", "train_seconds", scale=1 / 60, digits=1)),
@@ -1170,6 +1180,36 @@ TABLES: tuple[Table, ...] = (
              "optimizer), two copies from the same seed on the same batches, one with core's rule and one with "
              "every call on the kernel (`CPU_EXPLICIT_MAX_KEYS = 0`), interleaved rounds in alternating order; times "
              "are the median round's."),
+    FigureTable("softmax-few-keys", (
+        Figure("float32, 9 keys: torch.softmax's cost per number", SOFTMAX_FEW_KEYS,
+               "points[dtype=float32,S=9].plain_ns_per_number_eval", unit=" ns"),
+        Figure("float32, 16 keys: torch.softmax's cost per number", SOFTMAX_FEW_KEYS,
+               "points[dtype=float32,S=16].plain_ns_per_number_eval", unit=" ns"),
+        *(Figure(f"{dtype}, {S} key{'s' if S > 1 else ''}, padded to {width}: speed-up of padding, {mode_label}",
+                 SOFTMAX_FEW_KEYS, f"points[dtype={dtype},S={S}].speedup_{mode}", unit="×")
+          for dtype, width, lengths in (("float32", 16, (1, 2, 4, 9, 15)), ("bfloat16", 32, (2, 4, 9, 16, 31)),
+                                        ("float64", 8, (4,)))
+          for S in lengths
+          for mode, mode_label in (("eval", "forward"), ("train", "forward + backward"))),
+    ), note="`python benchmarks/softmax_few_keys.py --threads 2 --out " + SOFTMAX_FEW_KEYS + "` on an Intel Xeon "
+            "(family 6, model 207), nothing else running: 2¹⁸ numbers a point, the same scores on both sides, "
+            "interleaved rounds in alternating order, each speed-up the median of the per-round ratios (> 1: padding "
+            "is faster). `core.attention.softmax_last` pads float32 rows of 2 to 15 entries and bfloat16 rows of 4 "
+            "to 31; the rows under 1× are the ones it leaves alone (the record holds every length from 1 to 32, and "
+            "float16 too)."),
+    FigureTable("text-g2p-cuda", (
+        *(Figure(f"{model}: {what}", G2P_CUDA, f"results[model={model}].{key}", **style)
+          for model in ("transformer", "lstm-attention", "lstm")
+          for what, key, style in (("test WER", "metrics.test_wer", PERCENT),
+                                   ("test PER", "metrics.test_per", PERCENT),
+                                   ("validation WER (chose the epoch)", "metrics.val_wer", PERCENT),
+                                   ("training wall time", "train_seconds", dict(scale=1 / 60, digits=1, unit=" min")))),
+        Figure("`python -m text g2p compare --device cuda`, all three models, one seed: wall time of the command "
+               "(target ≤ 40 min)", G2P_CUDA, "wall_seconds", scale=1 / 60, digits=1, unit=" min"),
+    ), note="`.ci/device-check` (its g2p step) on a lent NVIDIA H100 80GB (torch 2.11.0+cu130 there, 16 CPU cores): "
+            "`python -m text g2p compare --device cuda --no-resume --no-progress`, the default command (12 epochs, "
+            "bfloat16 autocast, seed 0, greedy decoding), the same split as the CPU records; the record is "
+            "docs/results/text-g2p-cuda-h100.md."),
     FigureTable("decoding-g2p-trained-explicit", decoding_work_figures(G2P_EXPLICIT_SPEED), note=(
         "`python -m text g2p compare --threads 2 --out runs/text/g2p-explicit` (all three models, the default record), "
         "then `python benchmarks/decoding.py --checkpoint runs/text/g2p-explicit/transformer/seed0/best.pt --threads 2 "
