@@ -42,6 +42,7 @@ __all__ = [
     "SearchResult",
     "StepFunction",
     "select_state",
+    "state_device",
     "greedy_search",
     "beam_search",
     "ensemble_step",
@@ -126,6 +127,34 @@ def select_state(state: Any, index: Tensor) -> Any:
     )
 
 
+def state_device(state: Any) -> torch.device:
+    """Where a decoder state lives: the device of the first tensor found in it (a tensor, an object with
+    tensor attributes such as `DecoderState`, or a nested tuple/list/dict of those), else the CPU. The searches
+    make their token tensors there unless told otherwise."""
+    found = _first_tensor(state, depth=8)
+    return torch.device("cpu") if found is None else found.device
+
+
+def _first_tensor(state: Any, depth: int) -> Tensor | None:
+    if isinstance(state, Tensor):
+        return state
+    if depth == 0:
+        return None
+    if isinstance(state, dict):
+        items = state.values()
+    elif isinstance(state, (tuple, list)):
+        items = state
+    elif hasattr(state, "__dict__"):
+        items = vars(state).values()
+    else:
+        return None
+    for item in items:
+        found = _first_tensor(item, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
 @dataclass
 class SearchResult:
     """The sequences a search found, one per source.
@@ -191,12 +220,14 @@ def greedy_search(
         bos_id (int): the start token fed at the first step.
         eos_id (int): the end token.
         max_len (int): most tokens generated per source, EOS included.
-        device (torch.device, optional): where the token tensors live. (default: CPU)
+        device (torch.device, optional): where the token tensors live. (default: the state's device,
+            `state_device(state)`)
 
     Returns:
         `SearchResult` with `tokens (B, L <= max_len)`.
     """
     _check_search_args(batch_size, max_len, bos_id, eos_id)
+    device = state_device(state) if device is None else torch.device(device)
     B = batch_size
     out = torch.full((B, max_len), eos_id, dtype=torch.long, device=device)  # (B, max_len)
     total: Tensor | None = None
@@ -266,7 +297,8 @@ def beam_search(
         max_len (int): most tokens generated per hypothesis, EOS included.
         num_beams (int, optional): K. (default: 4)
         length_penalty (float, optional): the exponent α of the length normalisation. (default: 0.0)
-        device (torch.device, optional): where the token tensors live. (default: CPU)
+        device (torch.device, optional): where the token tensors live. (default: the state's device,
+            `state_device(state)`)
 
     Returns:
         `SearchResult` with the best hypothesis per source, `tokens (B, L <= max_len)`.
@@ -276,6 +308,7 @@ def beam_search(
         raise ValueError(f"num_beams must be >= 1, got {num_beams}")
     if length_penalty < 0:
         raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+    device = state_device(state) if device is None else torch.device(device)
     B, K = batch_size, num_beams
     neg_inf = float("-inf")
 

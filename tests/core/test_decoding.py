@@ -1,5 +1,6 @@
 """Incremental decoding with the key/value cache, and greedy / beam search over step functions."""
 
+import functools
 import itertools
 import math
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from core.decoding import DecoderState, beam_search, ensemble_step, greedy_search, select_state
+from core.decoding import (DecoderState, LayerCache, beam_search, ensemble_step, greedy_search, select_state,
+                           state_device)
 from core.transformer import EncoderDecoder
 
 BOS, EOS, V = 1, 2, 5
@@ -423,3 +425,29 @@ def test_bad_ensembles_are_clear_errors():
         step(torch.tensor([BOS]), (None, None))
     with pytest.raises(ValueError, match="tuple of 2 member states"):
         step(torch.tensor([BOS]), [None, None])
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+@pytest.mark.parametrize("told", [None, "cpu"])
+def test_the_searches_make_their_tokens_on_the_states_device_unless_told(search, told):
+    # a state on another device ("meta" stands in for a GPU on a machine without one): the first tokens must be
+    # made there, as a step function on that device needs them, unless the caller names a device
+    meta = torch.zeros(3, 2, 0, 4, device="meta")
+    state = DecoderState([LayerCache(meta, meta, meta, meta)], None, 0)
+    assert state_device(state) == torch.device("meta")
+    assert state_device({"h": (None, torch.zeros(1, device="meta"))}) == torch.device("meta")
+    assert state_device({"nothing": None}) == torch.device("cpu")
+    seen = []
+
+    def step(tokens, state):
+        seen.append(tokens.device)
+        raise _Stop
+
+    run = greedy_search if search == "greedy" else functools.partial(beam_search, num_beams=2)
+    with pytest.raises(_Stop):
+        run(step, state, 3, bos_id=1, eos_id=2, max_len=4, device=told)
+    assert seen == [torch.device(told or "meta")]
