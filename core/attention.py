@@ -77,9 +77,9 @@ FACTOR_CHANNEL_MULTIPLE = 4
 
 def softmax_last(scores: Tensor) -> Tensor:
     """`torch.softmax(scores, dim=-1)`, computed where it is fastest: on the CPU, rows shorter than one vector
-    (`CPU_SOFTMAX_PAD`: from 2 of 16 float32 numbers, 4 of 32 bfloat16, 6 of 32 float16) are padded with `-inf` to the
-    vector's length first (their weights are 0) and cut back after, so the kernel takes its vectorised path;
-    the result is then a view with the padded row stride. Gradients flow as through the softmax itself."""
+    (`CPU_SOFTMAX_PAD`: from 2 of 16 float32 numbers, 4 of 32 bfloat16, 6 of 32 float16) are padded with `-inf`
+    to the vector's length first (their weights are 0) and cut back after, so the kernel takes its vectorised
+    path; the result is then a view with the padded row stride. Gradients flow as through the softmax itself."""
     S = scores.shape[-1]
     shortest, width = CPU_SOFTMAX_PAD.get(scores.dtype, (0, 0))
     if scores.device.type == "cpu" and shortest <= S < width:

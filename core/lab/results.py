@@ -448,10 +448,12 @@ VISION_LONG = (
     ("attention with a conv stem, bfloat16, 52 epochs (`--epochs 52`), AMD EPYC",
      "docs/results/vision-attention-convstem-bf16-52ep-cutout.metrics.json", "attention"),
 )
-#: the same benchmark on a lent GPU (`.ci/device-check`): batches of 128 (as on the CPU) and of 2,048
+#: softmax over short rows on the CPU, torch.softmax against the rows padded to one vector (core.attention.softmax_last)
 SOFTMAX_FEW_KEYS = "benchmarks/results/softmax_few_keys.json"
+#: g2p's default command on a lent H100 (`.ci/device-check`), and that run's Transformer decoding on the CPU
 G2P_CUDA = "docs/results/text-g2p-cuda-h100.metrics.json"
 G2P_CUDA_WEIGHTS_SPEED = "benchmarks/results/decoding_g2p_cuda_weights_xeon.json"
+#: the same benchmark on a lent GPU (`.ci/device-check`): batches of 128 (as on the CPU) and of 2,048
 VISION_CUDA = {128: "benchmarks/results/vision-cuda-h200-b128.json", 2048: "benchmarks/results/vision-cuda-h200-b2048.json"}
 
 #: the data-size sweep under the runner: 1%, 5% and 20% of the training images, three seeds, one invocation
