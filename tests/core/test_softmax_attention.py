@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.attention import scaled_dot_product_attention, softmax_attention
+from core.attention import scaled_dot_product_attention, softmax_attention, softmax_last
 from core.capture import capture_attention
 from core.masks import causal_mask, padding_mask
 
@@ -125,8 +125,6 @@ def test_bad_shapes_are_clear_errors():
 @pytest.mark.parametrize("S", [1, 2, 3, 4, 9, 15, 16, 17, 31, 40])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 def test_softmax_last_is_the_softmax_at_every_row_length_forward_and_backward(S, dtype):
-    from core.attention import softmax_last
-
     g = torch.Generator().manual_seed(S)
     x = (3 * torch.randn(2, 3, 5, S, generator=g)).to(dtype)
     x[0, 1, 2, : S // 2] = float("-inf")  # masked keys, as attention hands them over (never a whole row here)
@@ -147,8 +145,6 @@ def test_softmax_last_is_the_softmax_at_every_row_length_forward_and_backward(S,
 
 
 def test_softmax_last_leaves_a_row_with_nothing_to_attend_to_as_the_softmax_does():
-    from core.attention import softmax_last
-
     x = torch.full((2, 5), float("-inf"))
     x[1] = torch.arange(5.0)
     torch.testing.assert_close(softmax_last(x), torch.softmax(x, dim=-1), equal_nan=True)
