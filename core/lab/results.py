@@ -447,8 +447,8 @@ VISION_LONG = (
      "docs/results/vision-attention-convstem-bf16-48ep-cutout-seeds3.metrics.json", "attention"),
     ("attention with a conv stem, bfloat16, 52 epochs (`--epochs 52`), AMD EPYC",
      "docs/results/vision-attention-convstem-bf16-52ep-cutout.metrics.json", "attention"),
-    ("attention with a conv stem, bfloat16, 75 epochs (`--epochs 75`), Intel Xeon (model 207)",
-     "docs/results/vision-attention-convstem-bf16-75ep-cutout.metrics.json", "attention"),
+    ("attention with a conv stem, bfloat16, 75 epochs (`--epochs 75`; seed 1 added by `--seeds 2`), Intel Xeon "
+     "(model 207)", "docs/results/vision-attention-convstem-bf16-75ep-cutout-seeds2.metrics.json", "attention"),
 )
 #: softmax over short rows on the CPU, torch.softmax against the rows padded to one vector (core.attention.softmax_last)
 SOFTMAX_FEW_KEYS = "benchmarks/results/softmax_few_keys.json"
@@ -985,8 +985,9 @@ TABLES: tuple[Table, ...] = (
             "with `--precision bf16` (and, in a later session, with `--epochs 48`, then `--epochs 52`; in the "
             "next, the 48-epoch command with `--seeds 2`, then `--seeds 3`, over its folder: the earlier seeds loaded, "
             "seeds 1 and 2 trained), on an AMD EPYC (family 25, model 17), alone on the machine (seed 1 but for short "
-            "tests in its first epochs); the 75-epoch row: `--epochs 75` on an Intel Xeon (family 6, model 207), "
-            "alone on the machine but for file edits. "
+            "tests in its first epochs); the 75-epoch rows: `--epochs 75` on an Intel Xeon (family 6, model 207), "
+            "then the same with `--seeds 2` over its folder (seed 0 loaded, seed 1 trained), each alone on the "
+            "machine but for file edits. "
             "Validation keeps the epoch, then chooses flip test-time augmentation for the kept weights only where it "
             "scores higher on validation; test is scored once with and once without it and chooses nothing."),
     FigureTable("vision-speed-cuda", tuple(
@@ -1322,7 +1323,7 @@ TABLES: tuple[Table, ...] = (
           for label, record, model, budget in (
               (*VISION_LONG[0], "the epochs an hour holds on an Intel Xeon"),
               ("attention with a conv stem (`--conv-stages 1`), bfloat16, 75 epochs", *VISION_LONG[5][1:],
-               "the epochs an hour holds on an Intel Xeon; validation's choice of five such runs, one seed"),
+               "the epochs an hour holds on an Intel Xeon; validation's choice of five such runs, then a second seed"),
               ("attention with a conv stem, bfloat16, 48 epochs", *VISION_LONG[3][1:],
                "within the hour on an AMD EPYC; validation's choice of the first four, then two more seeds"))),
         Figure("vision: handwritten digits (8k/2k, 28×28, `python -m vision digits`), pixel attention, 45 epochs",
