@@ -145,7 +145,8 @@ def decode_only_speedups(rounds: list[dict[str, float]]) -> list[float]:
 
 def decode_words(model: EncoderDecoder, batches, cache: bool) -> list[list[int]]:
     """Greedy phoneme ids of every word in `batches` (`(letters, lengths)` pairs, on the model's device), each
-    until its EOS (read back to the host, so the call ends when the device's work does)."""
+    until its EOS (read back to the host, so the call ends when the device's work does). The searches make
+    their tokens on the state's device (`core.decoding.state_device`)."""
     outputs = []
     with torch.inference_mode():
         for letters, lengths in batches:
@@ -155,7 +156,7 @@ def decode_words(model: EncoderDecoder, batches, cache: bool) -> list[list[int]]
             else:
                 step, state = recompute_step_real(model), (letters.new_zeros(letters.shape[0], 0), memory, lengths)
             result = greedy_search(step, state, letters.shape[0], bos_id=model.bos_id, eos_id=model.eos_id,
-                                   max_len=max_output_length(letters.shape[1]), device=letters.device)
+                                   max_len=max_output_length(letters.shape[1]))
             outputs += result.sequences()
     return outputs
 
