@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.attention import CPU_SOFTMAX_PAD  # noqa: E402
+from core.attention import CPU_SOFTMAX_PAD, softmax_last  # noqa: E402
 from core.lab.bench import interleaved_rounds, machine, paired_ratio, summarize, write_result  # noqa: E402
 
 LENGTHS = (1, 2, 3, 4, 6, 8, 9, 12, 15, 16, 17, 24, 31, 32)
@@ -44,9 +44,9 @@ def padded_softmax(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def rule_pads(dtype: torch.dtype, S: int) -> bool:
-    """Whether `core.attention.softmax_last` pads rows of S entries of this dtype on the CPU."""
-    shortest, width = CPU_SOFTMAX_PAD.get(dtype, (0, 0))
-    return shortest <= S < width
+    """Whether `core.attention.softmax_last` pads rows of S entries of this dtype on the CPU (asked of it: a
+    padded result keeps the padded row stride)."""
+    return softmax_last(torch.zeros(2, S, dtype=dtype)).stride(0) != S
 
 
 def point(dtype_name: str, S: int, rounds: int, seed: int) -> dict:
